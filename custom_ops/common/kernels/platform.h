@@ -1,0 +1,32 @@
+// Framework-free helpers shared by the CPU and CUDA kernels of every tfdet op (DESIGN.md, decision 5).
+// Nothing here includes TensorFlow: the CUDA kernels can be built and tested with nvcc alone.
+#ifndef TFDET_COMMON_KERNELS_PLATFORM_H_
+#define TFDET_COMMON_KERNELS_PLATFORM_H_
+
+#if defined(__CUDACC__)
+#define TFDET_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define TFDET_HOST_DEVICE inline
+#endif
+
+namespace tfdet {
+
+template <typename T>
+TFDET_HOST_DEVICE T min_of(T a, T b) { return a < b ? a : b; }
+template <typename T>
+TFDET_HOST_DEVICE T max_of(T a, T b) { return a > b ? a : b; }
+
+// Adds v to *p: plain on the host (callers shard so that no two threads share an address), atomic on
+// the device.
+template <typename T>
+TFDET_HOST_DEVICE void accumulate(T* p, T v) {
+#if defined(__CUDA_ARCH__)
+  atomicAdd(p, v);
+#else
+  *p += v;
+#endif
+}
+
+}  // namespace tfdet
+
+#endif  // TFDET_COMMON_KERNELS_PLATFORM_H_

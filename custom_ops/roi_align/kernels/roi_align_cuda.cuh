@@ -1,0 +1,86 @@
+// RoIAlign CUDA kernels, framework-free: included by the TF GPU kernel (roi_align_kernels.cu.cc) and
+// by the nvcc-only harness in tests/gpu/. One thread per output element (k, ph, pw, c); channels are
+// innermost (NHWC), so neighbouring threads read neighbouring addresses.
+#ifndef TFDET_ROI_ALIGN_KERNELS_ROI_ALIGN_CUDA_CUH_
+#define TFDET_ROI_ALIGN_KERNELS_ROI_ALIGN_CUDA_CUH_
+
+#include <cuda_runtime.h>
+
+#include "custom_ops/roi_align/kernels/roi_align.h"
+
+namespace tfdet {
+namespace roi_align {
+
+template <typename T>
+__global__ void forward_kernel(const T* features, const T* boxes, const int* box_indices, Shape s, T* output) {
+  const long long total = static_cast<long long>(s.num_rois) * s.pooled_h * s.pooled_w * s.channels;
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<long long>(blockDim.x) * gridDim.x) {
+    const int c = static_cast<int>(i % s.channels);
+    const long long bin = i / s.channels;
+    const int pw = static_cast<int>(bin % s.pooled_w);
+    const int ph = static_cast<int>((bin / s.pooled_w) % s.pooled_h);
+    const int k = static_cast<int>(bin / (static_cast<long long>(s.pooled_w) * s.pooled_h));
+    const int n = box_indices[k];
+    T* out = output + bin * s.channels;
+    if (n < 0 || n >= s.batch) {  // validated before the launch; never read out of bounds here
+      out[c] = T(0);
+      continue;
+    }
+    const RoiGrid<T> g = make_grid(boxes + 4 * k, s);
+    const T* image = features + static_cast<long long>(n) * s.height * s.width * s.channels;
+    forward_bin(image, g, ph, pw, s, c, c + 1, out);
+  }
+}
+
+template <typename T>
+__global__ void backward_kernel(const T* grad_output, const T* boxes, const int* box_indices, Shape s,
+                                T* grad_features) {
+  const long long total = static_cast<long long>(s.num_rois) * s.pooled_h * s.pooled_w * s.channels;
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<long long>(blockDim.x) * gridDim.x) {
+    const int c = static_cast<int>(i % s.channels);
+    const long long bin = i / s.channels;
+    const int pw = static_cast<int>(bin % s.pooled_w);
+    const int ph = static_cast<int>((bin / s.pooled_w) % s.pooled_h);
+    const int k = static_cast<int>(bin / (static_cast<long long>(s.pooled_w) * s.pooled_h));
+    const int n = box_indices[k];
+    if (n < 0 || n >= s.batch) continue;
+    const RoiGrid<T> g = make_grid(boxes + 4 * k, s);
+    T* grad_image = grad_features + static_cast<long long>(n) * s.height * s.width * s.channels;
+    backward_bin(grad_output + bin * s.channels, g, ph, pw, s, c, c + 1, grad_image);
+  }
+}
+
+inline int launch_blocks(long long total, int threads) {
+  long long blocks = (total + threads - 1) / threads;
+  return static_cast<int>(blocks < 65535 * 8 ? (blocks > 0 ? blocks : 1) : 65535 * 8);
+}
+
+// Launchers: return the launch status (cudaSuccess when the kernel was queued).
+template <typename T>
+cudaError_t launch_forward(const T* features, const T* boxes, const int* box_indices, const Shape& s,
+                           T* output, cudaStream_t stream) {
+  const long long total = static_cast<long long>(s.num_rois) * s.pooled_h * s.pooled_w * s.channels;
+  if (total == 0) return cudaSuccess;
+  const int threads = 256;
+  forward_kernel<T><<<launch_blocks(total, threads), threads, 0, stream>>>(features, boxes, box_indices, s, output);
+  return cudaGetLastError();
+}
+
+// grad_features must be zeroed by the caller (on the same stream).
+template <typename T>
+cudaError_t launch_backward(const T* grad_output, const T* boxes, const int* box_indices, const Shape& s,
+                            T* grad_features, cudaStream_t stream) {
+  const long long total = static_cast<long long>(s.num_rois) * s.pooled_h * s.pooled_w * s.channels;
+  if (total == 0) return cudaSuccess;
+  const int threads = 256;
+  backward_kernel<T><<<launch_blocks(total, threads), threads, 0, stream>>>(grad_output, boxes, box_indices, s,
+                                                                            grad_features);
+  return cudaGetLastError();
+}
+
+}  // namespace roi_align
+}  // namespace tfdet
+
+#endif  // TFDET_ROI_ALIGN_KERNELS_ROI_ALIGN_CUDA_CUH_

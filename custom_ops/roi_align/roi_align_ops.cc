@@ -1,0 +1,64 @@
+// Op registration and shape functions for Tfdet>RoiAlign and its gradient.
+#include "tensorflow/core/framework/common_shape_fns.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace tfdet {
+
+using ::tensorflow::Status;
+using ::tensorflow::shape_inference::DimensionHandle;
+using ::tensorflow::shape_inference::InferenceContext;
+using ::tensorflow::shape_inference::ShapeHandle;
+
+REGISTER_OP("Tfdet>RoiAlign")
+    .Input("features: T")
+    .Input("boxes: T")
+    .Input("box_indices: int32")
+    .Output("output: T")
+    .Attr("pooled_height: int >= 1")
+    .Attr("pooled_width: int >= 1")
+    .Attr("spatial_scale: float = 1.0")
+    .Attr("sampling_ratio: int >= 0 = 0")
+    .Attr("aligned: bool = true")
+    .Attr("T: {float, double}")
+    .SetShapeFn([](InferenceContext* c) -> Status {
+      ShapeHandle features, boxes, box_indices;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &features));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &boxes));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 1, &box_indices));
+      DimensionHandle unused, num_rois;
+      TF_RETURN_IF_ERROR(c->WithValue(c->Dim(boxes, 1), 4, &unused));
+      TF_RETURN_IF_ERROR(c->Merge(c->Dim(boxes, 0), c->Dim(box_indices, 0), &num_rois));
+      int pooled_height, pooled_width;
+      TF_RETURN_IF_ERROR(c->GetAttr("pooled_height", &pooled_height));
+      TF_RETURN_IF_ERROR(c->GetAttr("pooled_width", &pooled_width));
+      c->set_output(0, c->MakeShape({num_rois, pooled_height, pooled_width, c->Dim(features, 3)}));
+      return Status();
+    })
+    .Doc(R"doc(
+RoIAlign on NHWC features (torchvision.ops.roi_align semantics).
+features: [N, H, W, C]. boxes: [K, 4] (x1, y1, x2, y2) in input pixels. box_indices: [K] in [0, N).
+output: [K, pooled_height, pooled_width, C].
+)doc");
+
+REGISTER_OP("Tfdet>RoiAlignGrad")
+    .Input("grad_output: T")
+    .Input("boxes: T")
+    .Input("box_indices: int32")
+    .Input("features_shape: int32")
+    .Output("grad_features: T")
+    .Attr("spatial_scale: float = 1.0")
+    .Attr("sampling_ratio: int >= 0 = 0")
+    .Attr("aligned: bool = true")
+    .Attr("T: {float, double}")
+    .SetShapeFn([](InferenceContext* c) -> Status {
+      ShapeHandle grad, shape;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &grad));
+      TF_RETURN_IF_ERROR(c->MakeShapeFromShapeTensor(3, &shape));
+      TF_RETURN_IF_ERROR(c->WithRank(shape, 4, &shape));
+      c->set_output(0, shape);
+      return Status();
+    })
+    .Doc("Gradient of Tfdet>RoiAlign with respect to its features.");
+
+}  // namespace tfdet

@@ -1,0 +1,150 @@
+"""RoIAlign (torchvision.ops.roi_align semantics, NHWC): fused kernel and composite stock-TF twin."""
+
+import tensorflow as tf
+
+from tfdet.ops import loader
+
+_COMPUTE_DTYPES = (tf.float32, tf.float64)
+
+
+def _pair(value, name):
+    if isinstance(value, int):
+        value = (value, value)
+    value = tuple(int(v) for v in value)
+    if len(value) != 2 or min(value) < 1:
+        raise ValueError(f"{name} must be a positive int or a pair of positive ints, got {value!r}.")
+    return value
+
+
+def _check_rank(tensor, rank, name, layout):
+    if tensor.shape.rank is not None and tensor.shape.rank != rank:
+        raise ValueError(f"roi_align: {name} must have rank {rank} {layout}, got shape {tensor.shape}.")
+
+
+def roi_align(features, boxes, box_indices, output_size, spatial_scale=1.0, sampling_ratio=0, aligned=True,
+              impl=None, name=None):
+    """Pools `output_size` bins from each box with bilinear sampling.
+
+    Args:
+      features: [N, H, W, C] float feature map (float16/bfloat16 are computed in float32).
+      boxes: [K, 4] (x1, y1, x2, y2) in input-image pixels; `spatial_scale` maps them onto `features`.
+      box_indices: [K] int32, the image of each box, in [0, N).
+      output_size: int or (height, width) of the pooled output.
+      spatial_scale: features pixels per input pixel (1 / stride).
+      sampling_ratio: samples per bin side; 0 takes ceil(box side / output side) per box.
+      aligned: True shifts box corners by -0.5 pixel (pixel centres at .5), as Detectron2 and mmdetection.
+      impl: None (fused when the op library is loaded), "fused" or "composite".
+
+    Returns:
+      [K, output_height, output_width, C], the dtype of `features`. Differentiable w.r.t. `features`.
+    """
+    out_h, out_w = _pair(output_size, "output_size")
+    if sampling_ratio < 0:
+        raise ValueError(f"roi_align: sampling_ratio must be >= 0, got {sampling_ratio}.")
+    impl = loader.resolve_impl(impl)
+    with tf.name_scope(name or "roi_align"):
+        features = tf.convert_to_tensor(features)
+        if not features.dtype.is_floating:
+            raise ValueError(f"roi_align: features must be floating point, got {features.dtype.name}.")
+        boxes = tf.convert_to_tensor(boxes)
+        box_indices = tf.cast(box_indices, tf.int32)
+        _check_rank(features, 4, "features", "[N, H, W, C]")
+        _check_rank(boxes, 2, "boxes", "[K, 4]")
+        _check_rank(box_indices, 1, "box_indices", "[K]")
+        if boxes.shape[-1] is not None and boxes.shape[-1] != 4:
+            raise ValueError(f"roi_align: boxes must be [K, 4], got shape {boxes.shape}.")
+        if boxes.shape[0] is not None and box_indices.shape[0] is not None and boxes.shape[0] != box_indices.shape[0]:
+            raise ValueError(f"roi_align: boxes {boxes.shape} and box_indices {box_indices.shape} differ in K.")
+        out_dtype = features.dtype
+        compute = out_dtype if out_dtype in _COMPUTE_DTYPES else tf.float32
+        features = tf.cast(features, compute)
+        boxes = tf.cast(boxes, compute)
+        batch = tf.shape(features, out_type=tf.int32)[0]
+        checks = [
+            tf.debugging.assert_non_negative(box_indices, message="roi_align: box_indices must be >= 0"),
+            tf.debugging.assert_less(box_indices, batch,
+                                     message="roi_align: box_indices must be < the features' batch size"),
+        ]
+        with tf.control_dependencies(checks):
+            box_indices = tf.identity(box_indices)
+        if impl == "fused":
+            out = loader.ops_module().tfdet_roi_align(
+                features, boxes, box_indices, pooled_height=out_h, pooled_width=out_w,
+                spatial_scale=float(spatial_scale), sampling_ratio=int(sampling_ratio), aligned=bool(aligned))
+        else:
+            out = _roi_align_composite(features, boxes, box_indices, out_h, out_w, float(spatial_scale),
+                                       int(sampling_ratio), bool(aligned))
+        return tf.cast(out, out_dtype)
+
+
+def _roi_align_composite(features, boxes, box_indices, out_h, out_w, spatial_scale, sampling_ratio, aligned):
+    """RoIAlign from stock TF ops only (the SavedModel-export default and the test oracle's twin).
+
+    torchvision's bilinear sampling clamps coordinates in [-1, 0] to the first row and those in
+    [H-1, H] to the last, and drops samples beyond. That is exactly `crop_and_resize` (which drops
+    samples outside the image) on the map edge-padded by one pixel. The samples of one box lie on a
+    regular grid of (out_h * grid_h) x (out_w * grid_w) points, so one crop per box followed by a mean
+    over each grid_h x grid_w block gives the bins. Boxes with different adaptive grids
+    (sampling_ratio=0) are cropped in groups, one group per distinct (grid_h, grid_w).
+    """
+    dtype = features.dtype
+    shape = tf.shape(features)
+    height, width, channels = shape[1], shape[2], shape[3]
+    padded = tf.pad(features, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+    offset = 0.5 if aligned else 0.0
+    x1, y1, x2, y2 = tf.unstack(boxes * spatial_scale - offset, axis=-1)
+    roi_w, roi_h = x2 - x1, y2 - y1
+    if not aligned:
+        roi_w, roi_h = tf.maximum(roi_w, 1.0), tf.maximum(roi_h, 1.0)
+    num_rois = tf.shape(boxes)[0]
+
+    def pooled(grid_h, grid_w, select):
+        """Bins of the boxes at positions `select`, all with the given grid."""
+        steps_h = tf.cast(out_h * grid_h, dtype)
+        steps_w = tf.cast(out_w * grid_w, dtype)
+        ys = tf.gather(y1, select), tf.gather(roi_h, select)
+        xs = tf.gather(x1, select), tf.gather(roi_w, select)
+        first_y = ys[0] + 0.5 * ys[1] / steps_h
+        last_y = ys[0] + (steps_h - 0.5) * ys[1] / steps_h
+        first_x = xs[0] + 0.5 * xs[1] / steps_w
+        last_x = xs[0] + (steps_w - 0.5) * xs[1] / steps_w
+        # Padded-map coordinates (+1), normalized by (padded size - 1) = size + 1.
+        norm_h, norm_w = tf.cast(height + 1, dtype), tf.cast(width + 1, dtype)
+        crop_boxes = tf.stack([(first_y + 1) / norm_h, (first_x + 1) / norm_w,
+                               (last_y + 1) / norm_h, (last_x + 1) / norm_w], axis=-1)
+        crops = tf.image.crop_and_resize(
+            padded, tf.cast(crop_boxes, tf.float32), tf.gather(box_indices, select),
+            tf.stack([out_h * grid_h, out_w * grid_w]), method="bilinear", extrapolation_value=0.0)
+        crops = tf.reshape(tf.cast(crops, dtype), [-1, out_h, grid_h, out_w, grid_w, channels])
+        return tf.reduce_mean(crops, axis=[2, 4])
+
+    if sampling_ratio > 0:
+        return pooled(sampling_ratio, sampling_ratio, tf.range(num_rois))
+
+    grid_h = tf.cast(tf.math.ceil(roi_h / out_h), tf.int64)
+    grid_w = tf.cast(tf.math.ceil(roi_w / out_w), tf.int64)
+    stride = tf.reduce_max(tf.concat([grid_w, [0]], 0)) + 1
+    group = tf.maximum(grid_h, 0) * stride + tf.maximum(grid_w, 0)  # boxes with side <= 0 have grid 0
+    groups, _ = tf.unique(group)
+    output = tf.zeros(tf.stack([num_rois, out_h, out_w, channels]), dtype)
+
+    def body(i, output):
+        grid_h_i, grid_w_i = groups[i] // stride, groups[i] % stride
+        select = tf.where(tf.equal(group, groups[i]))[:, 0]
+        values = tf.cond(
+            tf.logical_and(grid_h_i > 0, grid_w_i > 0),
+            lambda: pooled(tf.cast(grid_h_i, tf.int32), tf.cast(grid_w_i, tf.int32), select),
+            lambda: tf.zeros(tf.stack([tf.size(select), out_h, out_w, channels]), dtype))  # empty box: no samples
+        return i + 1, tf.tensor_scatter_nd_update(output, select[:, None], values)
+
+    _, output = tf.while_loop(lambda i, _: i < tf.size(groups), body, [tf.constant(0), output])
+    return output
+
+
+@tf.RegisterGradient("Tfdet>RoiAlign")
+def _roi_align_grad(op, grad):
+    grad_features = loader.ops_module().tfdet_roi_align_grad(
+        grad, op.inputs[1], op.inputs[2], tf.shape(op.inputs[0], out_type=tf.int32),
+        spatial_scale=op.get_attr("spatial_scale"), sampling_ratio=op.get_attr("sampling_ratio"),
+        aligned=op.get_attr("aligned"))
+    return [grad_features, None, None]
