@@ -1,5 +1,5 @@
 """Thin, serializable Keras layers built on tfdet.ops."""
 
-from tfdet.layers.roi_align import MultiLevelRoIAlign, assign_fpn_levels
+from tfdet.layers.roi_align import MultiLevelRoIAlign
 
-__all__ = ["MultiLevelRoIAlign", "assign_fpn_levels"]
+__all__ = ["MultiLevelRoIAlign"]

@@ -148,3 +148,14 @@ def _roi_align_grad(op, grad):
         spatial_scale=op.get_attr("spatial_scale"), sampling_ratio=op.get_attr("sampling_ratio"),
         aligned=op.get_attr("aligned"))
     return [grad_features, None, None]
+
+
+def fpn_levels(boxes, min_level, max_level, canonical_level=4, canonical_size=224.0):
+    """FPN level of each box (FPN paper eq. 1): floor(canonical_level + log2(sqrt(area) / canonical_size)),
+    clamped to [min_level, max_level]. boxes: [..., 4] (x1, y1, x2, y2). Returns int32 [...]."""
+    boxes = tf.convert_to_tensor(boxes)
+    area = tf.maximum((boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1]), 0.0)
+    scale = tf.sqrt(tf.cast(area, tf.float32))
+    # The epsilon keeps exact powers of two (e.g. a 224x224 box) on their level despite rounding.
+    level = tf.floor(canonical_level + tf.math.log(scale / canonical_size + 1e-6) / tf.math.log(2.0))
+    return tf.cast(tf.clip_by_value(level, min_level, max_level), tf.int32)
