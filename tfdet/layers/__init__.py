@@ -1,5 +1,6 @@
 """Thin, serializable Keras layers built on tfdet.ops."""
 
+from tfdet.layers.deform_conv import DeformConv2D, ModulatedDeformConv2D
 from tfdet.layers.roi_align import MultiLevelRoIAlign
 
-__all__ = ["MultiLevelRoIAlign"]
+__all__ = ["DeformConv2D", "ModulatedDeformConv2D", "MultiLevelRoIAlign"]

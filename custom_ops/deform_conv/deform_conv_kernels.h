@@ -1,0 +1,44 @@
+// Device functors of the deformable-convolution TF kernels. Inputs are validated by the OpKernels
+// before a functor runs.
+#ifndef TFDET_DEFORM_CONV_DEFORM_CONV_KERNELS_H_
+#define TFDET_DEFORM_CONV_DEFORM_CONV_KERNELS_H_
+
+#include "custom_ops/deform_conv/kernels/deform_conv.h"
+#include "tensorflow/core/framework/op_kernel.h"
+
+namespace Eigen {
+struct ThreadPoolDevice;
+struct GpuDevice;
+}  // namespace Eigen
+
+namespace tfdet {
+namespace deform_conv {
+
+// Device functors, specialized for Eigen::ThreadPoolDevice (deform_conv_kernels.cc) and
+// Eigen::GpuDevice (deform_conv_kernels.cu.cc). `mask` is read only when s.modulated and `bias` only
+// when non-null. Backward writes all of its outputs (grad_mask only when s.modulated).
+template <typename Device, typename T>
+struct Forward;
+template <typename Device, typename T>
+struct Backward;
+
+#define TFDET_DEFORM_CONV_FUNCTORS(Device)                                                                  \
+  template <typename T>                                                                                     \
+  struct Forward<Device, T> {                                                                               \
+    void operator()(::tensorflow::OpKernelContext* ctx, const Shape& s, const T* inputs, const T* offsets,  \
+                    const T* mask, const T* kernel, const T* bias, T* output);                              \
+  };                                                                                                        \
+  template <typename T>                                                                                     \
+  struct Backward<Device, T> {                                                                              \
+    void operator()(::tensorflow::OpKernelContext* ctx, const Shape& s, const T* inputs, const T* offsets,  \
+                    const T* mask, const T* kernel, const T* grad_output, T* grad_inputs, T* grad_offsets,  \
+                    T* grad_mask, T* grad_kernel);                                                          \
+  };
+TFDET_DEFORM_CONV_FUNCTORS(Eigen::ThreadPoolDevice)
+TFDET_DEFORM_CONV_FUNCTORS(Eigen::GpuDevice)
+#undef TFDET_DEFORM_CONV_FUNCTORS
+
+}  // namespace deform_conv
+}  // namespace tfdet
+
+#endif  // TFDET_DEFORM_CONV_DEFORM_CONV_KERNELS_H_
