@@ -15,24 +15,23 @@ namespace tfdet {
 namespace deform_conv {
 
 // Device functors, specialized for Eigen::ThreadPoolDevice (deform_conv_kernels.cc) and
-// Eigen::GpuDevice (deform_conv_kernels.cu.cc). `mask` is read only when s.modulated and `bias` only
-// when non-null. Backward writes all of its outputs (grad_mask only when s.modulated).
+// Eigen::GpuDevice (deform_conv_kernels.cu.cc). `mask` is read and `grad_mask` written only when
+// s.modulated. Col2im writes all of grad_inputs (zeroing it first), grad_offsets and grad_mask.
 template <typename Device, typename T>
-struct Forward;
+struct Im2col;
 template <typename Device, typename T>
-struct Backward;
+struct Col2im;
 
-#define TFDET_DEFORM_CONV_FUNCTORS(Device)                                                                  \
-  template <typename T>                                                                                     \
-  struct Forward<Device, T> {                                                                               \
-    void operator()(::tensorflow::OpKernelContext* ctx, const Shape& s, const T* inputs, const T* offsets,  \
-                    const T* mask, const T* kernel, const T* bias, T* output);                              \
-  };                                                                                                        \
-  template <typename T>                                                                                     \
-  struct Backward<Device, T> {                                                                              \
-    void operator()(::tensorflow::OpKernelContext* ctx, const Shape& s, const T* inputs, const T* offsets,  \
-                    const T* mask, const T* kernel, const T* grad_output, T* grad_inputs, T* grad_offsets,  \
-                    T* grad_mask, T* grad_kernel);                                                          \
+#define TFDET_DEFORM_CONV_FUNCTORS(Device)                                                                    \
+  template <typename T>                                                                                       \
+  struct Im2col<Device, T> {                                                                                  \
+    void operator()(::tensorflow::OpKernelContext* ctx, const Shape& s, const T* inputs, const T* offsets,    \
+                    const T* mask, T* columns);                                                               \
+  };                                                                                                          \
+  template <typename T>                                                                                       \
+  struct Col2im<Device, T> {                                                                                  \
+    void operator()(::tensorflow::OpKernelContext* ctx, const Shape& s, const T* inputs, const T* offsets,    \
+                    const T* mask, const T* grad_columns, T* grad_inputs, T* grad_offsets, T* grad_mask);     \
   };
 TFDET_DEFORM_CONV_FUNCTORS(Eigen::ThreadPoolDevice)
 TFDET_DEFORM_CONV_FUNCTORS(Eigen::GpuDevice)

@@ -71,12 +71,16 @@ def deform_conv2d(inputs, offsets, kernel, mask=None, bias=None, strides=1, padd
         mask = None if mask is None else tf.cast(mask, compute)
         bias = None if bias is None else tf.cast(bias, compute)
         _check_static(inputs, offsets, kernel, mask, bias, strides, padding, dilations, groups, deformable_groups)
+        if inputs.shape[-1] is None:  # checked at run time: the kernel's C / groups must match the inputs
+            check = tf.debugging.assert_equal(
+                tf.shape(inputs)[-1], kernel.shape[2] * groups,
+                message=f"deform_conv2d: kernel must be [kh, kw, C / groups, Cout] = {kernel.shape} for the inputs' C")
+            with tf.control_dependencies([check]):
+                inputs = tf.identity(inputs)
         if impl == "fused":
-            empty = tf.zeros([0], compute)
-            out = loader.ops_module().tfdet_deform_conv2d(
-                inputs, offsets, empty if mask is None else mask, kernel, empty if bias is None else bias,
-                strides=list(strides), padding=list(padding), dilations=list(dilations), groups=groups,
-                deformable_groups=deformable_groups, modulated=mask is not None, has_bias=bias is not None)
+            out = _deform_conv2d_fused(inputs, offsets, tf.convert_to_tensor(kernel), mask, strides, padding,
+                                       dilations, groups, deformable_groups)
+            out = out if bias is None else out + bias
         else:
             out = deform_conv2d_composite(inputs, offsets, kernel, mask, bias, strides, padding, dilations, groups,
                                           deformable_groups)
@@ -178,11 +182,61 @@ def deform_conv2d_composite(inputs, offsets, kernel, mask, bias, strides, paddin
     return out if bias is None else out + bias
 
 
-@tf.RegisterGradient("Tfdet>DeformConv2d")
-def _deform_conv2d_grad(op, grad):
-    attrs = {key: op.get_attr(key) for key in ("strides", "padding", "dilations", "groups", "deformable_groups",
-                                               "modulated")}
-    grad_inputs, grad_offsets, grad_mask, grad_kernel = loader.ops_module().tfdet_deform_conv2d_grad(
-        op.inputs[0], op.inputs[1], op.inputs[2], op.inputs[3], grad, **attrs)
-    grad_bias = tf.reduce_sum(grad, axis=[0, 1, 2]) if op.get_attr("has_bias") else None
-    return [grad_inputs, grad_offsets, grad_mask if attrs["modulated"] else None, grad_kernel, grad_bias]
+def _deform_conv2d_fused(inputs, offsets, kernel, mask, strides, padding, dilations, groups, deformable_groups):
+    """Fused bilinear im2col (Tfdet>DeformIm2col) x kernel with tf.matmul (oneDNN / cuBLAS).
+
+    The gradient recomputes the columns instead of keeping them alive between forward and backward
+    (they are kh * kw times the size of the inputs) and scatters their gradient with Tfdet>DeformCol2im.
+    """
+    ops = loader.ops_module()
+    kh, kw, _, _ = kernel.shape
+    attrs = dict(kernel_size=[kh, kw], strides=list(strides), padding=list(padding), dilations=list(dilations),
+                 groups=groups, deformable_groups=deformable_groups, modulated=mask is not None)
+    mask_or_empty = tf.zeros([0], inputs.dtype) if mask is None else mask
+
+    @tf.custom_gradient
+    def run(inputs, offsets, mask_or_empty, kernel):
+        columns = ops.tfdet_deform_im2col(inputs, offsets, mask_or_empty, **attrs)
+
+        def grad(grad_output):
+            columns = ops.tfdet_deform_im2col(inputs, offsets, mask_or_empty, **attrs)
+            grad_columns, grad_kernel = _columns_times_kernel_grad(columns, kernel, grad_output, groups)
+            grad_inputs, grad_offsets, grad_mask = ops.tfdet_deform_col2im(inputs, offsets, mask_or_empty,
+                                                                           grad_columns, **attrs)
+            return grad_inputs, grad_offsets, grad_mask, grad_kernel
+
+        return _columns_times_kernel(columns, kernel, groups), grad
+
+    return run(inputs, offsets, mask_or_empty, kernel)
+
+
+def _grouped(columns, kernel, groups):
+    """columns [N, Ho, Wo, K*C] as [P, groups, K*C/groups]; kernel [kh, kw, C/groups, Cout] as
+    [K*C/groups, groups, Cout/groups] (the fused columns' row layout is [groups, K, C/groups])."""
+    kh, kw, cin_g, cout = kernel.shape
+    return (tf.reshape(columns, [-1, groups, kh * kw * cin_g]),
+            tf.reshape(kernel, [kh * kw * cin_g, groups, cout // groups]))
+
+
+def _columns_times_kernel(columns, kernel, groups):
+    shape = tf.shape(columns)
+    cout = kernel.shape[3]
+    cols, weights = _grouped(columns, kernel, groups)
+    if groups == 1:
+        out = tf.matmul(cols[:, 0], weights[:, 0])
+    else:
+        out = tf.einsum("pgk,kgo->pgo", cols, weights)
+    return tf.reshape(out, tf.concat([shape[:3], [cout]], 0))
+
+
+def _columns_times_kernel_grad(columns, kernel, grad_output, groups):
+    """Gradients of _columns_times_kernel w.r.t. columns and kernel."""
+    cols, weights = _grouped(columns, kernel, groups)
+    grad = tf.reshape(grad_output, [-1, groups, kernel.shape[3] // groups])
+    if groups == 1:
+        grad_cols = tf.matmul(grad[:, 0], weights[:, 0], transpose_b=True)[:, None]
+        grad_weights = tf.matmul(cols[:, 0], grad[:, 0], transpose_a=True)[:, None]
+    else:
+        grad_cols = tf.einsum("pgo,kgo->pgk", grad, weights)
+        grad_weights = tf.einsum("pgk,pgo->kgo", cols, grad)
+    return tf.reshape(grad_cols, tf.shape(columns)), tf.reshape(grad_weights, kernel.shape)

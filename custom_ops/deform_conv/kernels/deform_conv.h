@@ -1,15 +1,17 @@
 // Deformable convolution math, framework-free (torchvision.ops.deform_conv2d semantics, NHWC layout).
 //
-// The convolution is an im2col with bilinear sampling followed by a GEMM. Output row p = (n, oy, ox)
-// of the column matrix holds, for kernel point k = i * kernel_w + j and input channel c,
+// The convolution is a bilinear im2col followed by a GEMM. Row p = (n, oy, ox) of the column matrix
+// holds, for kernel point k = i * kernel_w + j and input channel c,
 //   mask[n, oy, ox, g * K + k] * bilinear(inputs[n], y, x, c)          (g = c / (C / deformable_groups))
 //   y = oy * stride_h - pad_h + i * dilation_h + offsets[n, oy, ox, 2 * (g * K + k)]
 //   x = ox * stride_w - pad_w + j * dilation_w + offsets[n, oy, ox, 2 * (g * K + k) + 1]
 // with the image zero outside. The columns of a row are laid out [groups, K, C / groups], so the
 // columns of one convolution group are contiguous and, with the kernel [kh, kw, C / groups, Cout]
-// read as a (K * C / groups) x Cout matrix, output = columns x kernel per group.
+// read as a (K * C / groups) x Cout matrix per group, output = columns x kernel. The GEMMs are left
+// to the framework (oneDNN / cuBLAS through tf.matmul); the custom kernels are the sampling (im2col)
+// and its adjoint (col2im, which also yields the offsets' and mask's gradients).
 //
-// The CPU kernel (deform_conv_kernels.cc) and the CUDA kernels (deform_conv_cuda.cuh) call the
+// The CPU kernels (deform_conv_kernels.cc) and the CUDA kernels (deform_conv_cuda.cuh) call the
 // per-point functions below, so they cannot disagree.
 #ifndef TFDET_DEFORM_CONV_KERNELS_DEFORM_CONV_H_
 #define TFDET_DEFORM_CONV_KERNELS_DEFORM_CONV_H_
@@ -22,7 +24,7 @@ namespace deform_conv {
 
 struct Shape {
   int batch, height, width, in_channels;  // inputs [N, H, W, C]
-  int out_h, out_w, out_channels;         // output [N, Ho, Wo, Cout]
+  int out_h, out_w;                       // output [N, Ho, Wo, ...]
   int kernel_h, kernel_w;
   int stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
   int groups, deformable_groups;
