@@ -1,6 +1,7 @@
 """Thin, serializable Keras layers built on tfdet.ops."""
 
 from tfdet.layers.deform_conv import DeformConv2D, ModulatedDeformConv2D
+from tfdet.layers.deform_roi_pool import DeformRoIPool, ModulatedDeformRoIPoolPack
 from tfdet.layers.roi_align import MultiLevelRoIAlign
 
-__all__ = ["DeformConv2D", "ModulatedDeformConv2D", "MultiLevelRoIAlign"]
+__all__ = ["DeformConv2D", "DeformRoIPool", "ModulatedDeformConv2D", "ModulatedDeformRoIPoolPack", "MultiLevelRoIAlign"]
