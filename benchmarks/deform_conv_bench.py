@@ -1,6 +1,6 @@
 """Deformable convolution: fused vs composite, and vs a plain tf.nn.conv2d of the same shape.
 
-    python -m benchmarks.deform_conv_bench [--repeats 5] [--no-memory] [--small]
+    python -m benchmarks.deform_conv_bench [--repeats 5] [--no-memory | --no-timing] [--small]
 
 Sizes are the c3/c4 stages of ResNet-50 on an 800x1333 input (stride 8 and 16) with 3x3 kernels,
 modulated (DCN v2), deformable_groups 1 and 4. Every variant runs as a tf.function in this one
@@ -56,13 +56,20 @@ def run_once(variant_spec):
     args = make_inputs(tuple(spec["shape"]), spec["dg"])
     _, fwd_bwd = make_fns(spec["variant"], spec["dg"])
     [t.numpy() for t in fwd_bwd(**args)]
-    report_own_peak_rss()
+    # VmHWM is this process's own peak: ru_maxrss (report_own_peak_rss) also carries the peak of the
+    # parent that started it, since Linux keeps the larger of the two across fork and exec.
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            print(next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024.0)
+    except (OSError, StopIteration):
+        report_own_peak_rss()
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--no-timing", action="store_true")
     parser.add_argument("--small", action="store_true", help="quarter-resolution sizes (a quick check)")
     parser.add_argument("--measure-memory", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -73,7 +80,7 @@ def main():
     print(f"TF {tf.__version__}, intra-op threads {tf.config.threading.get_intra_op_parallelism_threads() or 'auto'}"
           f", {args.repeats} repeats, median seconds")
     rows = []
-    for name, shape in sizes.items():
+    for name, shape in ({} if args.no_timing else sizes).items():
         for dg in (1, 4):
             data = make_inputs(shape, dg)
             times = {}
@@ -87,18 +94,23 @@ def main():
                    f"{times['fused', 'fb']:.4f}", f"{times['composite', 'fb']:.4f}", f"{times['conv2d', 'fb']:.4f}",
                    f"{times['composite', 'fwd'] / times['fused', 'fwd']:.2f}",
                    f"{times['composite', 'fb'] / times['fused', 'fb']:.2f}",
-                   f"{times['fused', 'fwd'] / times['conv2d', 'fwd']:.2f}"]
-            if not args.no_memory:
-                for variant in ("fused", "composite", "conv2d"):
-                    spec = json.dumps({"variant": variant, "shape": list(shape), "dg": dg})
-                    row.append(f"{peak_rss_mib('benchmarks.deform_conv_bench', spec):.0f}")
+                   f"{times['fused', 'fwd'] / times['conv2d', 'fwd']:.2f}",
+                   f"{times['fused', 'fb'] / times['conv2d', 'fb']:.2f}"]
             rows.append(row)
             sys.stdout.flush()
-    header = ["case", "fused fwd", "comp fwd", "conv2d fwd", "fused f+b", "comp f+b", "conv2d f+b",
-              "comp/fused fwd", "comp/fused f+b", "fused/conv2d fwd"]
-    if not args.no_memory:
-        header += ["MiB fused f+b", "MiB comp f+b", "MiB conv2d f+b"]
-    print_table(header, rows)
+    if rows:
+        print_table(["case", "fused fwd", "comp fwd", "conv2d fwd", "fused f+b", "comp f+b", "conv2d f+b",
+                     "comp/fused fwd", "comp/fused f+b", "fused/conv2d fwd", "fused/conv2d f+b"], rows)
+    if args.no_memory:
+        return
+    print("\nPeak resident memory (MiB) of one forward+backward, each in a fresh process:")
+    memory_rows = []
+    for name, shape in sizes.items():
+        for dg in (1, 4):
+            memory_rows.append([f"{name} {'x'.join(map(str, shape))} dg{dg}"] + [
+                f"{peak_rss_mib('benchmarks.deform_conv_bench', {'variant': v, 'shape': list(shape), 'dg': dg}):.0f}"
+                for v in ("fused", "composite", "conv2d")])
+    print_table(["case", "fused", "composite", "conv2d"], memory_rows)
 
 
 if __name__ == "__main__":
