@@ -104,28 +104,23 @@ TFDET_HOST_DEVICE PointGrad<T> col2im_point(const Shape& s, const T* image, cons
   if (!sample_point(s, offsets, mask, p, g, k, &taps, &m, dy, dx)) return out;
   const int cg = s.group_channels();
   const T* src[4];
-  T* dst[4];
-  for (int t = 0; t < 4; ++t) {
-    src[t] = image + static_cast<long long>(taps.index[t]) * s.in_channels;
-    dst[t] = grad_image + static_cast<long long>(taps.index[t]) * s.in_channels;
-  }
+  for (int t = 0; t < 4; ++t) src[t] = image + static_cast<long long>(taps.index[t]) * s.in_channels;
   T sum_y = T(0), sum_x = T(0), sum_v = T(0);
   for (int c = c_begin; c < c_end;) {
     const int run_end = min_of(c_end, (c / cg + 1) * cg);
     const T* gcol = grad_row + column_index(s, k, c) - c;
-    for (; c < run_end; ++c) {
+    for (int t = 0; t < 4; ++t) {  // the scatter: one axpy per tap that lies on the map
+      if (taps.weight[t] == T(0)) continue;
+      const T a = m * taps.weight[t];
+      T* dst = grad_image + static_cast<long long>(taps.index[t]) * s.in_channels;
+      for (int i = c; i < run_end; ++i) accumulate(dst + i, a * gcol[i]);
+    }
+    for (; c < run_end; ++c) {  // the sample's value and its derivatives, contracted with the gradient
       const T gc = gcol[c];
-      T v = T(0), vy = T(0), vx = T(0);
-      for (int t = 0; t < 4; ++t) {
-        const T in = src[t][c];
-        v += taps.weight[t] * in;
-        vy += dy[t] * in;
-        vx += dx[t] * in;
-        if (taps.weight[t] != T(0)) accumulate(dst[t] + c, m * taps.weight[t] * gc);
-      }
-      sum_v += gc * v;
-      sum_y += gc * vy;
-      sum_x += gc * vx;
+      const T in0 = src[0][c], in1 = src[1][c], in2 = src[2][c], in3 = src[3][c];
+      sum_v += gc * (taps.weight[0] * in0 + taps.weight[1] * in1 + taps.weight[2] * in2 + taps.weight[3] * in3);
+      sum_y += gc * (dy[0] * in0 + dy[1] * in1 + dy[2] * in2 + dy[3] * in3);
+      sum_x += gc * (dx[0] * in0 + dx[1] * in1 + dx[2] * in2 + dx[3] * in3);
     }
   }
   out.y = m * sum_y;
