@@ -10,6 +10,7 @@
 #include "tensorflow/core/framework/register_types.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/util/work_sharder.h"
+#include "custom_ops/common/op_utils.h"
 
 namespace tfdet {
 namespace roi_align {
@@ -51,7 +52,7 @@ void Backward<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const T* grad_
   std::fill(grad_features, grad_features + s.batch * image_size, T(0));
   if (s.channels == 0) return;
   const auto& pool = *ctx->device()->tensorflow_cpu_worker_threads();
-  const int blocks = std::min(s.channels, std::max(1, 4 * pool.num_threads));
+  const int blocks = std::min(s.channels, std::max(1, pool.num_threads));
   const int block = (s.channels + blocks - 1) / blocks;
   const long long bins = static_cast<long long>(s.num_rois) * s.pooled_h * s.pooled_w;
   auto work = [&](long long begin, long long end) {
@@ -75,19 +76,19 @@ void Backward<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const T* grad_
 inline void ValidateRois(tf::OpKernelContext* ctx, const tf::Tensor& boxes, const tf::Tensor& box_indices,
                          int batch, bool on_host, Shape* s) {
   OP_REQUIRES(ctx, boxes.dims() == 2 && boxes.dim_size(1) == 4,
-              tf::errors::InvalidArgument("roi_align: boxes must have shape [K, 4], got ",
+              InvalidArgument("roi_align: boxes must have shape [K, 4], got ",
                                           boxes.shape().DebugString()));
   OP_REQUIRES(ctx, box_indices.dims() == 1 && box_indices.dim_size(0) == boxes.dim_size(0),
-              tf::errors::InvalidArgument("roi_align: box_indices must have shape [K] = [", boxes.dim_size(0),
+              InvalidArgument("roi_align: box_indices must have shape [K] = [", boxes.dim_size(0),
                                           "] to match boxes, got ", box_indices.shape().DebugString()));
   OP_REQUIRES(ctx, boxes.dim_size(0) <= INT32_MAX,
-              tf::errors::InvalidArgument("roi_align: too many boxes: ", boxes.dim_size(0)));
+              InvalidArgument("roi_align: too many boxes: ", boxes.dim_size(0)));
   s->num_rois = static_cast<int>(boxes.dim_size(0));
   if (on_host) {
     const int* idx = box_indices.flat<int>().data();
     for (int k = 0; k < s->num_rois; ++k) {
       OP_REQUIRES(ctx, idx[k] >= 0 && idx[k] < batch,
-                  tf::errors::InvalidArgument("roi_align: box_indices[", k, "] = ", idx[k],
+                  InvalidArgument("roi_align: box_indices[", k, "] = ", idx[k],
                                               " is out of range [0, ", batch, ") of the features' batch"));
     }
   }
@@ -112,11 +113,11 @@ class RoiAlignOp : public tf::OpKernel {
     const tf::Tensor& boxes = ctx->input(1);
     const tf::Tensor& box_indices = ctx->input(2);
     OP_REQUIRES(ctx, features.dims() == 4,
-                tf::errors::InvalidArgument("roi_align: features must be [N, H, W, C], got ",
+                InvalidArgument("roi_align: features must be [N, H, W, C], got ",
                                             features.shape().DebugString()));
     for (int d = 0; d < 4; ++d) {
       OP_REQUIRES(ctx, features.dim_size(d) <= INT32_MAX,
-                  tf::errors::InvalidArgument("roi_align: features dimension ", d, " is too large"));
+                  InvalidArgument("roi_align: features dimension ", d, " is too large"));
     }
     Shape s{};
     s.batch = static_cast<int>(features.dim_size(0));
@@ -131,7 +132,7 @@ class RoiAlignOp : public tf::OpKernel {
     ValidateRois(ctx, boxes, box_indices, s.batch, kOnHost<Device>, &s);
     if (!ctx->status().ok()) return;
     OP_REQUIRES(ctx, s.num_rois == 0 || (s.height > 0 && s.width > 0),
-                tf::errors::InvalidArgument("roi_align: features have an empty spatial size ",
+                InvalidArgument("roi_align: features have an empty spatial size ",
                                             features.shape().DebugString(), " but boxes were given"));
     tf::Tensor* output = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tf::TensorShape({s.num_rois, s.pooled_h, s.pooled_w, s.channels}),
@@ -162,11 +163,11 @@ class RoiAlignGradOp : public tf::OpKernel {
     const tf::Tensor& box_indices = ctx->input(2);
     const tf::Tensor& shape_tensor = ctx->input(3);
     OP_REQUIRES(ctx, shape_tensor.dims() == 1 && shape_tensor.NumElements() == 4,
-                tf::errors::InvalidArgument("roi_align_grad: features_shape must be a vector of 4, got ",
+                InvalidArgument("roi_align_grad: features_shape must be a vector of 4, got ",
                                             shape_tensor.shape().DebugString()));
     const auto dims = shape_tensor.vec<int>();
     for (int d = 0; d < 4; ++d) {
-      OP_REQUIRES(ctx, dims(d) >= 0, tf::errors::InvalidArgument("roi_align_grad: negative features_shape"));
+      OP_REQUIRES(ctx, dims(d) >= 0, InvalidArgument("roi_align_grad: negative features_shape"));
     }
     Shape s{};
     s.batch = dims(0);
@@ -179,7 +180,7 @@ class RoiAlignGradOp : public tf::OpKernel {
     ValidateRois(ctx, boxes, box_indices, s.batch, kOnHost<Device>, &s);
     if (!ctx->status().ok()) return;
     OP_REQUIRES(ctx, grad.dims() == 4 && grad.dim_size(0) == s.num_rois && grad.dim_size(3) == s.channels,
-                tf::errors::InvalidArgument("roi_align_grad: grad_output must be [K, ph, pw, C] = [", s.num_rois,
+                InvalidArgument("roi_align_grad: grad_output must be [K, ph, pw, C] = [", s.num_rois,
                                             ", ph, pw, ", s.channels, "], got ", grad.shape().DebugString()));
     s.pooled_h = static_cast<int>(grad.dim_size(1));
     s.pooled_w = static_cast<int>(grad.dim_size(2));

@@ -65,11 +65,13 @@ TFDET_HOST_DEVICE void forward_bin(const T* image, const RoiGrid<T>& g, int ph, 
     for (int ix = 0; ix < g.grid_w; ++ix) {
       const T x = g.x0 + pw * g.bin_w + (ix + T(0.5)) * g.bin_w / static_cast<T>(g.grid_w);
       if (!clamped_bilinear_taps(y, x, s.height, s.width, &taps)) continue;
-      for (int t = 0; t < 4; ++t) {
-        const T w = taps.weight[t] * g.inv_count;
-        const T* src = image + static_cast<long long>(taps.index[t]) * s.channels;
-        for (int c = c_begin; c < c_end; ++c) out[c] += w * src[c];
-      }
+      const T w0 = taps.weight[0] * g.inv_count, w1 = taps.weight[1] * g.inv_count;
+      const T w2 = taps.weight[2] * g.inv_count, w3 = taps.weight[3] * g.inv_count;
+      const T* s0 = image + static_cast<long long>(taps.index[0]) * s.channels;
+      const T* s1 = image + static_cast<long long>(taps.index[1]) * s.channels;
+      const T* s2 = image + static_cast<long long>(taps.index[2]) * s.channels;
+      const T* s3 = image + static_cast<long long>(taps.index[3]) * s.channels;
+      for (int c = c_begin; c < c_end; ++c) out[c] += w0 * s0[c] + w1 * s1[c] + w2 * s2[c] + w3 * s3[c];
     }
   }
 }
