@@ -94,6 +94,30 @@ def from_coco(reader, options, input_context=None):
     return build(source, load, options, reader.keypoint_flip_map if k else None, input_context)
 
 
+def from_tfrecords(prefix, options, input_context=None):
+    """Batches from the shards `tfdet.data.tfrecords.write_tfrecords` wrote under `prefix` (records are
+    sharded across input pipelines; files are read interleaved)."""
+    from tfdet.data import tfrecords
+
+    meta = tfrecords.read_metadata(prefix)
+    with_masks = options.mask_size > 0
+    if with_masks and not meta["with_masks"]:
+        raise ValueError(f"{prefix}: the TFRecords were written without masks; set mask_size=0.")
+    k = len(meta["keypoint_names"])
+    files = tfrecords.shard_paths(prefix, meta["num_shards"])
+    source = tf.data.Dataset.from_tensor_slices(files).interleave(
+        tf.data.TFRecordDataset, cycle_length=len(files), num_parallel_calls=AUTOTUNE, deterministic=True)
+
+    def load(serialized):
+        ex = tfrecords.parse_example(serialized, k, with_masks, options.with_semantic)
+        if not options.with_keypoints:
+            ex["keypoints"] = ex["keypoints"][:, :0]
+        return _truncate(ex, options.max_instances)
+
+    flip_map = meta["keypoint_flip_map"] if k and options.with_keypoints else None
+    return build(source, load, options, flip_map, input_context)
+
+
 def _decode_image(data):
     image = tf.io.decode_image(data, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
