@@ -200,6 +200,17 @@ def test_corrupt_images_are_skipped_and_counted(tmp_path, caplog):
 
 def test_semantic_file_names(tmp_path):
     write_png(tmp_path / "a.png", 4, 4)
-    reader = coco.CocoReader(write_coco(tmp_path, [dict(_image(1), file_name="a.png")], [], CATS, False),
-                             str(tmp_path), semantic_dir="/sem")
+    path = write_coco(tmp_path, [dict(_image(1), file_name="a.png")], [], CATS, False)
+    reader = coco.CocoReader(path, str(tmp_path), semantic_dir="/sem", check_images="none")
     assert reader.records[0].semantic_file == "/sem/a.png"
+    with pytest.raises(FileNotFoundError, match="image id 1 semantic map not found: /sem/a.png"):
+        coco.CocoReader(path, str(tmp_path), semantic_dir="/sem")
+    os.makedirs(tmp_path / "sem")
+    write_png(tmp_path / "sem" / "a.png", 4, 4)
+    assert coco.CocoReader(path, str(tmp_path), semantic_dir=str(tmp_path / "sem")).records[0].semantic_file
+
+
+def test_image_entry_without_size_names_the_file(tmp_path):
+    path = write_coco(tmp_path, [{"id": 1, "file_name": "a.png"}], [], CATS, False)
+    with pytest.raises(ValueError, match="ann.json.*'height'"):
+        coco.CocoReader(path, str(tmp_path))

@@ -169,9 +169,13 @@ class CocoReader:
         return len(self.records)
 
     def _record(self, img, semantic_dir, check_images):
-        image_id = int(img["id"])
-        file_name = os.path.join(self.image_dir, img["file_name"])
-        height, width = int(img["height"]), int(img["width"])
+        try:
+            image_id = int(img["id"])
+            file_name = os.path.join(self.image_dir, img["file_name"])
+            height, width = int(img["height"]), int(img["width"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{self.ann_file}: image entry {img!r} lacks a valid {e}; COCO images need "
+                             f"'id', 'file_name', 'height' and 'width'.") from None
         if check_images != "none":
             if not os.path.isfile(file_name):
                 raise FileNotFoundError(f"{self.ann_file}: image id {image_id} file not found: {file_name}")
@@ -183,6 +187,9 @@ class CocoReader:
         semantic_file = ""
         if semantic_dir:
             semantic_file = os.path.join(semantic_dir, os.path.splitext(img["file_name"])[0] + ".png")
+            if check_images != "none" and not os.path.isfile(semantic_file):
+                raise FileNotFoundError(f"{self.ann_file}: image id {image_id} semantic map not found: "
+                                        f"{semantic_file}")
         k = self.num_keypoints
         boxes, classes, crowd, kps, ann_ids, segs = [], [], [], [], [], []
         for ann in self.coco.imgToAnns.get(image_id, []):
