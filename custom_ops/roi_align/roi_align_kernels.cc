@@ -47,9 +47,10 @@ template <typename T>
 void Backward<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const T* grad_output, const T* boxes,
                                         const int* box_indices, const Shape& s, T* grad_features) {
   const long long image_size = static_cast<long long>(s.height) * s.width * s.channels;
-  std::fill(grad_features, grad_features + s.batch * image_size, T(0));
-  if (s.channels == 0) return;
   const auto& pool = *ctx->device()->tensorflow_cpu_worker_threads();
+  tf::Shard(pool.num_threads, pool.workers, s.batch * image_size, 1,
+            [&](long long begin, long long end) { std::fill(grad_features + begin, grad_features + end, T(0)); });
+  if (s.channels == 0) return;
   const int blocks = std::min(s.channels, std::max(1, pool.num_threads));
   const int block = (s.channels + blocks - 1) / blocks;
   const long long bins = static_cast<long long>(s.num_rois) * s.pooled_h * s.pooled_w;
