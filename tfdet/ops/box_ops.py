@@ -92,17 +92,19 @@ def pairwise_iou(boxes1, boxes2, mode="iou"):
         raise ValueError(f"pairwise_iou: mode must be 'iou' or 'iof', got {mode!r}.")
     boxes1, boxes2 = _boxes(boxes1, "boxes1"), _boxes(boxes2, "boxes2")
     boxes2 = tf.cast(boxes2, boxes1.dtype)
-    a = boxes1[..., :, None, :]
-    b = boxes2[..., None, :, :]
-    lt = tf.maximum(a[..., :2], b[..., :2])
-    rb = tf.minimum(a[..., 2:], b[..., 2:])
-    wh = tf.maximum(rb - lt, 0.0)
-    inter = wh[..., 0] * wh[..., 1]
-    area1 = box_area(boxes1)[..., :, None]
+    # Coordinates as separate [..., N, 1] and [..., 1, M] tensors: every step is one broadcast pass
+    # over [..., N, M] (slicing a trailing axis of 2 would be several times slower).
+    ax1, ay1, ax2, ay2 = (c[..., :, None] for c in tf.unstack(boxes1, axis=-1))
+    bx1, by1, bx2, by2 = (c[..., None, :] for c in tf.unstack(boxes2, axis=-1))
+    inter_w = tf.maximum(tf.minimum(ax2, bx2) - tf.maximum(ax1, bx1), 0.0)
+    inter_h = tf.maximum(tf.minimum(ay2, by2) - tf.maximum(ay1, by1), 0.0)
+    inter = inter_w * inter_h
+    area1 = tf.maximum(ax2 - ax1, 0.0) * tf.maximum(ay2 - ay1, 0.0)
     if mode == "iof":
         denom = area1
     else:
-        denom = area1 + box_area(boxes2)[..., None, :] - inter
+        area2 = tf.maximum(bx2 - bx1, 0.0) * tf.maximum(by2 - by1, 0.0)
+        denom = area1 + area2 - inter
     return inter / tf.maximum(denom, _EPS)
 
 

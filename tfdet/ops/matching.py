@@ -97,34 +97,38 @@ class MaxIoUMatcher:
             crowd_iof = tf.reduce_max(tf.where((crowd & ~padding)[:, None, :], iof, 0.0), axis=2)
             box_valid = box_valid & ~(crowd_iof > self.ignore_iof_thr)
 
-        iou = box_ops.pairwise_iou(boxes, gt_boxes)  # [B, N, G]
-        usable = valid_gt[:, None, :] & box_valid[:, :, None]
-        iou = tf.where(usable, iou, -1.0)
+        if gt_boxes.shape[1] is None or gt_boxes.shape[1] == 0:
+            # One extra padding gt keeps the reductions over G defined when G == 0.
+            gt_boxes = tf.concat([gt_boxes, tf.zeros([batch, 1, 4], gt_boxes.dtype)], axis=1)
+            valid_gt = tf.concat([valid_gt, tf.zeros([batch, 1], tf.bool)], axis=1)
+        # Unusable pairs get IoU exactly 0 by zeroing their boxes (zero area) rather than by masking
+        # the [B, N, G] matrix; the [B, N] and [B, G] masks below then restore mmdetection's rules.
+        zero = tf.zeros([], boxes.dtype)
+        iou = box_ops.pairwise_iou(tf.where(box_valid[..., None], boxes, zero),
+                                   tf.where(valid_gt[..., None], gt_boxes, zero))  # [B, N, G]
         has_gt = tf.reduce_any(valid_gt, axis=1)[:, None]  # [B, 1]
-        # An extra column of -2 makes G == 0 work; it is never the argmax of a positive box.
-        padded_iou = tf.concat([iou, tf.fill([batch, num_boxes, 1], tf.constant(-2.0, iou.dtype))], 2)
-        max_iou = tf.reduce_max(padded_iou, axis=2)
+        argmax = tf.argmax(iou, axis=2, output_type=tf.int32)  # [B, N]
+        max_iou = tf.gather(iou, argmax, batch_dims=2)
         # No valid gt: every valid box has IoU 0 with "nothing" (mmdetection: all negative).
         max_iou = tf.where(box_valid, tf.where(has_gt, max_iou, 0.0), -1.0)
-        argmax = tf.argmax(padded_iou, axis=2, output_type=tf.int32)
 
         low, high = self.neg_range
         negative = box_valid & (((max_iou >= low) & (max_iou < high)) | ~has_gt)
-        positive = (max_iou >= self.pos_iou_thr) & box_valid & has_gt
+        positive = (max_iou >= self.pos_iou_thr) & box_valid & tf.gather(valid_gt, argmax, batch_dims=1)
         matched = tf.where(positive, argmax, -1)
 
         if self.match_low_quality:
-            gt_max = tf.reduce_max(iou, axis=1)  # [B, G]
+            gt_max = tf.reduce_max(iou, axis=1)  # [B, G]; invalid boxes add IoUs of 0, which changes nothing
             claims_ok = valid_gt & (gt_max >= self.min_pos_iou)
             if self.gt_max_assign_all:
-                claims = tf.equal(iou, gt_max[:, None, :])
+                target = tf.where(claims_ok, gt_max, 2.0)  # no IoU equals 2
+                claims = tf.equal(iou, target[:, None, :])
             else:
-                first = tf.argmax(iou, axis=1, output_type=tf.int32)  # [B, G]
-                claims = tf.equal(tf.range(num_boxes)[None, :, None], first[:, None, :])
-            claims = claims & claims_ok[:, None, :] & box_valid[:, :, None]
-            num_gt = tf.shape(gt_boxes)[1]
+                first = tf.argmax(tf.where(box_valid[..., None], iou, -1.0), axis=1, output_type=tf.int32)
+                claims = tf.equal(tf.range(num_boxes)[None, :, None], tf.where(claims_ok, first, -1)[:, None, :])
+            num_gt = tf.shape(iou)[2]
             winner = tf.reduce_max(tf.where(claims, tf.range(num_gt)[None, None, :], -1), axis=2)
-            low_quality = winner >= 0
+            low_quality = (winner >= 0) & box_valid
             matched = tf.where(low_quality, winner, matched)
             positive = positive | low_quality
 
