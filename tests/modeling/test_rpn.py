@@ -170,3 +170,22 @@ def test_training_reduces_the_loss_on_a_fixed_batch():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="anchor levels"):
         rpn_proposals([tf.zeros([1, 2, 2, 3])], [], [], [[8, 8]])
+
+
+def test_half_precision_head_outputs_give_float32_losses_and_proposals():
+    rng = np.random.default_rng(34)
+    anchors = GEN(SIZES)
+    objectness = [rng.normal(size=(2, h, w, 3)).astype(np.float32) for h, w in SIZES]
+    deltas = [rng.normal(0, 0.3, (2, h, w, 12)).astype(np.float32) for h, w in SIZES]
+    half = [[tf.constant(x, tf.float16) for x in xs] for xs in (objectness, deltas)]
+    gt_boxes, gt_classes = gt_batch()
+    args = (tf.concat(anchors, 0), gt_boxes, gt_classes)
+    full_loss = rpn_losses(flatten_levels(objectness, 1)[..., 0], flatten_levels(deltas, 4), *args, seed=[1, 1])
+    half_loss = rpn_losses(flatten_levels(half[0], 1)[..., 0], flatten_levels(half[1], 4), *args, seed=[1, 1])
+    for key in full_loss:
+        assert half_loss[key].dtype == tf.float32
+        np.testing.assert_allclose(half_loss[key], full_loss[key], rtol=2e-3)
+    full = rpn_proposals(objectness, deltas, anchors, [[64, 64], [64, 64]], max_proposals=10)
+    halfp = rpn_proposals(half[0], half[1], anchors, [[64, 64], [64, 64]], max_proposals=10)
+    assert halfp.boxes.dtype == tf.float32
+    np.testing.assert_allclose(halfp.boxes[:, :3], full.boxes[:, :3], atol=0.1)

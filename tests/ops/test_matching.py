@@ -138,3 +138,15 @@ def test_bad_arguments():
         MaxIoUMatcher(0.5, 0.6)
     with pytest.raises(ValueError, match="gt_boxes"):
         MaxIoUMatcher(0.5, 0.4)(tf.zeros([3, 4]), tf.zeros([3, 4]), tf.zeros([3], tf.int32))
+
+
+def test_xla_compiles_and_agrees():
+    rng = np.random.default_rng(7)
+    boxes = random_boxes(rng, 30, 60).astype(np.float32)
+    gts = np.stack([random_boxes(rng, 4, 60) for _ in range(2)]).astype(np.float32)
+    classes = np.array([[1, 2, -1, -1], [0, 0, 0, 0]], np.int32)
+    matcher = MaxIoUMatcher(0.5, 0.4, min_pos_iou=0.0)
+    eager = matcher(boxes, gts, classes)
+    compiled = tf.function(matcher.__call__, jit_compile=True)(boxes, gts, classes)
+    for a, b in zip(eager, compiled):
+        np.testing.assert_array_equal(a, b)

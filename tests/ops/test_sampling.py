@@ -79,3 +79,11 @@ def test_bad_arguments():
         sample(np.zeros(5, np.int32), 4, 0.5)
     with pytest.raises(ValueError, match="positive_fraction"):
         sample(np.zeros((1, 5), np.int32), 4, 1.5)
+
+
+def test_xla_compiles_and_agrees():
+    labels = np.random.default_rng(12).choice([-1, 0, 1], size=(2, 100)).astype(np.int32)
+    eager = sample(labels, 16, 0.25, seed=[2, 3])
+    compiled = tf.function(lambda x: sample(x, 16, 0.25, seed=[2, 3]), jit_compile=True)(labels)
+    for a, b in zip(eager, compiled):
+        np.testing.assert_array_equal(a, b)

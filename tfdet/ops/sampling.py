@@ -46,8 +46,9 @@ def sample(labels, num_samples, positive_fraction, neg_pos_ub=-1, seed=None):
     num_pos = int(num_samples * positive_fraction)
     shape = tf.shape(labels)
     # float64 keys: ties (which would blur the mask's threshold) are ~1e-10 likely even for 10^5 boxes.
+    # Philox explicitly: the same seed gives the same sample on CPU, GPU and under XLA.
     keys = (tf.random.uniform(shape, dtype=tf.float64) if seed is None
-            else tf.random.stateless_uniform(shape, seed, dtype=tf.float64))
+            else tf.random.stateless_uniform(shape, seed, dtype=tf.float64, alg="philox"))
     positive, negative = tf.equal(labels, 1), tf.equal(labels, 0)
     # Padding columns keep top_k valid when N < num_samples; their score -1 never counts.
     pad = -tf.ones([shape[0], num_samples], keys.dtype)

@@ -79,22 +79,23 @@ def rpn_losses(objectness, deltas, anchors, gt_boxes, gt_classes, anchor_valid=N
       {"rpn_cls": scalar, "rpn_box": scalar}, each summed over the batch and divided by the number of
       sampled anchors in the batch.
     """
+    # Losses are computed in float32 whatever the head's compute dtype (mixed precision).
+    objectness, deltas = tf.cast(objectness, tf.float32), tf.cast(deltas, tf.float32)
+    gt_boxes, anchors = tf.cast(gt_boxes, tf.float32), tf.cast(anchors, tf.float32)
     match = matcher(anchors, gt_boxes, gt_classes, gt_is_crowd=gt_is_crowd, box_valid=anchor_valid)
     sampled = sample(match.labels, num_samples, positive_fraction, seed=seed)
-    weights = tf.cast(sampled.mask, objectness.dtype)
-    positive = sampled.mask & tf.equal(match.labels, 1)
+    weights = tf.cast(sampled.mask, tf.float32)
+    positive = tf.cast(sampled.mask & tf.equal(match.labels, 1), tf.float32)
     num_sampled = tf.reduce_sum(weights)
     target_boxes = tf.gather(gt_boxes, tf.maximum(match.matched_gt, 0), batch_dims=1)
-    targets = tf.stop_gradient(box_ops.encode_boxes(target_boxes, tf.cast(anchors, target_boxes.dtype)[None]))
-    loss_cls = losses.binary_cross_entropy(objectness, tf.cast(positive, objectness.dtype), weights=weights,
-                                           avg_factor=num_sampled)
-    loss_box = losses.l1_loss(deltas, tf.cast(targets, deltas.dtype), weights=tf.cast(positive, deltas.dtype),
-                              avg_factor=num_sampled)
+    targets = tf.stop_gradient(box_ops.encode_boxes(target_boxes, anchors[None]))
+    loss_cls = losses.binary_cross_entropy(objectness, positive, weights=weights, avg_factor=num_sampled)
+    loss_box = losses.l1_loss(deltas, targets, weights=positive, avg_factor=num_sampled)
     return {"rpn_cls": loss_cls, "rpn_box": loss_box}
 
 
 class Proposals(NamedTuple):
-    """boxes [B, K, 4] (zeros for padding); scores [B, K] objectness probabilities; valid [B, K] bool."""
+    """boxes [B, K, 4] float32 (zeros for padding); scores [B, K] objectness probabilities; valid [B, K]."""
 
     boxes: tf.Tensor
     scores: tf.Tensor
@@ -119,13 +120,14 @@ def rpn_proposals(objectness, deltas, anchors, image_sizes, pre_nms_top_k=1000, 
                          f"{len(anchors)} anchor levels.")
     boxes, scores, levels = [], [], []
     for level, (logits, level_deltas, level_anchors) in enumerate(zip(objectness, deltas, anchors)):
-        logits = tf.reshape(tf.stop_gradient(logits), [tf.shape(logits)[0], -1])
-        level_deltas = tf.reshape(tf.stop_gradient(level_deltas), [tf.shape(level_deltas)[0], -1, 4])
+        logits = tf.reshape(tf.cast(tf.stop_gradient(logits), tf.float32), [tf.shape(logits)[0], -1])
+        level_deltas = tf.cast(tf.stop_gradient(level_deltas), tf.float32)
+        level_deltas = tf.reshape(level_deltas, [tf.shape(level_deltas)[0], -1, 4])
         count = logits.shape[1]
         k = min(pre_nms_top_k, count) if count is not None else tf.minimum(pre_nms_top_k, tf.shape(logits)[1])
         top_logits, top = tf.math.top_k(logits, k=k)
         decoded = box_ops.decode_boxes(tf.gather(level_deltas, top, batch_dims=1),
-                                       tf.gather(tf.cast(level_anchors, level_deltas.dtype), top),
+                                       tf.gather(tf.cast(level_anchors, tf.float32), top),
                                        max_shape=image_sizes)
         boxes.append(decoded)
         scores.append(tf.sigmoid(top_logits))
