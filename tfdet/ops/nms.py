@@ -113,10 +113,16 @@ def soft_nms(boxes, scores, max_output_size, method="linear", iou_threshold=0.3,
     dtype = scores.dtype
     neg_inf = tf.constant(float("-inf"), dtype)
     batch = tf.shape(scores)[0]
-    # One extra dead column keeps argmax defined when N == 0; it is never selected.
-    work_boxes = tf.concat([tf.cast(boxes, dtype), tf.zeros([batch, 1, 4], dtype)], axis=1)
     current = tf.where((scores > score_threshold) & (scores >= min_score), scores, neg_inf)
+    # Work on the live boxes only: each row sorted by score and cut to the largest live count, so
+    # the loop costs K x (live boxes) rather than K x N (after a score threshold, few boxes live).
+    num_live = tf.reduce_max(tf.reduce_sum(tf.cast(current > neg_inf, tf.int32), axis=1))
+    current, order = tf.math.top_k(current, k=num_live)
+    # One extra dead column keeps argmax defined when nothing lives; it is never selected.
+    work_boxes = tf.concat([tf.gather(tf.cast(boxes, dtype), order, batch_dims=1), tf.zeros([batch, 1, 4], dtype)],
+                           axis=1)
     current = tf.concat([current, tf.fill([batch, 1], neg_inf)], axis=1)
+    order = tf.concat([order, tf.fill([batch, 1], -1)], axis=1)
     num_boxes = tf.shape(current)[1]
 
     def body(k, current, indices, kept):
@@ -144,7 +150,8 @@ def soft_nms(boxes, scores, max_output_size, method="linear", iou_threshold=0.3,
     kept = tf.TensorArray(dtype, size=max_output_size)
     _, _, indices, kept = tf.while_loop(lambda k, *_: k < max_output_size, body,
                                         [tf.constant(0), current, indices, kept])
-    indices = tf.transpose(tf.reshape(indices.stack(), [max_output_size, -1]))  # [B, K]
+    indices = tf.transpose(tf.reshape(indices.stack(), [max_output_size, -1]))  # [B, K] into the live boxes
+    indices = tf.where(indices >= 0, tf.gather(order, tf.maximum(indices, 0), batch_dims=1), -1)
     result = _padded_result(boxes, scores, indices, indices >= 0)
     kept_scores = tf.transpose(tf.reshape(kept.stack(), [max_output_size, -1]))
     return result._replace(scores=kept_scores)
