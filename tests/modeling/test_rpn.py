@@ -1,22 +1,18 @@
 """RPN head: serialization, losses, proposals vs a NumPy pipeline, a real training run on tiny images."""
 
-import os
-import sys
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "ops"))
-from test_box_ops import np_decode  # noqa: E402
-from test_nms import np_nms  # noqa: E402
+from tests.ops.test_box_ops import np_decode
+from tests.ops.test_nms import np_nms
 
-from tfdet.modeling.dense_heads.rpn import RPNHead, flatten_levels, rpn_losses, rpn_proposals  # noqa: E402
-from tfdet.ops import box_ops  # noqa: E402
-from tfdet.ops.anchors import AnchorGenerator  # noqa: E402
-from tfdet.ops.matching import MaxIoUMatcher  # noqa: E402
-from tfdet.ops.sampling import sample  # noqa: E402
+from tfdet.modeling.dense_heads.rpn import RPNHead, flatten_levels, rpn_losses, rpn_proposals
+from tfdet.ops import box_ops
+from tfdet.ops.anchors import AnchorGenerator
+from tfdet.ops.matching import MaxIoUMatcher
+from tfdet.ops.sampling import sample
 
 GEN = AnchorGenerator(strides=[4, 8], scales=[4], ratios=[0.5, 1.0, 2.0])
 SIZES = [(16, 16), (8, 8)]

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tfdet.ops.matching import MaxIoUMatcher
-from test_box_ops import np_iou, random_boxes
+from tests.ops.test_box_ops import np_iou, random_boxes
 
 
 def np_assign(boxes, gts, pos_thr, neg_thr, min_pos_iou, low_quality, assign_all, crowd=None, iof_thr=-1.0,

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tfdet.ops import nms
-from test_box_ops import np_iou, random_boxes
+from tests.ops.test_box_ops import np_iou, random_boxes
 
 
 def np_nms(boxes, scores, iou_thr, score_thr=-np.inf, max_out=None):
