@@ -1,0 +1,1 @@
+"""Model building blocks: backbones, necks, heads and detectors."""
