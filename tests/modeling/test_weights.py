@@ -173,3 +173,46 @@ def test_pth_needs_torch_or_reads_it(tmp_path):
     torch.save({"state_dict": {k: torch.from_numpy(np.asarray(v)) for k, v in sd.items()}}, path)
     back = read_state_dict(path)
     assert set(back) == set(sd) and np.array_equal(back["conv1.weight"], sd["conv1.weight"])
+
+
+class _FakeDeformConv2D(keras.layers.Conv2D):
+    """Stands in for tfdet.layers.DeformConv2D: same constructor and weight names (kernel,
+    offset_kernel, offset_bias); convolves without offsets (only the import mapping is under test)."""
+
+    def __init__(self, filters, kernel_size, strides=1, padding=0, dilation_rate=1, groups=1,
+                 deformable_groups=1, **kwargs):
+        self.pad, self.deformable_groups = padding, deformable_groups
+        super().__init__(filters, kernel_size, strides=strides, padding="valid", dilation_rate=dilation_rate,
+                         groups=groups, **kwargs)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        taps = 2 * self.deformable_groups * 9
+        self.offset_kernel = self.add_weight(name="offset_kernel", shape=(3, 3, input_shape[-1], taps),
+                                             initializer="zeros")
+        self.offset_bias = self.add_weight(name="offset_bias", shape=(taps,), initializer="zeros")
+
+    def call(self, inputs):
+        p = self.pad
+        return super().call(keras.ops.pad(inputs, [[0, 0], [p, p], [p, p], [0, 0]]))
+
+
+def test_mmcv_dcn_offset_convs_land_on_the_deformable_layers(monkeypatch):
+    import tfdet.layers
+    monkeypatch.setattr(tfdet.layers, "DeformConv2D", _FakeDeformConv2D, raising=False)
+    model = resnet(50, norm="frozen_bn", stage_with_dcn=(False, False, False, True),
+                   dcn={"modulated": False, "deformable_groups": 2})
+    rng = np.random.default_rng(8)
+    sd = torchvision_state_dict(rng)
+    with pytest.raises(ValueError, match="layer4_0_conv2/offset_kernel"):
+        load_torch_state_dict(model, sd)  # an ImageNet checkpoint has no offset branch: strict says so
+    for block in range(3):  # mmcv DeformConv2dPack: conv_offset = Conv2d(512, 2 * 2 * 9, 3, bias=True)
+        sd[f"layer4.{block}.conv2.conv_offset.weight"] = rng.normal(size=(36, 512, 3, 3)).astype("float32")
+        sd[f"layer4.{block}.conv2.conv_offset.bias"] = rng.normal(size=36).astype("float32")
+    load_torch_state_dict(model, sd)
+    for block in range(3):
+        layer = model.get_layer(f"layer4_{block}_conv2")
+        np.testing.assert_array_equal(layer.offset_kernel.numpy(),
+                                      sd[f"layer4.{block}.conv2.conv_offset.weight"].transpose(2, 3, 1, 0))
+        np.testing.assert_array_equal(layer.offset_bias.numpy(), sd[f"layer4.{block}.conv2.conv_offset.bias"])
+        np.testing.assert_array_equal(layer.kernel.numpy(), sd[f"layer4.{block}.conv2.weight"].transpose(2, 3, 1, 0))
