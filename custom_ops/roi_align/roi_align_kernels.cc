@@ -32,11 +32,9 @@ void Forward<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const T* featur
   const long long image_size = static_cast<long long>(s.height) * s.width * s.channels;
   auto work = [&](long long begin, long long end) {
     for (long long bin = begin; bin < end; ++bin) {
-      const int pw = static_cast<int>(bin % s.pooled_w);
-      const int ph = static_cast<int>((bin / s.pooled_w) % s.pooled_h);
-      const int k = static_cast<int>(bin / (static_cast<long long>(s.pooled_w) * s.pooled_h));
-      const RoiGrid<T> g = make_grid(boxes + 4 * k, s);
-      forward_bin(features + box_indices[k] * image_size, g, ph, pw, s, 0, s.channels, output + bin * s.channels);
+      const Bin b = unflatten_bin(bin, s);
+      const RoiGrid<T> g = make_grid(boxes + 4 * b.k, s);
+      forward_bin(features + box_indices[b.k] * image_size, g, b.ph, b.pw, s, 0, s.channels, output + bin * s.channels);
     }
   };
   const auto& pool = *ctx->device()->tensorflow_cpu_worker_threads();
@@ -49,9 +47,10 @@ template <typename T>
 void Backward<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const T* grad_output, const T* boxes,
                                         const int* box_indices, const Shape& s, T* grad_features) {
   const long long image_size = static_cast<long long>(s.height) * s.width * s.channels;
-  std::fill(grad_features, grad_features + s.batch * image_size, T(0));
-  if (s.channels == 0) return;
   const auto& pool = *ctx->device()->tensorflow_cpu_worker_threads();
+  tf::Shard(pool.num_threads, pool.workers, s.batch * image_size, 1,
+            [&](long long begin, long long end) { std::fill(grad_features + begin, grad_features + end, T(0)); });
+  if (s.channels == 0) return;
   const int blocks = std::min(s.channels, std::max(1, pool.num_threads));
   const int block = (s.channels + blocks - 1) / blocks;
   const long long bins = static_cast<long long>(s.num_rois) * s.pooled_h * s.pooled_w;
@@ -60,12 +59,10 @@ void Backward<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const T* grad_
       const int c_begin = static_cast<int>(b) * block;
       const int c_end = std::min(s.channels, c_begin + block);
       for (long long bin = 0; bin < bins; ++bin) {
-        const int pw = static_cast<int>(bin % s.pooled_w);
-        const int ph = static_cast<int>((bin / s.pooled_w) % s.pooled_h);
-        const int k = static_cast<int>(bin / (static_cast<long long>(s.pooled_w) * s.pooled_h));
-        const RoiGrid<T> g = make_grid(boxes + 4 * k, s);
-        backward_bin(grad_output + bin * s.channels, g, ph, pw, s, c_begin, c_end,
-                     grad_features + box_indices[k] * image_size);
+        const Bin b = unflatten_bin(bin, s);
+        const RoiGrid<T> g = make_grid(boxes + 4 * b.k, s);
+        backward_bin(grad_output + bin * s.channels, g, b.ph, b.pw, s, c_begin, c_end,
+                     grad_features + box_indices[b.k] * image_size);
       }
     }
   };

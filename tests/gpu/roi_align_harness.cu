@@ -31,10 +31,10 @@ bool run_case(int seed, Shape s) {
   // Host: the loops of the CPU kernel (roi_align_kernels.cc) over the shared per-bin functions.
   std::vector<T> cpu_out(out_size), cpu_grad(features.size(), T(0));
   for (size_t bin = 0; bin < out_size / s.channels; ++bin) {
-    const int pw = bin % s.pooled_w, ph = (bin / s.pooled_w) % s.pooled_h, k = bin / (s.pooled_w * s.pooled_h);
-    const RoiGrid<T> g = make_grid(&boxes[4 * k], s);
-    forward_bin(&features[indices[k] * image], g, ph, pw, s, 0, s.channels, &cpu_out[bin * s.channels]);
-    backward_bin(&grad_out[bin * s.channels], g, ph, pw, s, 0, s.channels, &cpu_grad[indices[k] * image]);
+    const Bin b = unflatten_bin(bin, s);
+    const RoiGrid<T> g = make_grid(&boxes[4 * b.k], s);
+    forward_bin(&features[indices[b.k] * image], g, b.ph, b.pw, s, 0, s.channels, &cpu_out[bin * s.channels]);
+    backward_bin(&grad_out[bin * s.channels], g, b.ph, b.pw, s, 0, s.channels, &cpu_grad[indices[b.k] * image]);
   }
 
   T* d_features = harness::to_device(features);
