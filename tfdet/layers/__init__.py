@@ -2,6 +2,8 @@
 
 from tfdet.layers.deform_conv import DeformConv2D, ModulatedDeformConv2D
 from tfdet.layers.deform_roi_pool import DeformRoIPool, ModulatedDeformRoIPoolPack
+from tfdet.layers.normalization import FrozenBatchNormalization
 from tfdet.layers.roi_align import MultiLevelRoIAlign
 
-__all__ = ["DeformConv2D", "DeformRoIPool", "ModulatedDeformConv2D", "ModulatedDeformRoIPoolPack", "MultiLevelRoIAlign"]
+__all__ = ["DeformConv2D", "DeformRoIPool", "FrozenBatchNormalization", "ModulatedDeformConv2D",
+           "ModulatedDeformRoIPoolPack", "MultiLevelRoIAlign"]
