@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "custom_ops/common/op_utils.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/register_types.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -108,13 +109,13 @@ struct Attrs {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("deformable_groups", &deformable_groups));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("modulated", &modulated));
     OP_REQUIRES(ctx, kernel_size.size() == 2 && kernel_size[0] >= 1 && kernel_size[1] >= 1,
-                tf::errors::InvalidArgument("deform_conv2d: kernel_size must be 2 positive ints"));
+                InvalidArgument("deform_conv2d: kernel_size must be 2 positive ints"));
     OP_REQUIRES(ctx, strides.size() == 2 && strides[0] >= 1 && strides[1] >= 1,
-                tf::errors::InvalidArgument("deform_conv2d: strides must be 2 positive ints"));
+                InvalidArgument("deform_conv2d: strides must be 2 positive ints"));
     OP_REQUIRES(ctx, dilations.size() == 2 && dilations[0] >= 1 && dilations[1] >= 1,
-                tf::errors::InvalidArgument("deform_conv2d: dilations must be 2 positive ints"));
+                InvalidArgument("deform_conv2d: dilations must be 2 positive ints"));
     OP_REQUIRES(ctx, padding.size() == 2 && padding[0] >= 0 && padding[1] >= 0,
-                tf::errors::InvalidArgument("deform_conv2d: padding must be 2 non-negative ints"));
+                InvalidArgument("deform_conv2d: padding must be 2 non-negative ints"));
   }
 };
 
@@ -123,7 +124,6 @@ inline std::string shape_string(const tf::Tensor& t) { return t.shape().DebugStr
 // Validates inputs, offsets and mask against each other and the attributes, and fills *s.
 tf::Status make_shape(const Attrs& a, const tf::Tensor& inputs, const tf::Tensor& offsets, const tf::Tensor& mask,
                       Shape* s) {
-  using tf::errors::InvalidArgument;
   if (inputs.dims() != 4) return InvalidArgument("deform_conv2d: inputs must be [N, H, W, C], got ", shape_string(inputs));
   for (int d = 0; d < 4; ++d) {
     if (inputs.dim_size(d) > INT_MAX / 4) return InvalidArgument("deform_conv2d: inputs dimension ", d, " is too large");
@@ -205,7 +205,7 @@ class DeformCol2imOp : public tf::OpKernel {
     OP_REQUIRES_OK(ctx, make_shape(attrs_, ctx->input(0), ctx->input(1), ctx->input(2), &s));
     OP_REQUIRES(ctx, grad.dims() == 4 && grad.dim_size(0) == s.batch && grad.dim_size(1) == s.out_h &&
                          grad.dim_size(2) == s.out_w && grad.dim_size(3) == s.row_length(),
-                tf::errors::InvalidArgument("deform_conv2d: grad_columns must be [", s.batch, ", ", s.out_h, ", ",
+                InvalidArgument("deform_conv2d: grad_columns must be [", s.batch, ", ", s.out_h, ", ",
                                             s.out_w, ", ", s.row_length(), "], got ", shape_string(grad)));
     tf::Tensor* outs[3];
     for (int i = 0; i < 3; ++i) {

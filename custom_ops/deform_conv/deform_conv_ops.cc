@@ -1,6 +1,7 @@
 // Op registration and shape functions for Tfdet>DeformIm2col (the bilinear sampling of a deformable
 // convolution) and Tfdet>DeformCol2im (its adjoint). tfdet.ops.deform_conv2d multiplies the columns
 // with the kernel using tf.matmul.
+#include "custom_ops/common/op_utils.h"
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -31,7 +32,7 @@ REGISTER_OP("Tfdet>DeformIm2col")
       TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &offsets));
       std::vector<int> kernel_size;
       TF_RETURN_IF_ERROR(c->GetAttr("kernel_size", &kernel_size));
-      if (kernel_size.size() != 2) return ::tensorflow::errors::InvalidArgument("kernel_size must have 2 values");
+      if (kernel_size.size() != 2) return InvalidArgument("deform_conv2d: kernel_size must have 2 values");
       DimensionHandle batch, length;
       TF_RETURN_IF_ERROR(c->Merge(c->Dim(inputs, 0), c->Dim(offsets, 0), &batch));
       TF_RETURN_IF_ERROR(c->Multiply(c->Dim(inputs, 3), kernel_size[0] * kernel_size[1], &length));

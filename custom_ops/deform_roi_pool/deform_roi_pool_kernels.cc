@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <climits>
 
+#include "custom_ops/common/op_utils.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/register_types.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -94,7 +95,6 @@ void Backward<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const Shape& s
 // Checks shared by the forward and gradient kernels; fills *s (all but pooled_h / pooled_w).
 inline tf::Status validate(const tf::Tensor& features, const tf::Tensor& boxes, const tf::Tensor& box_indices,
                            bool on_host, Shape* s) {
-  using tf::errors::InvalidArgument;
   if (features.dims() != 4) {
     return InvalidArgument("deform_roi_pool: features must be [N, H, W, C], got ", features.shape().DebugString());
   }
@@ -134,7 +134,7 @@ inline tf::Status validate(const tf::Tensor& features, const tf::Tensor& boxes, 
 inline tf::Status validate_offsets(const tf::Tensor& offsets, const Shape& s) {
   if (offsets.dims() != 4 || offsets.dim_size(0) != s.num_rois || offsets.dim_size(1) != s.pooled_h ||
       offsets.dim_size(2) != s.pooled_w || offsets.dim_size(3) != 2) {
-    return tf::errors::InvalidArgument("deform_roi_pool: offsets must be [K, ph, pw, 2] = [", s.num_rois, ", ",
+    return InvalidArgument("deform_roi_pool: offsets must be [K, ph, pw, 2] = [", s.num_rois, ", ",
                                        s.pooled_h, ", ", s.pooled_w, ", 2], got ", offsets.shape().DebugString());
   }
   return tf::Status();
@@ -194,7 +194,7 @@ class DeformRoiPoolGradOp : public tf::OpKernel {
     OP_REQUIRES_OK(ctx, validate(features, ctx->input(2), ctx->input(3), kOnHost<Device>, &s));
     OP_REQUIRES(ctx, grad.dims() == 4 && grad.dim_size(0) == s.num_rois && grad.dim_size(3) == s.channels &&
                          grad.dim_size(1) >= 1 && grad.dim_size(2) >= 1,
-                tf::errors::InvalidArgument("deform_roi_pool_grad: grad_output must be [K, ph, pw, C] = [", s.num_rois,
+                InvalidArgument("deform_roi_pool_grad: grad_output must be [K, ph, pw, C] = [", s.num_rois,
                                             ", ph, pw, ", s.channels, "], got ", grad.shape().DebugString()));
     s.pooled_h = static_cast<int>(grad.dim_size(1)), s.pooled_w = static_cast<int>(grad.dim_size(2));
     s.sampling_ratio = sampling_ratio_, s.spatial_scale = spatial_scale_;
