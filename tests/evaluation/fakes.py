@@ -48,3 +48,44 @@ def gt_outputs(reader, records, scales, max_detections=8, jitter=0.0, mask_size=
             kps[..., 2] = 1.0
             outputs["detection_keypoints"][i, :n] = kps
     return outputs, info, np.array([r.image_id for r in records], np.int64)
+
+
+def make_gt_detector(reader, offset=0.0, max_detections=8, extra_weight_shape=None, seed=0):
+    """A Keras model whose detections are the ground truth of the image (looked up by image_id) shifted by
+    a trainable `offset` (pixels of the original image) and scaled into the network input by valid size /
+    original size. Input: {"images", "image_info" [B, 2] valid (h, w) (the detectors' convention),
+    "image_id"}. `extra_weight_shape` adds a weight so that its checkpoints fit no other fake."""
+    import keras
+    import tensorflow as tf
+
+    recs = reader.records
+    rng = np.random.default_rng(seed)
+    n_img, d = len(recs), max_detections
+    boxes, classes, scores = np.zeros([n_img, d, 4], np.float32), -np.ones([n_img, d], np.int32), np.zeros([n_img, d], np.float32)
+    for i, r in enumerate(recs):
+        n = min(r.num_instances, d)
+        boxes[i, :n], classes[i, :n], scores[i, :n] = r.boxes[:n], r.classes[:n], rng.uniform(0.5, 1.0, n)
+    ids = np.array([r.image_id for r in recs], np.int64)
+    sizes = np.array([[r.height, r.width] for r in recs], np.float32)
+
+    class Fake(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.offset = self.add_weight(shape=(), initializer=keras.initializers.Constant(offset), name="offset")
+            if extra_weight_shape is not None:
+                self.extra = self.add_weight(shape=extra_weight_shape, initializer="zeros", name="extra")
+
+        def call(self, inputs, training=False):
+            idx = tf.searchsorted(tf.constant(ids), tf.cast(inputs["image_id"], tf.int64))
+            original = tf.gather(tf.constant(sizes), idx)
+            valid = tf.cast(inputs["image_info"], tf.float32)
+            sy, sx = valid[:, 0] / original[:, 0], valid[:, 1] / original[:, 1]
+            scale = tf.stack([sx, sy, sx, sy], -1)[:, None, :]
+            cls = tf.gather(tf.constant(classes), idx)
+            return {"num_detections": tf.reduce_sum(tf.cast(cls >= 0, tf.int32), 1),
+                    "detection_boxes": (tf.gather(tf.constant(boxes), idx) + self.offset) * scale,
+                    "detection_scores": tf.gather(tf.constant(scores), idx), "detection_classes": cls}
+
+    model = Fake()
+    model({"images": tf.zeros([1, 32, 32, 3]), "image_info": tf.constant([sizes[0]]), "image_id": tf.constant(ids[:1])})
+    return model
