@@ -67,13 +67,28 @@ def axis_weights(lo, hi, coords, size):
     u = (coords - lo) / step - 0.5  # continuous cell index
     u0 = np.floor(u)
     frac = u - u0
-    weights = np.zeros((coords.size, size + 2))  # cells -1 and size are the zero padding
+    weights = np.zeros((coords.size, size + 2))  # columns 0 and size + 1 are the zero padding cells
     rows = np.arange(coords.size)
-    for offset, weight in ((0, 1.0 - frac), (1, frac)):
-        cell = np.clip(u0 + offset, -1, size).astype(np.int64)
-        ok = (u0 + offset >= -1) & (u0 + offset <= size)
-        np.add.at(weights, (rows[ok], cell[ok] + 1), weight[ok])
+    # Cells u0 and u0 + 1 differ, so the two assignments never collide on a real cell (clipped indices
+    # only ever land on the padding columns, which are dropped).
+    weights[rows, np.clip(u0, -1, size).astype(np.int64) + 1] = 1.0 - frac
+    weights[rows, np.clip(u0 + 1, -1, size).astype(np.int64) + 1] = frac
     return weights[:, 1:-1]
+
+
+def paste_region(mask, box, height, width):
+    """(r0, r1, c0, c1, probabilities [r1 - r0, c1 - c0]): the part of the image a box-relative mask
+    reaches (its box plus the half-cell fade, clipped to the image) and the pasted values there."""
+    mask = np.asarray(mask, np.float64)
+    x1, y1, x2, y2 = (float(v) for v in box)
+    hx, hy = 0.5 * (x2 - x1) / mask.shape[1], 0.5 * (y2 - y1) / mask.shape[0]  # the fade reaches half a cell out
+    c0, c1 = int(np.clip(np.floor(x1 - hx), 0, width)), int(np.clip(np.ceil(x2 + hx), 0, width))
+    r0, r1 = int(np.clip(np.floor(y1 - hy), 0, height)), int(np.clip(np.ceil(y2 + hy), 0, height))
+    if c1 <= c0 or r1 <= r0:
+        return r0, r0, c0, c0, np.zeros((0, 0))
+    wy = axis_weights(y1, y2, np.arange(r0, r1) + 0.5, mask.shape[0])
+    wx = axis_weights(x1, x2, np.arange(c0, c1) + 0.5, mask.shape[1])
+    return r0, r1, c0, c1, wy @ mask @ wx.T
 
 
 def paste_mask(mask, box, height, width, threshold=0.5):
@@ -82,24 +97,23 @@ def paste_mask(mask, box, height, width, threshold=0.5):
     Pixel (i, j) (centre (j + 0.5, i + 0.5)) takes the bilinear sample of the mask there (see
     `axis_weights`). Returns uint8 0/1 (probabilities >= threshold), or float64 probabilities when
     threshold is None. Only the pixels within half a mask cell of the box are computed (the rest are 0)."""
-    mask = np.asarray(mask, np.float64)
-    x1, y1, x2, y2 = (float(v) for v in box)
-    out = np.zeros((height, width), np.float64)
-    hx, hy = 0.5 * (x2 - x1) / mask.shape[1], 0.5 * (y2 - y1) / mask.shape[0]  # the fade reaches half a cell out
-    c0, c1 = int(np.clip(np.floor(x1 - hx), 0, width)), int(np.clip(np.ceil(x2 + hx), 0, width))
-    r0, r1 = int(np.clip(np.floor(y1 - hy), 0, height)), int(np.clip(np.ceil(y2 + hy), 0, height))
-    if c1 > c0 and r1 > r0:
-        wy = axis_weights(y1, y2, np.arange(r0, r1) + 0.5, mask.shape[0])
-        wx = axis_weights(x1, x2, np.arange(c0, c1) + 0.5, mask.shape[1])
-        out[r0:r1, c0:c1] = wy @ mask @ wx.T
-    return out if threshold is None else (out >= threshold).astype(np.uint8)
+    r0, r1, c0, c1, values = paste_region(mask, box, height, width)
+    out = np.zeros((height, width), np.float64 if threshold is None else np.uint8)
+    out[r0:r1, c0:c1] = values if threshold is None else values >= threshold
+    return out
 
 
-def encode_mask(mask):
-    """uint8 [H, W] 0/1 -> compressed COCO RLE with a json-ready str `counts`."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
+def encode_masks(masks, boxes, height, width, threshold=0.5):
+    """Compressed COCO RLEs (json-ready str counts) of box-relative masks [N, M, M] pasted into a
+    height x width image: one pycocotools call over an [H, W, N] Fortran-ordered stack."""
+    stack = np.zeros((height, width, len(masks)), np.uint8, order="F")
+    for i, (mask, box) in enumerate(zip(masks, boxes)):
+        r0, r1, c0, c1, values = paste_region(mask, box, height, width)
+        stack[r0:r1, c0:c1, i] = values >= threshold
+    rles = mask_utils.encode(stack) if len(masks) else []
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode("ascii")
+    return rles
 
 
 def detections_to_coco(outputs, image_info, image_ids, class_to_category, mask_threshold=0.5,
@@ -130,10 +144,13 @@ def detections_to_coco(outputs, image_info, image_ids, class_to_category, mask_t
         info = image_info[b]
         height, width = (int(round(v)) for v in info[0])
         boxes = boxes_to_original(out["detection_boxes"][b, :n], info)
-        for d in range(n):
+        keep = [d for d in range(n) if out["detection_classes"][b, d] >= 0
+                and out["detection_scores"][b, d] >= score_threshold]
+        if "detection_masks" in out:
+            rles = dict(zip(keep, encode_masks(out["detection_masks"][b, keep], boxes[keep], height, width,
+                                               mask_threshold)))
+        for d in keep:
             cls, score = int(out["detection_classes"][b, d]), float(out["detection_scores"][b, d])
-            if cls < 0 or score < score_threshold:
-                continue
             if cls not in class_to_category:
                 raise ValueError(f"detection class {cls} is not among the {len(class_to_category)} classes of "
                                  f"the annotations.")
@@ -141,8 +158,7 @@ def detections_to_coco(outputs, image_info, image_ids, class_to_category, mask_t
             res = {"image_id": int(image_ids[b]), "category_id": int(class_to_category[cls]),
                    "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score}
             if "detection_masks" in out:
-                res["segmentation"] = encode_mask(paste_mask(out["detection_masks"][b, d], boxes[d], height,
-                                                             width, mask_threshold))
+                res["segmentation"] = rles[d]
             if "detection_keypoints" in out:
                 kps = out["detection_keypoints"][b, d].astype(np.float64)
                 xy = to_original(kps[:, :2].reshape(-1), info).reshape(-1, 2) - 0.5
