@@ -159,6 +159,25 @@ def test_watch_evaluates_each_checkpoint_in_order(shapes_val, reader, tmp_path):
     assert len(cli.run_watch(s, lambda: make_gt_detector(reader), work, last_step=10, print_fn=lambda s: None)) == 1
 
 
+def test_proposal_recall_path_matches_class_agnostic_cocoeval(shapes_val, reader, tmp_path):
+    res = str(tmp_path / "proposals.json")
+    _known_predictions(shapes_val.ann_file, res, seed=4)
+    s = cli.EvalSettings(annotations=shapes_val.ann_file, predictions=res, eval_types=("proposal", "bbox"))
+    lines = []
+    report = cli.run(s, print_fn=lines.append)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(shapes_val.ann_file)
+        ev = COCOeval(gt, gt.loadRes(res), "bbox")
+        ev.params.useCats = 0
+        ev.params.maxDets = [100, 300, 1000]
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert list(report["proposal"]["metrics"].values()) == [float(v) for v in ev.stats[6:12]]
+    assert "AR@1000" in lines[0] and "per_class" not in report["proposal"]
+    assert json.loads(open(str(tmp_path / "proposals.metrics.json")).read())["proposal"] == report["proposal"]
+
+
 def test_visualize_writes_pngs(shapes_val, reader, tmp_path):
     res = str(tmp_path / "dets.json")
     _known_predictions(shapes_val.ann_file, res)
