@@ -117,3 +117,15 @@ def test_bad_outputs_are_named(reader):
     out["detection_classes"][0, 0] = 7
     with pytest.raises(ValueError, match="class 7"):
         results.detections_to_coco(out, info, ids, reader.class_to_category)
+
+
+def test_sample_mask_is_zero_padded_linear_interpolation():
+    values = np.array([2.0, 5.0, -1.0, 4.0])
+    coords = np.array([-3.0, 0.0, 1.0, 2.5, 4.0, 7.9, 8.2, 9.5, 11.0])  # the axis spans [0, 8], cells of 2
+    centres = np.array([-1.0, 1.0, 3.0, 5.0, 7.0, 9.0])  # with the zero cells at -1 and 9
+    padded = np.concatenate([[0.0], values, [0.0]])
+    want = np.interp(coords, centres, padded, left=0.0, right=0.0)
+    got = results.sample_mask(values[None, :], [0.0, 0.0, 8.0, 1.0], [0.5], coords)  # one row of cells
+    np.testing.assert_allclose(got[0], want, atol=1e-12)
+    np.testing.assert_allclose(results.sample_mask(values[:, None], [0.0, 0.0, 1.0, 8.0], coords, [0.5])[:, 0], want,
+                               atol=1e-12)

@@ -55,8 +55,10 @@ def boxes_to_original(boxes, image_info):
     return np.clip(to_original(boxes, image_info), 0.0, [w, h, w, h])
 
 
-def axis_weights(lo, hi, coords, size):
-    """[len(coords), size] bilinear weights sampling a `size`-cell axis that spans [lo, hi] at `coords`.
+def axis_taps(lo, hi, coords, size):
+    """Bilinear taps sampling a `size`-cell axis that spans [lo, hi] at `coords`: (i0, w0, i1, w1), each
+    [len(coords)], indices into the axis zero-padded by one cell on each side (index 0 and size + 1 are
+    zeros), so a sample is w0 * padded[i0] + w1 * padded[i1].
 
     Cell c covers [lo + c * step, lo + (c + 1) * step] (step = (hi - lo) / size), its value sits at its
     centre; sampling outside the centres interpolates towards zero (zero padding, like grid_sample with
@@ -67,35 +69,43 @@ def axis_weights(lo, hi, coords, size):
     u = (coords - lo) / step - 0.5  # continuous cell index
     u0 = np.floor(u)
     frac = u - u0
-    weights = np.zeros((coords.size, size + 2))  # columns 0 and size + 1 are the zero padding cells
-    rows = np.arange(coords.size)
-    # Cells u0 and u0 + 1 differ, so the two assignments never collide on a real cell (clipped indices
-    # only ever land on the padding columns, which are dropped).
-    weights[rows, np.clip(u0, -1, size).astype(np.int64) + 1] = 1.0 - frac
-    weights[rows, np.clip(u0 + 1, -1, size).astype(np.int64) + 1] = frac
-    return weights[:, 1:-1]
+    # Beyond the padding both taps read a zero cell.
+    i0 = np.clip(u0, -1, size).astype(np.int64) + 1
+    i1 = np.clip(u0 + 1, -1, size).astype(np.int64) + 1
+    return i0, 1.0 - frac, i1, frac
+
+
+def sample_mask(mask, box, ys, xs):
+    """[len(ys), len(xs)] bilinear samples (zero padded, `axis_taps`) of a box-relative [M, M] mask that
+    covers `box` (x1, y1, x2, y2), at the image points ys x xs. Separable: two gathers per axis."""
+    mask = np.asarray(mask, np.float64)
+    x1, y1, x2, y2 = (float(v) for v in box)
+    padded = np.pad(mask, 1)
+    ty0, wy0, ty1, wy1 = axis_taps(y1, y2, ys, mask.shape[0])
+    tx0, wx0, tx1, wx1 = axis_taps(x1, x2, xs, mask.shape[1])
+    rows = wy0[:, None] * padded[ty0] + wy1[:, None] * padded[ty1]  # [len(ys), M + 2]
+    return rows[:, tx0] * wx0 + rows[:, tx1] * wx1
 
 
 def paste_region(mask, box, height, width):
     """(r0, r1, c0, c1, probabilities [r1 - r0, c1 - c0]): the part of the image a box-relative mask
-    reaches (its box plus the half-cell fade, clipped to the image) and the pasted values there."""
-    mask = np.asarray(mask, np.float64)
+    reaches (its box plus the half-cell fade, clipped to the image) and the mask sampled at those
+    pixels' centres."""
+    m_h, m_w = np.shape(mask)
     x1, y1, x2, y2 = (float(v) for v in box)
-    hx, hy = 0.5 * (x2 - x1) / mask.shape[1], 0.5 * (y2 - y1) / mask.shape[0]  # the fade reaches half a cell out
+    hx, hy = 0.5 * (x2 - x1) / m_w, 0.5 * (y2 - y1) / m_h  # the fade reaches half a cell out
     c0, c1 = int(np.clip(np.floor(x1 - hx), 0, width)), int(np.clip(np.ceil(x2 + hx), 0, width))
     r0, r1 = int(np.clip(np.floor(y1 - hy), 0, height)), int(np.clip(np.ceil(y2 + hy), 0, height))
     if c1 <= c0 or r1 <= r0:
         return r0, r0, c0, c0, np.zeros((0, 0))
-    wy = axis_weights(y1, y2, np.arange(r0, r1) + 0.5, mask.shape[0])
-    wx = axis_weights(x1, x2, np.arange(c0, c1) + 0.5, mask.shape[1])
-    return r0, r1, c0, c1, wy @ mask @ wx.T
+    return r0, r1, c0, c1, sample_mask(mask, box, np.arange(r0, r1) + 0.5, np.arange(c0, c1) + 0.5)
 
 
 def paste_mask(mask, box, height, width, threshold=0.5):
     """Pastes one box-relative [M, M] probability mask into a height x width image.
 
     Pixel (i, j) (centre (j + 0.5, i + 0.5)) takes the bilinear sample of the mask there (see
-    `axis_weights`). Returns uint8 0/1 (probabilities >= threshold), or float64 probabilities when
+    `axis_taps`). Returns uint8 0/1 (probabilities >= threshold), or float64 probabilities when
     threshold is None. Only the pixels within half a mask cell of the box are computed (the rest are 0)."""
     r0, r1, c0, c1, values = paste_region(mask, box, height, width)
     out = np.zeros((height, width), np.float64 if threshold is None else np.uint8)

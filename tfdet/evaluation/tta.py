@@ -72,9 +72,7 @@ def to_original(outputs, image_info):
 def _resample_mask(mask, src_box, dst_box, size):
     """The [size, size] samples of a mask covering `src_box` at the cell centres of `dst_box`."""
     centres = lambda lo, hi: lo + (np.arange(size) + 0.5) * (hi - lo) / size  # noqa: E731
-    wy = results_lib.axis_weights(src_box[1], src_box[3], centres(dst_box[1], dst_box[3]), mask.shape[0])
-    wx = results_lib.axis_weights(src_box[0], src_box[2], centres(dst_box[0], dst_box[2]), mask.shape[1])
-    return wy @ np.asarray(mask, np.float64) @ wx.T
+    return results_lib.sample_mask(mask, src_box, centres(dst_box[1], dst_box[3]), centres(dst_box[0], dst_box[2]))
 
 
 def merge(candidates, max_detections=100, method="nms", iou_threshold=0.5, sigma=0.5, min_score=1e-3):
