@@ -26,6 +26,7 @@ from tfdet.evaluation import cli, loaders
 _CONFIG = config_flags.DEFINE_config_file("config", None, "model config file (for --checkpoint / --watch)")
 flags.DEFINE_string("annotations", None, "COCO annotations json", required=True)
 flags.DEFINE_string("images", "", "image folder (default: the annotations' folder)")
+flags.DEFINE_string("tfrecords", "", "TFRecords prefix (tfdet.data.tfrecords) to read the images from instead")
 flags.DEFINE_string("predictions", "", "COCO results json to evaluate (no model run)")
 flags.DEFINE_string("checkpoint", "", "checkpoint file/prefix, or a training folder (its latest checkpoint)")
 flags.DEFINE_string("saved_model", "", "exported SavedModel folder")
@@ -69,7 +70,7 @@ def settings():
     else:
         scale = (1333, 800)
     return cli.EvalSettings(
-        annotations=FLAGS.annotations, images=FLAGS.images, predictions=FLAGS.predictions, output=FLAGS.output,
+        annotations=FLAGS.annotations, images=FLAGS.images, tfrecords=FLAGS.tfrecords, predictions=FLAGS.predictions, output=FLAGS.output,
         metrics_output=FLAGS.metrics_output, eval_types=tuple(FLAGS.eval_types), batch_size=FLAGS.batch_size,
         scale=scale, score_threshold=FLAGS.score_threshold, tta_scales=cli.parse_scales(FLAGS.tta_scales),
         tta_flip=FLAGS.tta_flip, tta_merge=FLAGS.tta_merge, visualize=FLAGS.visualize,

@@ -88,6 +88,17 @@ def test_model_path_perfect_detections_ap_one(shapes_val, reader, tmp_path):
     assert json.loads((tmp_path / "results.metrics.json").read_text())["bbox"]["metrics"]["AP"] == pytest.approx(1.0)
 
 
+def test_model_path_from_tfrecords(shapes_val, reader, tmp_path):
+    from tfdet.data import tfrecords
+
+    prefix = str(tmp_path / "records" / "val")
+    tfrecords.write_tfrecords(reader, prefix, num_shards=2, with_masks=False)
+    s = cli.EvalSettings(annotations=shapes_val.ann_file, images=str(tmp_path / "no_images_needed"), tfrecords=prefix,
+                         scale=(160, 100), batch_size=2)
+    report = cli.run(s, loaders.keras_predict_fn(make_gt_detector(reader)), print_fn=lambda s: None)
+    assert report["bbox"]["metrics"]["AP"] == pytest.approx(1.0)
+
+
 def test_model_path_with_multiscale_tta(shapes_val, reader, tmp_path):
     model = make_gt_detector(reader)
     s = _settings(shapes_val, tmp_path, tta_scales=((160, 100), (250, 150)), tta_merge="soft_nms")

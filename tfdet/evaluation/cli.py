@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 class EvalSettings:
     annotations: str
     images: str = ""                      # image folder (default: the annotations' folder)
+    tfrecords: str = ""                   # or: TFRecords prefix (tfdet.data.tfrecords) holding the images
     predictions: str = ""                 # evaluate this results json instead of running a model
     output: str = ""                      # results json written by the model path
     metrics_output: str = ""              # tables as json (default <output>.metrics.json when output is set)
@@ -65,6 +66,8 @@ def open_annotations(s, need_images):
 def predict(s, reader, predict_fn):
     """COCO results of `predict_fn` over the reader's images (single scale, or TTA when asked)."""
     if s.tta_scales or s.tta_flip:
+        if s.tfrecords:
+            raise ValueError("test-time augmentation reads the image files; give --images, not --tfrecords.")
         out = []
         for rec in reader.records:
             image = tf.io.decode_image(tf.io.read_file(rec.file_name), channels=3, expand_animations=False)
@@ -77,7 +80,10 @@ def predict(s, reader, predict_fn):
         return out
     options = pipeline.InputOptions(batch_size=s.batch_size, training=False, scale=tuple(s.scale), max_instances=1,
                                     mask_size=0, with_keypoints=False)
-    batches = pipeline.from_coco(reader, options).as_numpy_iterator()
+    if s.tfrecords:
+        batches = pipeline.from_tfrecords(s.tfrecords, options).as_numpy_iterator()
+    else:
+        batches = pipeline.from_coco(reader, options).as_numpy_iterator()
     return evaluator.predict_results(predict_fn, batches, reader.class_to_category, s.score_threshold,
                                      s.mask_threshold)
 
@@ -87,7 +93,7 @@ def run(s, predict_fn=None, print_fn=print):
     `predict_fn`. Returns the report {eval type: {"metrics", "per_class"}}."""
     if bool(s.predictions) == (predict_fn is not None):
         raise ValueError("evaluate either a predictions file or a model (checkpoint / SavedModel), not both.")
-    reader = open_annotations(s, need_images=predict_fn is not None or s.visualize > 0)
+    reader = open_annotations(s, need_images=(predict_fn is not None and not s.tfrecords) or s.visualize > 0)
     if s.predictions:
         results = coco_eval.load_results(s.predictions, reader.coco)
     else:
