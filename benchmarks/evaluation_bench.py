@@ -43,8 +43,9 @@ def main():
     boxes_only = {k: v for k, v in out.items() if k != "detection_masks"}
     info = np.array([[[height, width], [1, 1], [height, width]]])
     cats = {i: i + 1 for i in range(80)}
-    candidates = [{"detection_boxes": boxes + rng.uniform(-2, 2, boxes.shape), "detection_scores": out["detection_scores"][0],
-                   "detection_classes": out["detection_classes"][0], "detection_masks": masks} for _ in range(10)]
+    candidates = [{"detection_boxes": boxes + rng.uniform(-2, 2, boxes.shape),
+                   "detection_scores": out["detection_scores"][0], "detection_classes": out["detection_classes"][0],
+                   "detection_masks": masks} for _ in range(10)]
     timings = [
         ("boxes only", time_call(lambda: results.detections_to_coco(boxes_only, info, [1], cats), 1, 3)),
         ("boxes + masks", time_call(lambda: results.detections_to_coco(out, info, [1], cats), 1, 3)),

@@ -70,8 +70,8 @@ def settings():
     else:
         scale = (1333, 800)
     return cli.EvalSettings(
-        annotations=FLAGS.annotations, images=FLAGS.images, tfrecords=FLAGS.tfrecords, predictions=FLAGS.predictions, output=FLAGS.output,
-        metrics_output=FLAGS.metrics_output, eval_types=tuple(FLAGS.eval_types), batch_size=FLAGS.batch_size,
+        annotations=FLAGS.annotations, images=FLAGS.images, tfrecords=FLAGS.tfrecords, predictions=FLAGS.predictions,
+        output=FLAGS.output, metrics_output=FLAGS.metrics_output, eval_types=tuple(FLAGS.eval_types), batch_size=FLAGS.batch_size,
         scale=scale, score_threshold=FLAGS.score_threshold, tta_scales=cli.parse_scales(FLAGS.tta_scales),
         tta_flip=FLAGS.tta_flip, tta_merge=FLAGS.tta_merge, visualize=FLAGS.visualize,
         visualize_dir=FLAGS.visualize_dir)

@@ -61,7 +61,8 @@ def make_gt_detector(reader, offset=0.0, max_detections=8, extra_weight_shape=No
     recs = reader.records
     rng = np.random.default_rng(seed)
     n_img, d = len(recs), max_detections
-    boxes, classes, scores = np.zeros([n_img, d, 4], np.float32), -np.ones([n_img, d], np.int32), np.zeros([n_img, d], np.float32)
+    boxes, scores = np.zeros([n_img, d, 4], np.float32), np.zeros([n_img, d], np.float32)
+    classes = -np.ones([n_img, d], np.int32)
     for i, r in enumerate(recs):
         n = min(r.num_instances, d)
         boxes[i, :n], classes[i, :n], scores[i, :n] = r.boxes[:n], r.classes[:n], rng.uniform(0.5, 1.0, n)

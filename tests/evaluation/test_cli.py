@@ -51,8 +51,8 @@ def test_cli_predictions_give_exactly_pycocotools_ap(shapes_val, tmp_path):
     res = str(tmp_path / "dets.json")
     _known_predictions(shapes_val.ann_file, res)
     metrics = tmp_path / "m.json"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bin", "evaluate.py"), f"--annotations={shapes_val.ann_file}",
-                           f"--predictions={res}", f"--metrics_output={metrics}"],
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bin", "evaluate.py"),
+                           f"--annotations={shapes_val.ann_file}", f"--predictions={res}", f"--metrics_output={metrics}"],
                           capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(metrics.read_text())
@@ -81,7 +81,8 @@ def _settings(shapes_val, tmp_path, **kw):
 
 def test_model_path_perfect_detections_ap_one(shapes_val, reader, tmp_path):
     model = make_gt_detector(reader)
-    report = cli.run(_settings(shapes_val, tmp_path, batch_size=2), loaders.keras_predict_fn(model), print_fn=lambda s: None)
+    report = cli.run(_settings(shapes_val, tmp_path, batch_size=2), loaders.keras_predict_fn(model),
+                     print_fn=lambda s: None)
     assert report["bbox"]["metrics"]["AP"] == pytest.approx(1.0)
     written = json.loads((tmp_path / "results.json").read_text())
     assert len(written) == sum(r.num_instances for r in reader.records)

@@ -122,7 +122,8 @@ def merge(candidates, max_detections=100, method="nms", iou_threshold=0.5, sigma
         if n:
             iou = _iou(boxes[keep], boxes)  # [n, all]
             for i, k in enumerate(keep):
-                members = np.flatnonzero(((iou[i] > iou_threshold) & (classes == classes[k])) | (np.arange(len(boxes)) == k))
+                absorbed = (iou[i] > iou_threshold) & (classes == classes[k])
+                members = np.flatnonzero(absorbed | (np.arange(len(boxes)) == k))
                 out["detection_masks"][0, i] = np.mean(
                     [_resample_mask(masks[j], boxes[j], boxes[k], size) for j in members], axis=0)
     return out
