@@ -145,3 +145,14 @@ def test_multiscale_end_to_end_maps_every_scale_back():
 def test_bad_merge_method():
     with pytest.raises(ValueError, match="merge method"):
         tta.merge(_candidates()[1], method="wbf")
+
+
+def test_no_detections_anywhere():
+    def empty(inputs):
+        return {"num_detections": np.zeros([1], np.int32), "detection_boxes": np.zeros([1, 5, 4], np.float32),
+                "detection_scores": np.zeros([1, 5], np.float32), "detection_classes": -np.ones([1, 5], np.int32),
+                "detection_masks": np.zeros([1, 5, 4, 4], np.float32)}
+
+    out, info = tta.tta_predict(empty, _image(), [(160, 100), (120, 80)], flip=True, max_detections=7)
+    assert out["num_detections"][0] == 0 and out["detection_masks"].shape == (1, 7, 4, 4)
+    assert np.all(out["detection_classes"] == -1)
