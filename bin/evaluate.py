@@ -36,7 +36,9 @@ flags.DEFINE_integer("watch_last_step", None, "--watch stops after the checkpoin
 flags.DEFINE_string("output", "", "results json (COCO format) written by the model paths")
 flags.DEFINE_string("metrics_output", "", "tables json (default <output or predictions>.metrics.json)")
 flags.DEFINE_list("eval_types", [], "bbox,segm,keypoints,proposal (default: what the results hold)")
-flags.DEFINE_integer("batch_size", 1, "images per model call")
+flags.DEFINE_integer("batch_size", 1, "images per model call (split across the strategy's replicas)")
+flags.DEFINE_enum("strategy", "default", list(loaders.STRATEGIES), "tf.distribute strategy of the --checkpoint / "
+                  "--watch paths: default, one_device or mirrored (all local GPUs)")
 flags.DEFINE_string("scale", "", "single-scale test size 'LONGxSHORT' (default: the config's, else 1333x800)")
 flags.DEFINE_float("score_threshold", 0.0, "detections scoring below are not written")
 flags.DEFINE_string("tta_scales", "", "test-time scales 'LONGxSHORT,...' or 'seeds' (HTC's 600..1400)")
@@ -95,9 +97,10 @@ def _evaluate(s):
     elif FLAGS.saved_model:
         cli.run(s, loaders.saved_model_predict_fn(FLAGS.saved_model))
     elif FLAGS.checkpoint:
-        cli.run_checkpoint(s, build_model, FLAGS.checkpoint)
+        cli.run_checkpoint(s, build_model, FLAGS.checkpoint, strategy=loaders.make_strategy(FLAGS.strategy))
     else:
-        reports = cli.run_watch(s, build_model, FLAGS.watch, FLAGS.watch_timeout, last_step=FLAGS.watch_last_step)
+        reports = cli.run_watch(s, build_model, FLAGS.watch, FLAGS.watch_timeout, last_step=FLAGS.watch_last_step,
+                                strategy=loaders.make_strategy(FLAGS.strategy))
         logging.info("evaluated %d checkpoints", len(reports))
 
 

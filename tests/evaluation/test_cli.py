@@ -218,3 +218,19 @@ def test_bad_inputs(shapes_val, reader, tmp_path):
         cli.run(cli.EvalSettings(annotations=shapes_val.ann_file, images=str(tmp_path / "nope")), model)
     with pytest.raises(ValueError, match="scales must look like"):
         cli.parse_scales("900,600")
+
+
+def test_mirrored_strategy_gives_the_single_device_metrics():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "_mirrored_eval.py")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["replicas"] == 2 and got["same"] and 0.2 < got["ap"] < 1.0  # restored (offset 1.5, not 40)
+
+
+def test_make_strategy():
+    assert loaders.make_strategy("default").num_replicas_in_sync == 1
+    assert loaders.make_strategy("one_device").num_replicas_in_sync == 1
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        loaders.make_strategy("tpu_pod")

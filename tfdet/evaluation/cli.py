@@ -114,14 +114,21 @@ def run(s, predict_fn=None, print_fn=print):
     return report
 
 
-def run_checkpoint(s, build_model, checkpoint, print_fn=print):
-    """The model path for one checkpoint: `build_model()` -> a built Keras model, restored from it."""
-    model = build_model()
-    loaders.restore(model, checkpoint)
-    return run(s, loaders.keras_predict_fn(model), print_fn)
+def run_checkpoint(s, build_model, checkpoint, print_fn=print, strategy=None):
+    """The model path for one checkpoint: `build_model()` -> a built Keras model, restored from it; with
+    a tf.distribute `strategy`, built under its scope and run on all its replicas."""
+    if strategy is None:
+        model = build_model()
+        loaders.restore(model, checkpoint)
+        return run(s, loaders.keras_predict_fn(model), print_fn)
+    with strategy.scope():
+        model = build_model()
+        loaders.restore(model, checkpoint)
+    return run(s, loaders.distributed_predict_fn(strategy, model), print_fn)
 
 
-def run_watch(s, build_model, folder, timeout=0.0, poll_seconds=10.0, last_step=None, print_fn=print):
+def run_watch(s, build_model, folder, timeout=0.0, poll_seconds=10.0, last_step=None, print_fn=print,
+              strategy=None):
     """Evaluates every checkpoint of `folder` as training writes it; the metrics json maps each
     checkpoint to its report (rewritten atomically after each). Returns that mapping."""
     all_reports = {}
@@ -130,7 +137,7 @@ def run_watch(s, build_model, folder, timeout=0.0, poll_seconds=10.0, last_step=
     def evaluate(ckpt):
         print_fn(f"== {ckpt}")
         one = dataclasses.replace(s, metrics_output="", output=_suffixed(s.output, ckpt))
-        all_reports[ckpt] = run_checkpoint(one, build_model, ckpt, print_fn)
+        all_reports[ckpt] = run_checkpoint(one, build_model, ckpt, print_fn, strategy)
         if path:
             coco_eval.write_json_atomic(path, all_reports)
 

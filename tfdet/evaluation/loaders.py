@@ -37,6 +37,52 @@ def keras_predict_fn(model, jit_compile=False):
     return lambda inputs: predict(detector_inputs(inputs))
 
 
+STRATEGIES = ("default", "one_device", "mirrored")
+
+
+def make_strategy(name):
+    """A tf.distribute strategy by flag value: "default" (no distribution), "one_device" (the first GPU,
+    else the CPU) or "mirrored" (every local GPU, else the CPUs TF sees)."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "one_device":
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.MirroredStrategy([d.name for d in gpus or tf.config.list_logical_devices("CPU")])
+    raise ValueError(f"strategy must be one of {STRATEGIES}, got {name!r}.")
+
+
+def distributed_predict_fn(strategy, model):
+    """A PredictFn running `model` (built under `strategy.scope()`) on every replica of `strategy`.
+
+    Each batch is split into contiguous per-replica slices (a batch that does not divide evenly is padded
+    by repeating its last image; those rows are dropped again) and the outputs are gathered back in
+    batch order."""
+    replicas = strategy.num_replicas_in_sync
+
+    @tf.function(reduce_retracing=True)
+    def step(dist_inputs):
+        outputs = strategy.run(lambda x: model(x, training=False), args=(dist_inputs,))
+        return {k: strategy.gather(v, axis=0) for k, v in outputs.items()}
+
+    def predict(inputs):
+        inputs = {k: tf.convert_to_tensor(v) for k, v in detector_inputs(inputs).items()}
+        batch = int(inputs["images"].shape[0])
+        per = -(-batch // replicas)
+        padded = {k: tf.concat([v, tf.repeat(v[-1:], per * replicas - batch, axis=0)], 0) for k, v in inputs.items()}
+
+        def slice_for(ctx):
+            r = ctx.replica_id_in_sync_group
+            return {k: v[r * per:(r + 1) * per] for k, v in padded.items()}
+
+        outputs = step(strategy.experimental_distribute_values_from_function(slice_for))
+        return {k: v[:batch] for k, v in outputs.items()}
+
+    return predict
+
+
 def _tf_checkpoints(folder):
     state = tf.train.get_checkpoint_state(folder)
     return list(state.all_model_checkpoint_paths) if state else []
