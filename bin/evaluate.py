@@ -71,11 +71,16 @@ def settings():
         scale = tuple(sorted(_CONFIG.value.data.image_size, reverse=True))
     else:
         scale = (1333, 800)
+    # Test-time augmentation from the flags, else from the config's optional `test` block.
+    test = _CONFIG.value.get("test", {}) if _CONFIG.value is not None else {}
+    tta_scales = cli.parse_scales(FLAGS.tta_scales) or tuple(tuple(s) for s in test.get("tta_scales", ()))
+    tta_flip = FLAGS.tta_flip or bool(test.get("tta_flip", False))
+    tta_merge = FLAGS.tta_merge if FLAGS["tta_merge"].present else test.get("tta_merge", FLAGS.tta_merge)
     return cli.EvalSettings(
         annotations=FLAGS.annotations, images=FLAGS.images, tfrecords=FLAGS.tfrecords, predictions=FLAGS.predictions,
         output=FLAGS.output, metrics_output=FLAGS.metrics_output, eval_types=tuple(FLAGS.eval_types), batch_size=FLAGS.batch_size,
-        scale=scale, score_threshold=FLAGS.score_threshold, tta_scales=cli.parse_scales(FLAGS.tta_scales),
-        tta_flip=FLAGS.tta_flip, tta_merge=FLAGS.tta_merge, visualize=FLAGS.visualize,
+        scale=scale, score_threshold=FLAGS.score_threshold, tta_scales=tta_scales,
+        tta_flip=tta_flip, tta_merge=tta_merge, visualize=FLAGS.visualize,
         visualize_dir=FLAGS.visualize_dir)
 
 

@@ -112,6 +112,19 @@ def test_bad_results_are_named(reader, noisy, tmp_path):
         coco_eval.load_results(str(bad), reader.coco)
 
 
+def test_ground_truth_without_masks_or_keypoints_is_named(reader, noisy):
+    data = copy.deepcopy(reader.coco.dataset)  # (segm evaluation turns GT polygons into RLE in place)
+    data["annotations"][1].pop("segmentation")
+    for c in data["categories"]:
+        c.pop("keypoints", None)
+    gt = coco_eval.coco_from_dataset(data)
+    with pytest.raises(ValueError, match=f"annotation id {data['annotations'][1]['id']}"):
+        coco_eval.evaluate(gt, noisy, "segm")
+    with pytest.raises(ValueError, match="category with 'keypoints'"):
+        coco_eval.evaluate(gt, noisy, "keypoints")
+    assert coco_eval.evaluate(gt, noisy, "bbox")["metrics"]["AP"] > 0
+
+
 def test_tables_and_atomic_json(tmp_path):
     table = coco_eval.format_table("bbox", {"AP": 0.4567, "APs": -1.0})
     assert "45.7" in table and table.splitlines()[-1].strip().endswith("-")

@@ -118,6 +118,17 @@ def per_class_ap(ev, coco_gt):
     return out
 
 
+def _check_ground_truth(coco_gt, iou_type):
+    anns = coco_gt.dataset.get("annotations", [])
+    if iou_type == "segm":
+        bad = [a.get("id") for a in anns if not a.get("segmentation")]
+        if bad:
+            raise ValueError(f"segm evaluation needs a segmentation on every ground-truth annotation; annotation id "
+                             f"{bad[0]} (and {len(bad) - 1} more) has none.")
+    if iou_type == "keypoints" and not any(c.get("keypoints") for c in coco_gt.dataset.get("categories", [])):
+        raise ValueError("keypoints evaluation needs a category with 'keypoints' in the annotations.")
+
+
 def evaluate(coco_gt, results, iou_type="bbox", kpt_oks_sigmas=None):
     """COCO metrics of `results` (list of result dicts) for one iou type.
 
@@ -132,6 +143,7 @@ def evaluate(coco_gt, results, iou_type="bbox", kpt_oks_sigmas=None):
         log.warning("no detections: every %s metric is 0.", iou_type)
         cats = [coco_gt.cats[c].get("name", str(c)) for c in sorted(coco_gt.getCatIds())]
         return {"metrics": dict.fromkeys(names, 0.0), "per_class": dict.fromkeys(cats, 0.0)}
+    _check_ground_truth(coco_gt, iou_type)
     missing = [i for i, r in enumerate(results) if _FIELDS[iou_type] not in r]
     if missing:
         raise ValueError(f"{iou_type} evaluation needs '{_FIELDS[iou_type]}' in every detection; detection "
