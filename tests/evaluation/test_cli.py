@@ -205,7 +205,7 @@ def test_visualize_writes_pngs(shapes_val, reader, tmp_path):
 
 def test_bad_inputs(shapes_val, reader, tmp_path):
     model = loaders.keras_predict_fn(make_gt_detector(reader))
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match="exactly one of"):
         cli.run(cli.EvalSettings(annotations=shapes_val.ann_file, predictions="x.json"), model)
     # An annotation file whose image is missing: the error names the file.
     images = tmp_path / "images"

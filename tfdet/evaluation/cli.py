@@ -92,7 +92,7 @@ def run(s, predict_fn=None, print_fn=print):
     """One evaluation: the predictions path when `s.predictions` is set, else the model path with
     `predict_fn`. Returns the report {eval type: {"metrics", "per_class"}}."""
     if bool(s.predictions) == (predict_fn is not None):
-        raise ValueError("evaluate either a predictions file or a model (checkpoint / SavedModel), not both.")
+        raise ValueError("give exactly one of a predictions file and a model (checkpoint / SavedModel) to evaluate.")
     reader = open_annotations(s, need_images=(predict_fn is not None and not s.tfrecords) or s.visualize > 0)
     if s.predictions:
         results = coco_eval.load_results(s.predictions, reader.coco)

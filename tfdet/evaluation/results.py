@@ -156,24 +156,24 @@ def detections_to_coco(outputs, image_info, image_ids, class_to_category, mask_t
         boxes = boxes_to_original(out["detection_boxes"][b, :n], info)
         keep = [d for d in range(n) if out["detection_classes"][b, d] >= 0
                 and out["detection_scores"][b, d] >= score_threshold]
+        unknown = sorted({int(out["detection_classes"][b, d]) for d in keep} - set(class_to_category))
+        if unknown:
+            raise ValueError(f"detection class {unknown[0]} is not among the {len(class_to_category)} classes of "
+                             f"the annotations.")
         if "detection_masks" in out:
             rles = dict(zip(keep, encode_masks(out["detection_masks"][b, keep], boxes[keep], height, width,
                                                mask_threshold)))
         for d in keep:
-            cls, score = int(out["detection_classes"][b, d]), float(out["detection_scores"][b, d])
-            if cls not in class_to_category:
-                raise ValueError(f"detection class {cls} is not among the {len(class_to_category)} classes of "
-                                 f"the annotations.")
-            x1, y1, x2, y2 = boxes[d]
+            cls = int(out["detection_classes"][b, d])
+            x1, y1, x2, y2 = (float(v) for v in boxes[d])
             res = {"image_id": int(image_ids[b]), "category_id": int(class_to_category[cls]),
-                   "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score}
+                   "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(out["detection_scores"][b, d])}
             if "detection_masks" in out:
                 res["segmentation"] = rles[d]
             if "detection_keypoints" in out:
                 kps = out["detection_keypoints"][b, d].astype(np.float64)
                 xy = to_original(kps[:, :2].reshape(-1), info).reshape(-1, 2) - 0.5
                 res["keypoints"] = np.concatenate([xy, kps[:, 2:3]], axis=1).reshape(-1).tolist()
-            res["bbox"] = [float(v) for v in res["bbox"]]
             results.append(res)
     return results
 
