@@ -207,6 +207,8 @@ def test_bad_inputs(shapes_val, reader, tmp_path):
     model = loaders.keras_predict_fn(make_gt_detector(reader))
     with pytest.raises(ValueError, match="exactly one of"):
         cli.run(cli.EvalSettings(annotations=shapes_val.ann_file, predictions="x.json"), model)
+    with pytest.raises(ValueError, match="exactly one of"):
+        cli.run(cli.EvalSettings(annotations=shapes_val.ann_file))
     # An annotation file whose image is missing: the error names the file.
     images = tmp_path / "images"
     shutil.copytree(shapes_val.image_dir, images)
