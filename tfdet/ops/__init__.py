@@ -8,6 +8,7 @@ Importing this package loads the library and logs one line saying which path is 
 import logging as _logging
 
 from tfdet.ops import loader
+from tfdet.ops.carafe import carafe
 from tfdet.ops.roi_align import fpn_levels, roi_align
 
 _logger = _logging.getLogger("tfdet")
@@ -21,4 +22,4 @@ if not _logger.handlers:  # one line on import; silence with logging.getLogger("
 library_status = loader.library_status
 library_status()
 
-__all__ = ["roi_align", "fpn_levels", "library_status", "loader"]
+__all__ = ["carafe", "roi_align", "fpn_levels", "library_status", "loader"]
