@@ -1,5 +1,6 @@
 """Thin, serializable Keras layers built on tfdet.ops."""
 
+from tfdet.layers.carafe import CARAFEUpsample, make_upsampler
 from tfdet.layers.roi_align import MultiLevelRoIAlign
 
-__all__ = ["MultiLevelRoIAlign"]
+__all__ = ["CARAFEUpsample", "MultiLevelRoIAlign", "make_upsampler"]
