@@ -20,50 +20,75 @@ using GPUDevice = Eigen::GpuDevice;
 // Multiply-adds of one pixel's k*k taps over all channels, for the thread pool's cost model.
 inline int64_t pixel_cost(const Shape& s) { return static_cast<int64_t>(s.taps()) * (2LL * s.channels + 10); }
 
+// The loops over pixel ranges are compiled twice, for x86-64-v3 (AVX2 + FMA) and for the baseline,
+// and the loader picks one for the CPU it runs on (GCC function multiversioning): the op library is
+// built without -march flags, and the reassembly is bound by vector arithmetic.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define TFDET_CPU_CLONES __attribute__((target_clones("fma", "default")))
+#else
+#define TFDET_CPU_CLONES
+#endif
+
+// Output pixels [begin, end) of the flattened [N, H*s, W*s] grid.
+template <typename T>
+TFDET_CPU_CLONES void forward_range(const T* features, const T* masks, const Shape& s, int64_t begin, int64_t end,
+                                    T* output) {
+  const int out_h = s.out_height(), out_w = s.out_width();
+  for (int64_t p = begin; p < end; ++p) {
+    const int x = static_cast<int>(p % out_w);
+    const int y = static_cast<int>((p / out_w) % out_h);
+    const int n = static_cast<int>(p / (static_cast<int64_t>(out_w) * out_h));
+    forward_pixel<64>(features, masks, s, n, y, x, 0, s.channels, output + p * s.channels);
+  }
+}
+
+// Input pixels [begin, end) of the flattened [N, H, W] grid.
+template <typename T>
+TFDET_CPU_CLONES void backward_features_range(const T* grad_output, const T* masks, const Shape& s, int64_t begin,
+                                              int64_t end, T* grad_features) {
+  for (int64_t p = begin; p < end; ++p) {
+    const int ix = static_cast<int>(p % s.width);
+    const int iy = static_cast<int>((p / s.width) % s.height);
+    const int n = static_cast<int>(p / (static_cast<int64_t>(s.width) * s.height));
+    backward_features_pixel<64>(grad_output, masks, s, n, iy, ix, 0, s.channels, grad_features + p * s.channels);
+  }
+}
+
+// Output pixels [begin, end) of the flattened [N, H*s, W*s] grid.
+template <typename T>
+TFDET_CPU_CLONES void backward_masks_range(const T* grad_output, const T* features, const Shape& s, int64_t begin,
+                                           int64_t end, T* grad_masks) {
+  const int out_h = s.out_height(), out_w = s.out_width(), mc = s.mask_channels();
+  for (int64_t p = begin; p < end; ++p) {
+    const int x = static_cast<int>(p % out_w);
+    const int y = static_cast<int>((p / out_w) % out_h);
+    const int n = static_cast<int>(p / (static_cast<int64_t>(out_w) * out_h));
+    for (int m = 0; m < mc; ++m) grad_masks[p * mc + m] = backward_mask_value<32>(grad_output, features, s, n, y, x, m);
+  }
+}
+
 template <typename T>
 void Forward<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const T* features, const T* masks, const Shape& s,
                                        T* output) {
-  const int out_h = s.out_height(), out_w = s.out_width();
-  auto work = [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      const int x = static_cast<int>(p % out_w);
-      const int y = static_cast<int>((p / out_w) % out_h);
-      const int n = static_cast<int>(p / (static_cast<int64_t>(out_w) * out_h));
-      forward_pixel(features, masks, s, n, y, x, 0, s.channels, output + p * s.channels);
-    }
-  };
   const auto& pool = *ctx->device()->tensorflow_cpu_worker_threads();
-  tf::Shard(pool.num_threads, pool.workers, static_cast<int64_t>(s.batch) * out_h * out_w, pixel_cost(s), work);
+  tf::Shard(pool.num_threads, pool.workers, static_cast<int64_t>(s.batch) * s.out_height() * s.out_width(),
+            pixel_cost(s), [&](int64_t begin, int64_t end) { forward_range(features, masks, s, begin, end, output); });
 }
 
 template <typename T>
 void Backward<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const T* grad_output, const T* features,
                                         const T* masks, const Shape& s, T* grad_features, T* grad_masks) {
   const auto& pool = *ctx->device()->tensorflow_cpu_worker_threads();
-  const int sf = s.scale_factor;
-  auto features_work = [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      const int ix = static_cast<int>(p % s.width);
-      const int iy = static_cast<int>((p / s.width) % s.height);
-      const int n = static_cast<int>(p / (static_cast<int64_t>(s.width) * s.height));
-      backward_features_pixel(grad_output, masks, s, n, iy, ix, 0, s.channels, grad_features + p * s.channels);
-    }
-  };
   if (s.channels > 0) {  // no channels: grad_features is empty and grad_masks all zeros (below)
     tf::Shard(pool.num_threads, pool.workers, static_cast<int64_t>(s.batch) * s.height * s.width,
-              pixel_cost(s) * sf * sf, features_work);
+              pixel_cost(s) * s.scale_factor * s.scale_factor, [&](int64_t begin, int64_t end) {
+                backward_features_range(grad_output, masks, s, begin, end, grad_features);
+              });
   }
-
-  const int out_h = s.out_height(), out_w = s.out_width(), mc = s.mask_channels();
-  auto masks_work = [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      const int x = static_cast<int>(p % out_w);
-      const int y = static_cast<int>((p / out_w) % out_h);
-      const int n = static_cast<int>(p / (static_cast<int64_t>(out_w) * out_h));
-      for (int m = 0; m < mc; ++m) grad_masks[p * mc + m] = backward_mask_value(grad_output, features, s, n, y, x, m);
-    }
-  };
-  tf::Shard(pool.num_threads, pool.workers, static_cast<int64_t>(s.batch) * out_h * out_w, pixel_cost(s), masks_work);
+  tf::Shard(pool.num_threads, pool.workers, static_cast<int64_t>(s.batch) * s.out_height() * s.out_width(),
+            pixel_cost(s), [&](int64_t begin, int64_t end) {
+              backward_masks_range(grad_output, features, s, begin, end, grad_masks);
+            });
 }
 
 // Validates features [N, H, W, C] and masks [N, H*s, W*s, G*k*k] and fills *s. `op` names the op in errors.

@@ -40,6 +40,7 @@ CASES = [  # (n, h, w, c, k, groups, s)
     (1, 2, 3, 6, 3, 3, 4),   # scale 4
     (1, 3, 2, 4, 1, 2, 3),   # k=1: reassembly is a per-pixel scaling of nearest upsampling
     (2, 2, 2, 3, 5, 1, 1),   # s=1 and a kernel larger than the map: every border path
+    (1, 2, 3, 214, 3, 2, 2),  # 107 channels per group: the CPU kernel's 64-, 32-, 8- and 1-channel blocks
 ]
 
 
@@ -108,7 +109,7 @@ def test_empty_inputs(impl, shape, groups):
 
 
 @pytest.mark.skipif(len(IMPLS) < 2, reason="the fused op library is not built")
-@pytest.mark.parametrize("case", [(2, 6, 5, 16, 5, 4, 2), (1, 4, 7, 8, 3, 1, 4)])
+@pytest.mark.parametrize("case", [(2, 6, 5, 16, 5, 4, 2), (1, 4, 7, 8, 3, 1, 4), (1, 5, 4, 214, 5, 2, 2)])
 def test_fused_matches_composite_with_gradients(case):
     n, h, w, c, k, groups, s = case
     features, masks = (tf.constant(x) for x in random_inputs(np.random.default_rng(3), *case, dtype=np.float32))

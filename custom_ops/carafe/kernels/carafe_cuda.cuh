@@ -26,7 +26,7 @@ __global__ void forward_kernel(const T* features, const T* masks, Shape s, T* ou
     const int x = static_cast<int>(p % s.out_width());
     const int y = static_cast<int>((p / s.out_width()) % s.out_height());
     const int n = static_cast<int>(p / (static_cast<long long>(s.out_width()) * s.out_height()));
-    forward_pixel(features, masks, s, n, y, x, c, c + 1, output + p * s.channels);
+    forward_pixel<1>(features, masks, s, n, y, x, c, c + 1, output + p * s.channels);
   }
 }
 
@@ -40,7 +40,7 @@ __global__ void backward_features_kernel(const T* grad_output, const T* masks, S
     const int ix = static_cast<int>(p % s.width);
     const int iy = static_cast<int>((p / s.width) % s.height);
     const int n = static_cast<int>(p / (static_cast<long long>(s.width) * s.height));
-    backward_features_pixel(grad_output, masks, s, n, iy, ix, c, c + 1, grad_features + p * s.channels);
+    backward_features_pixel<1>(grad_output, masks, s, n, iy, ix, c, c + 1, grad_features + p * s.channels);
   }
 }
 
@@ -55,7 +55,7 @@ __global__ void backward_masks_kernel(const T* grad_output, const T* features, S
     const int x = static_cast<int>(p % s.out_width());
     const int y = static_cast<int>((p / s.out_width()) % s.out_height());
     const int n = static_cast<int>(p / (static_cast<long long>(s.out_width()) * s.out_height()));
-    grad_masks[i] = backward_mask_value(grad_output, features, s, n, y, x, m);
+    grad_masks[i] = backward_mask_value<1>(grad_output, features, s, n, y, x, m);
   }
 }
 
