@@ -1,0 +1,1 @@
+"""Detector components: backbones, necks, dense and RoI heads, detectors."""
