@@ -9,6 +9,7 @@
 #include "tensorflow/core/framework/register_types.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/util/work_sharder.h"
+#include "custom_ops/common/op_utils.h"
 
 namespace tfdet {
 namespace carafe {
@@ -95,13 +96,13 @@ void Backward<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const T* grad_
 inline void ValidateInputs(tf::OpKernelContext* ctx, const char* op, const tf::Tensor& features,
                            const tf::Tensor& masks, int kernel_size, int group_size, int scale_factor, Shape* s) {
   OP_REQUIRES(ctx, features.dims() == 4,
-              tf::errors::InvalidArgument(op, ": features must be [N, H, W, C], got ", features.shape().DebugString()));
+              InvalidArgument(op, ": features must be [N, H, W, C], got ", features.shape().DebugString()));
   OP_REQUIRES(ctx, masks.dims() == 4,
-              tf::errors::InvalidArgument(op, ": masks must be [N, H*s, W*s, G*k*k], got ",
+              InvalidArgument(op, ": masks must be [N, H*s, W*s, G*k*k], got ",
                                           masks.shape().DebugString()));
   for (int d = 0; d < 4; ++d) {
     OP_REQUIRES(ctx, features.dim_size(d) <= INT32_MAX / 64 && masks.dim_size(d) <= INT32_MAX / 64,
-                tf::errors::InvalidArgument(op, ": dimension ", d, " of features or masks is too large"));
+                InvalidArgument(op, ": dimension ", d, " of features or masks is too large"));
   }
   s->batch = static_cast<int>(features.dim_size(0));
   s->height = static_cast<int>(features.dim_size(1));
@@ -111,19 +112,19 @@ inline void ValidateInputs(tf::OpKernelContext* ctx, const char* op, const tf::T
   s->group_size = group_size;
   s->scale_factor = scale_factor;
   OP_REQUIRES(ctx, s->channels % group_size == 0,
-              tf::errors::InvalidArgument(op, ": features channels (", s->channels,
+              InvalidArgument(op, ": features channels (", s->channels,
                                           ") must be divisible by group_size (", group_size, ")"));
   OP_REQUIRES(ctx, masks.dim_size(0) == s->batch,
-              tf::errors::InvalidArgument(op, ": masks batch (", masks.dim_size(0), ") must equal features batch (",
+              InvalidArgument(op, ": masks batch (", masks.dim_size(0), ") must equal features batch (",
                                           s->batch, ")"));
   OP_REQUIRES(ctx,
               masks.dim_size(1) == static_cast<int64_t>(s->height) * scale_factor &&
                   masks.dim_size(2) == static_cast<int64_t>(s->width) * scale_factor,
-              tf::errors::InvalidArgument(op, ": masks spatial size (", masks.dim_size(1), ", ", masks.dim_size(2),
+              InvalidArgument(op, ": masks spatial size (", masks.dim_size(1), ", ", masks.dim_size(2),
                                           ") must be scale_factor (", scale_factor, ") times the features' (",
                                           s->height, ", ", s->width, ")"));
   OP_REQUIRES(ctx, masks.dim_size(3) == s->mask_channels(),
-              tf::errors::InvalidArgument(op, ": masks must have group_size * kernel_size^2 = ", group_size, " * ",
+              InvalidArgument(op, ": masks must have group_size * kernel_size^2 = ", group_size, " * ",
                                           kernel_size, "^2 = ", s->mask_channels(), " channels, got ",
                                           masks.dim_size(3)));
 }
@@ -135,9 +136,9 @@ inline void ReadAttrs(tf::OpKernelConstruction* ctx, const char* op, int* kernel
   OP_REQUIRES_OK(ctx, ctx->GetAttr("group_size", group_size));
   OP_REQUIRES_OK(ctx, ctx->GetAttr("scale_factor", scale_factor));
   OP_REQUIRES(ctx, *kernel_size % 2 == 1,
-              tf::errors::InvalidArgument(op, ": kernel_size must be odd, got ", *kernel_size));
+              InvalidArgument(op, ": kernel_size must be odd, got ", *kernel_size));
   OP_REQUIRES(ctx, *kernel_size <= 63 && *scale_factor <= 64 && *group_size <= 4096,
-              tf::errors::InvalidArgument(op, ": kernel_size (", *kernel_size, "), scale_factor (", *scale_factor,
+              InvalidArgument(op, ": kernel_size (", *kernel_size, "), scale_factor (", *scale_factor,
                                           ") or group_size (", *group_size, ") is implausibly large"));
 }
 
@@ -181,7 +182,7 @@ class CarafeGradOp : public tf::OpKernel {
     if (!ctx->status().ok()) return;
     const tf::TensorShape out_shape({s.batch, s.out_height(), s.out_width(), s.channels});
     OP_REQUIRES(ctx, grad.shape() == out_shape,
-                tf::errors::InvalidArgument("carafe_grad: grad_output must be ", out_shape.DebugString(), ", got ",
+                InvalidArgument("carafe_grad: grad_output must be ", out_shape.DebugString(), ", got ",
                                             grad.shape().DebugString()));
     tf::Tensor* grad_features = nullptr;
     tf::Tensor* grad_masks = nullptr;

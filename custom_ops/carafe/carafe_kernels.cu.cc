@@ -2,6 +2,7 @@
 #if GOOGLE_CUDA
 #define EIGEN_USE_GPU
 
+#include "absl/strings/str_cat.h"
 #include "custom_ops/carafe/carafe_kernels.h"
 #include "custom_ops/carafe/kernels/carafe_cuda.cuh"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -14,7 +15,9 @@ namespace tf = ::tensorflow;
 using GPUDevice = Eigen::GpuDevice;
 
 inline void check_launch(tf::OpKernelContext* ctx, cudaError_t err, const char* what) {
-  if (err != cudaSuccess) ctx->SetStatus(tf::errors::Internal("carafe: ", what, " failed: ", cudaGetErrorString(err)));
+  if (err != cudaSuccess) {
+    ctx->SetStatus(absl::InternalError(absl::StrCat("carafe: ", what, " failed: ", cudaGetErrorString(err))));
+  }
 }
 
 template <typename T>

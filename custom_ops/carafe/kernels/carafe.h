@@ -48,13 +48,14 @@ struct Shape {
 };
 
 // The per-pixel functions below split their channel range into blocks that stay inside one channel
-// group and hold B accumulators across all taps: B = 32 and 8 (then 1 for the rest) when the caller
-// passes kMaxBlock = 32, as the CPU kernels do (the accumulators live in vector registers, each input
-// row is read once per block); the CUDA kernels pass kMaxBlock = 1 (one channel per thread).
+// group and hold B accumulators across all taps: B = 64, 32, 8, then 1 for the rest when the caller
+// passes kMaxBlock = 64, as the CPU kernels do (the accumulators live in vector registers and each
+// input row is read once per block); the CUDA kernels pass kMaxBlock = 1 (one channel per thread).
+
 // out[c0 + j] = output[n, y, x, c0 + j] for j < B; `weights` = masks[n, y, x, g*k*k:], (cy, cx) = (y/s, x/s).
 template <int B, typename T>
 TFDET_CARAFE_INLINE void forward_block(const T* features, const T* weights, const Shape& s, int n, int cy, int cx,
-                                     int c0, T* out) {
+                                       int c0, T* out) {
   const int k = s.kernel_size, r = (k - 1) / 2;
   T acc[B];
   for (int j = 0; j < B; ++j) acc[j] = T(0);
@@ -75,7 +76,8 @@ TFDET_CARAFE_INLINE void forward_block(const T* features, const T* weights, cons
 // out[c] = output[n, y, x, c] for c in [c_begin, c_end); `out` points at output[n, y, x, 0].
 template <int kMaxBlock, typename T>
 TFDET_CARAFE_INLINE void forward_pixel(const T* features, const T* masks, const Shape& s, int n, int y, int x,
-                                     int c_begin, int c_end, T* out) {
+                                       int c_begin, int c_end, T* out) {
+  if (c_begin >= c_end) return;  // also keeps C = 0 (group_channels() = 0) away from the division below
   const T* mask = masks + s.out_pixel(n, y, x) * s.mask_channels();
   const int cy = y / s.scale_factor, cx = x / s.scale_factor;
   const int cg = s.group_channels();
@@ -99,7 +101,7 @@ TFDET_CARAFE_INLINE void forward_pixel(const T* features, const T* masks, const 
 // grad[c0 + j] for j < B, channels of group g: see backward_features_pixel.
 template <int B, typename T>
 TFDET_CARAFE_INLINE void backward_features_block(const T* grad_output, const T* masks, const Shape& s, int n, int iy,
-                                               int ix, int g, int c0, T* grad) {
+                                                 int ix, int g, int c0, T* grad) {
   const int k = s.kernel_size, r = (k - 1) / 2, sf = s.scale_factor;
   T acc[B];
   for (int j = 0; j < B; ++j) acc[j] = T(0);
@@ -127,7 +129,8 @@ TFDET_CARAFE_INLINE void backward_features_block(const T* grad_output, const T* 
 // (cy, cx) = (iy - dy + r, ix - dx + r) reads (iy, ix); those are the s x s pixels (cy*s + a, cx*s + b).
 template <int kMaxBlock, typename T>
 TFDET_CARAFE_INLINE void backward_features_pixel(const T* grad_output, const T* masks, const Shape& s, int n, int iy,
-                                               int ix, int c_begin, int c_end, T* grad) {
+                                                 int ix, int c_begin, int c_end, T* grad) {
+  if (c_begin >= c_end) return;
   const int cg = s.group_channels();
   for (int g = c_begin / cg; g * cg < c_end; ++g) {
     const int hi = min_of(c_end, (g + 1) * cg);
