@@ -67,17 +67,6 @@ def build(case, variant, mode):
     return lambda: tf.nest.map_structure(lambda t: t.numpy(), run(*inputs))
 
 
-def report_peak_mib():
-    """Prints this process's peak RSS in MiB for peak_rss_mib. VmHWM belongs to the process's own
-    address space; ru_maxrss (common.report_own_peak_rss) also carries the RSS of the parent at fork
-    time across exec, which inflates every variant measured after a big one."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            print(next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024.0)
-    except (OSError, StopIteration):
-        report_own_peak_rss()
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--measure-memory", help=argparse.SUPPRESS)
@@ -88,7 +77,7 @@ def main():
     if args.measure_memory:
         v = json.loads(args.measure_memory)
         build(v["case"], v["variant"], v["mode"])()
-        report_peak_mib()
+        report_own_peak_rss()
         return
     keras.utils.set_random_seed(0)
     print(f"tf {tf.__version__}, {os.cpu_count()} CPUs, intra-op threads "
