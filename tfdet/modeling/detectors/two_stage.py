@@ -83,10 +83,11 @@ class TwoStageDetector(Detector):
         max_pos = max(int(c.roi.num_samples * c.roi.positive_fraction), 1)
         pos_rois, pos_gt = targets.rois[:, :max_pos], targets.matched_gt[:, :max_pos]
         pos_weights = tf.cast(targets.is_positive[:, :max_pos], tf.float32)
+        pos_labels = tf.where(targets.is_positive[:, :max_pos], targets.labels[:, :max_pos], 0)
         if self.with_mask:
             mask_logits = self.mask_head(self.mask_roi_align(maps, pos_rois))
             mask_targets = mask_head.mask_targets(batch["gt_masks"], pos_rois, pos_gt, mask_logits.shape[2])
-            out["mask"] = mask_head.mask_loss(mask_logits, mask_targets, targets.labels[:, :max_pos], pos_weights)
+            out["mask"] = mask_head.mask_loss(mask_logits, mask_targets, pos_labels, pos_weights)
         if self.with_keypoints:
             heatmaps = self.keypoint_head(self.keypoint_roi_align(maps, pos_rois))
             kp_targets = keypoint_head.keypoint_targets(batch["gt_keypoints"], pos_rois, pos_gt, heatmaps.shape[2])
