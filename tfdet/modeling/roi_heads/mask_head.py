@@ -164,7 +164,7 @@ def paste_masks(masks, boxes, image_size, threshold=0.5):
     mask_size = masks.shape[-1]
     weights_y = _axis_weights(boxes[..., 1], boxes[..., 3], height, mask_size)  # [B, K, H, M]
     weights_x = _axis_weights(boxes[..., 0], boxes[..., 2], width, mask_size)  # [B, K, W, M]
-    pasted = tf.einsum("bkia,bkja->bkij", tf.einsum("bkia,bkab->bkib", weights_y, masks), weights_x)
+    pasted = tf.einsum("nkic,nkjc->nkij", tf.einsum("nkia,nkac->nkic", weights_y, masks), weights_x)
     if threshold is None:
         return pasted
     return tf.cast(pasted >= threshold, tf.uint8)
