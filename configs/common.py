@@ -78,7 +78,8 @@ def roi(v):
 
 def mask(v):
     return dict(pooled_size=14, num_convs=2 if v.tiny else 4, channels=16 if v.tiny else 256,
-                upsample="carafe" if v.carafe else "deconv", class_agnostic=False, threshold=0.5)
+                upsample="carafe" if v.carafe else "deconv", class_agnostic=False, threshold=0.5,
+                gt_masks="box")  # tfdet.data.pipeline's box-cropped masks; "image" for full-image bitmaps
 
 
 def keypoint(v):

@@ -25,7 +25,7 @@ def make_batch(empty=False):
     images = rng.uniform(0, 50, (B, H, W, 3)).astype(np.float32)
     boxes = np.zeros((B, M, 4), np.float32)
     classes = np.full((B, M), -1, np.int32)
-    masks = np.zeros((B, M, H, W), np.uint8)
+    masks = np.zeros((B, M, 28, 28), np.uint8)  # cropped to the gt boxes, as tfdet.data.pipeline gives them
     keypoints = np.zeros((B, M, 17, 3), np.float32)
     if not empty:
         boxes[0, :2] = [[10, 8, 40, 40], [50, 20, 90, 60]]
@@ -33,11 +33,11 @@ def make_batch(empty=False):
         for j in range(2):
             x1, y1, x2, y2 = boxes[0, j].astype(int)
             images[0, y1:y2, x1:x2] = 230
-            masks[0, j, y1:(y1 + y2) // 2, x1:x2] = 1  # top half of the box
+            masks[0, j, :14] = 1  # the top half of the box
             keypoints[0, j, :, 0] = np.linspace(x1 + 1, x2 - 1, 17)
             keypoints[0, j, :, 1] = (y1 + y2) / 2
             keypoints[0, j, :, 2] = 2
-    return dict(images=tf.constant(images), image_info=tf.constant([[64, 96], [64, 80]], tf.float32),
+    return dict(images=tf.constant(images), image_info=tf.constant([[[64, 96], [1, 1], [64, 96]], [[64, 80], [1, 1], [64, 80]]], tf.float32),
                 gt_boxes=tf.constant(boxes), gt_classes=tf.constant(classes), gt_is_crowd=tf.zeros((B, M), tf.bool),
                 gt_masks=tf.constant(masks), gt_keypoints=tf.constant(keypoints))
 

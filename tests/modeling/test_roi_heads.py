@@ -167,6 +167,29 @@ def test_mask_targets_analytic():
     assert (got2 == 1).all()
 
 
+def test_mask_targets_from_box_crops_match_full_image_bitmaps():
+    """The pipeline's box-cropped masks give the targets of the full-image bitmaps they were cut from."""
+    yy, xx = np.mgrid[0:60, 0:80] + 0.5
+    full = np.zeros((1, 2, 60, 80), np.uint8)
+    full[0, 0] = ((xx - 26) / 14) ** 2 + ((yy - 16) / 7) ** 2 <= 1  # an ellipse inside box 0
+    full[0, 1, 30:50, 40:70] = 1  # a rectangle filling box 1
+    gt_boxes = np.array([[[10, 8, 42, 24], [40, 30, 70, 50]]], np.float32)  # 32 x 16 and 30 x 20 pixels
+    crops = np.zeros((1, 2, 32, 60), np.uint8)  # (S_h, S_w): integer scalings of the boxes
+    crops[0, 0] = np.kron(full[0, 0, 8:24, 10:42], np.ones((2, 1), np.uint8))[:, np.arange(60) * 32 // 60]
+    crops[0, 1] = 1
+    rng = np.random.default_rng(45)
+    centres = np.concatenate([rng.uniform(10, 42, (20, 1)), rng.uniform(8, 24, (20, 1))], 1)
+    sizes = rng.uniform(10, 40, (20, 2))
+    rois = np.concatenate([centres - sizes / 2, centres + sizes / 2], 1)[None].astype(np.float32)
+    matched = np.array([[0] * 15 + [1] * 5], np.int32)
+    rois[0, 15:] = [[38, 28, 72, 52], [40, 30, 70, 50], [45, 35, 60, 45], [30, 20, 55, 40], [50, 25, 80, 60]]
+    want = mask_head.mask_targets(full, rois, matched, 28).numpy()
+    got = mask_head.mask_targets(crops, rois, matched, 28, gt_boxes=gt_boxes).numpy()
+    assert want[0, :15].sum() > 1000 and want[0, 15:].sum() > 1000
+    assert (got == want).mean() > 0.98, (got != want).sum()
+    np.testing.assert_array_equal(got[0, 16], 1)  # the RoI equal to a filled box
+
+
 def np_paste(mask, box, height, width):
     """Per-pixel grid_sample (bilinear, zero padding, align_corners=False) at pixel centres."""
     m = mask.shape[0]

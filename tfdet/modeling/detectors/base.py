@@ -1,11 +1,14 @@
 """Shared base of the detectors: a keras.Model built from a model config, no loss math.
 
-Batches are dicts (the data pipeline's keys):
+Batches are dicts with the keys of tfdet.data.pipeline:
   images       [B, H, W, 3] float32 RGB, 0..255 (normalized inside the model with pixel_mean / pixel_std)
-  image_info   [B, >=2]: columns 0 and 1 are the (height, width) of the image content inside the padded
-               batch (boxes are clipped to it, anchors outside it are ignored); optional (whole image)
+  image_info   [B, 3, 2] rows original (h, w), scale (sy, sx), valid (h, w) of the image inside the
+               padding (boxes are clipped to the valid size, anchors outside it are ignored); a [B, 2]
+               (h, w) tensor is accepted too; optional (then the whole padded image is valid)
   gt_boxes     [B, M, 4] float32 (x1, y1, x2, y2) pixels;  gt_classes [B, M] int32, -1 = padding
-  gt_is_crowd  [B, M] bool (optional);  gt_masks [B, M, H, W] uint8 (Mask R-CNN)
+  gt_is_crowd  [B, M] bool (optional)
+  gt_masks     [B, M, S, S] uint8 masks cropped to their gt box (pipeline default), or [B, M, H, W]
+               full-image bitmaps with model.mask.gt_masks = "image" (Mask R-CNN)
   gt_keypoints [B, M, K, 3] float32 (x, y, visibility) (Keypoint R-CNN)
 Outputs of `call` / `predict_step` (padded to max_detections):
   num_detections [B] int32, detection_boxes [B, D, 4], detection_scores [B, D],
@@ -28,13 +31,17 @@ _DEFAULT_STD = (58.395, 57.12, 57.375)
 
 
 def image_sizes_of(batch):
-    """[B, 2] float32 (height, width) of the image content: image_info[:, :2], else the batch's size."""
+    """[B, 2] float32 (height, width) of the image content: image_info[:, 2] ([B, 3, 2]) or image_info
+    ([B, 2]); without image_info the padded batch's size."""
     images = batch["images"]
     if "image_info" in batch:
         info = tf.cast(batch["image_info"], tf.float32)
-        if info.shape.rank != 2 or (info.shape[-1] is not None and info.shape[-1] < 2):
-            raise ValueError(f"image_info must be [B, >=2] with (height, width) first, got shape {info.shape}.")
-        return info[:, :2]
+        if info.shape.rank == 3 and info.shape[1:] == (3, 2):
+            return info[:, 2, :]
+        if info.shape.rank == 2 and info.shape[-1] == 2:
+            return info
+        raise ValueError(f"image_info must be [B, 3, 2] (original, scale, valid size) or [B, 2] (valid height, "
+                         f"width), got shape {info.shape}.")
     shape = tf.shape(images)
     return tf.cast(tf.tile(shape[None, 1:3], [shape[0], 1]), tf.float32)
 

@@ -86,7 +86,11 @@ class TwoStageDetector(Detector):
         pos_labels = tf.where(targets.is_positive[:, :max_pos], targets.labels[:, :max_pos], 0)
         if self.with_mask:
             mask_logits = self.mask_head(self.mask_roi_align(maps, pos_rois))
-            mask_targets = mask_head.mask_targets(batch["gt_masks"], pos_rois, pos_gt, mask_logits.shape[2])
+            layout = c.mask.get("gt_masks", "box")
+            if layout not in ("box", "image"):
+                raise ValueError(f"model.mask.gt_masks must be 'box' or 'image', got {layout!r}.")
+            mask_targets = mask_head.mask_targets(batch["gt_masks"], pos_rois, pos_gt, mask_logits.shape[2],
+                                                  gt_boxes=gt_boxes if layout == "box" else None)
             out["mask"] = mask_head.mask_loss(mask_logits, mask_targets, pos_labels, pos_weights)
         if self.with_keypoints:
             heatmaps = self.keypoint_head(self.keypoint_roi_align(maps, pos_rois))

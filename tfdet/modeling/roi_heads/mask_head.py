@@ -4,9 +4,9 @@ Head (mmdetection FCNMaskHead): 4 x (3x3 conv 256 + ReLU) on 14x14 RoIAlign feat
 (2x2 stride-2 deconv + ReLU, or CARAFE + ReLU) to 28x28, and a 1x1 conv giving one logit map per class
 (or one, class-agnostic). The loss is per-pixel sigmoid BCE on the channel of the RoI's class.
 
-Targets (mmdetection BitmapMasks.crop_and_resize): the full-image gt bitmap of each positive RoI's
-matched gt is RoIAligned (aligned=True, adaptive sampling) at the RoI box to 28x28 and thresholded
-at 0.5.
+Targets (mmdetection BitmapMasks.crop_and_resize): the gt bitmap of each positive RoI's matched gt
+(full-image, or cropped to the gt box as tfdet.data.pipeline provides) is RoIAligned (aligned=True,
+adaptive sampling) at the RoI box to 28x28 and thresholded at 0.5.
 
 Pasting (detectron2 paste_masks_in_image, its convention documented at `paste_masks`).
 """
@@ -75,12 +75,18 @@ class MaskHead(keras.layers.Layer):
         return config
 
 
-def mask_targets(gt_masks, rois, matched_gt, resolution=28, threshold=0.5):
+def mask_targets(gt_masks, rois, matched_gt, resolution=28, threshold=0.5, gt_boxes=None):
     """Binary mask targets [B, K, resolution, resolution] float32 (zeros where matched_gt < 0).
 
     Args:
-      gt_masks: [B, G, H, W] full-image bitmaps (uint8 0/1 or float) of the padded gt.
-      rois: [B, K, 4] sampled boxes in the same pixels; matched_gt: [B, K] int gt index (-1: none).
+      gt_masks: [B, G, H, W] (uint8 0/1 or float) of the padded gt: full-image bitmaps when gt_boxes is
+        None, else masks cropped to their gt box (tfdet.data.pipeline's layout: mask g spans gt_boxes[g]).
+      rois: [B, K, 4] sampled boxes in image pixels; matched_gt: [B, K] int gt index (-1: none).
+      gt_boxes: [B, G, 4], for box-cropped masks: each RoI is mapped into its gt's crop,
+        x' = (x - gx1) * S_w / (gx2 - gx1), and RoIAligned there. Parts of the RoI outside the gt box
+        read zero (more than one crop pixel out) or the crop's border value (within one crop pixel,
+        RoIAlign's edge clamp) -- where a full-image bitmap would have the object's pixels outside
+        its box, which cannot happen for a tight box.
     Costs one float32 copy of gt_masks (the RoIAlign input).
     """
     gt_masks = tf.convert_to_tensor(gt_masks)
@@ -91,9 +97,16 @@ def mask_targets(gt_masks, rois, matched_gt, resolution=28, threshold=0.5):
     num_rois = tf.shape(rois)[1]
     if gt_masks.shape[1] == 0:
         return tf.zeros([batch, num_rois, resolution, resolution], tf.float32)
+    rois = tf.cast(rois, tf.float32)
+    matched = tf.maximum(tf.cast(matched_gt, tf.int32), 0)
+    if gt_boxes is not None:
+        boxes = tf.gather(tf.cast(gt_boxes, tf.float32), matched, batch_dims=1)  # [B, K, 4]
+        crop_size = tf.cast(tf.stack([shape[3], shape[2], shape[3], shape[2]]), tf.float32)  # (w, h, w, h)
+        extent = tf.maximum(tf.concat([boxes[..., 2:] - boxes[..., :2]] * 2, axis=-1), 1e-6)
+        rois = (rois - tf.concat([boxes[..., :2]] * 2, axis=-1)) * crop_size / extent
     bitmaps = tf.reshape(tf.cast(gt_masks, tf.float32), [batch * num_gt, shape[2], shape[3], 1])
-    index = tf.range(batch)[:, None] * num_gt + tf.maximum(tf.cast(matched_gt, tf.int32), 0)
-    crops = roi_align(bitmaps, tf.reshape(tf.cast(rois, tf.float32), [-1, 4]), tf.reshape(index, [-1]), resolution,
+    index = tf.range(batch)[:, None] * num_gt + matched
+    crops = roi_align(bitmaps, tf.reshape(rois, [-1, 4]), tf.reshape(index, [-1]), resolution,
                       spatial_scale=1.0, sampling_ratio=0, aligned=True)
     crops = tf.reshape(crops, [batch, num_rois, resolution, resolution])
     targets = tf.cast(crops >= threshold, tf.float32)
