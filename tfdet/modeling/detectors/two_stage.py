@@ -90,7 +90,8 @@ class TwoStageDetector(Detector):
             if layout not in ("box", "image"):
                 raise ValueError(f"model.mask.gt_masks must be 'box' or 'image', got {layout!r}.")
             mask_targets = mask_head.mask_targets(batch["gt_masks"], pos_rois, pos_gt, mask_logits.shape[2],
-                                                  gt_boxes=gt_boxes if layout == "box" else None)
+                                                  gt_boxes=gt_boxes if layout == "box" else None,
+                                                  impl=c.get("ops_impl"))
             out["mask"] = mask_head.mask_loss(mask_logits, mask_targets, pos_labels, pos_weights)
         if self.with_keypoints:
             heatmaps = self.keypoint_head(self.keypoint_roi_align(maps, pos_rois))

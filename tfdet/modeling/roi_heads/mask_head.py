@@ -75,7 +75,7 @@ class MaskHead(keras.layers.Layer):
         return config
 
 
-def mask_targets(gt_masks, rois, matched_gt, resolution=28, threshold=0.5, gt_boxes=None):
+def mask_targets(gt_masks, rois, matched_gt, resolution=28, threshold=0.5, gt_boxes=None, impl=None):
     """Binary mask targets [B, K, resolution, resolution] float32 (zeros where matched_gt < 0).
 
     Args:
@@ -87,6 +87,7 @@ def mask_targets(gt_masks, rois, matched_gt, resolution=28, threshold=0.5, gt_bo
         read zero (more than one crop pixel out) or the crop's border value (within one crop pixel,
         RoIAlign's edge clamp) -- where a full-image bitmap would have the object's pixels outside
         its box, which cannot happen for a tight box.
+      impl: RoIAlign implementation (None, "fused", "composite").
     Costs one float32 copy of gt_masks (the RoIAlign input).
     """
     gt_masks = tf.convert_to_tensor(gt_masks)
@@ -107,7 +108,7 @@ def mask_targets(gt_masks, rois, matched_gt, resolution=28, threshold=0.5, gt_bo
     bitmaps = tf.reshape(tf.cast(gt_masks, tf.float32), [batch * num_gt, shape[2], shape[3], 1])
     index = tf.range(batch)[:, None] * num_gt + matched
     crops = roi_align(bitmaps, tf.reshape(rois, [-1, 4]), tf.reshape(index, [-1]), resolution,
-                      spatial_scale=1.0, sampling_ratio=0, aligned=True)
+                      spatial_scale=1.0, sampling_ratio=0, aligned=True, impl=impl)
     crops = tf.reshape(crops, [batch, num_rois, resolution, resolution])
     targets = tf.cast(crops >= threshold, tf.float32)
     return tf.stop_gradient(tf.where((matched_gt >= 0)[..., None, None], targets, 0.0))
