@@ -56,13 +56,7 @@ def run_once(variant_spec):
     args = make_inputs(tuple(spec["shape"]), spec["dg"])
     _, fwd_bwd = make_fns(spec["variant"], spec["dg"])
     [t.numpy() for t in fwd_bwd(**args)]
-    # VmHWM is this process's own peak: ru_maxrss (report_own_peak_rss) also carries the peak of the
-    # parent that started it, since Linux keeps the larger of the two across fork and exec.
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            print(next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024.0)
-    except (OSError, StopIteration):
-        report_own_peak_rss()
+    report_own_peak_rss()
 
 
 def main():

@@ -36,8 +36,11 @@ def built(tmp_path_factory):
     return binaries
 
 
-def test_there_are_harnesses():
-    assert any(h.endswith("roi_align_harness.cu") for h in HARNESSES)
+def test_every_op_with_cuda_kernels_has_a_harness():
+    ops_with_cuda = {os.path.basename(os.path.dirname(p))
+                     for p in glob.glob(os.path.join(ROOT, "custom_ops", "*", "*.cu.cc"))}
+    harnessed = {os.path.basename(h)[: -len("_harness.cu")] for h in HARNESSES}
+    assert ops_with_cuda and ops_with_cuda <= harnessed, f"no harness for {sorted(ops_with_cuda - harnessed)}"
 
 
 @needs_nvcc

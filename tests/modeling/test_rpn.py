@@ -9,7 +9,6 @@ from tests.ops.test_box_ops import np_decode
 from tests.ops.test_nms import np_nms
 
 from tfdet.modeling.dense_heads.rpn import RPNHead, flatten_levels, rpn_losses, rpn_proposals
-from tfdet.ops import box_ops
 from tfdet.ops.anchors import AnchorGenerator
 from tfdet.ops.matching import MaxIoUMatcher
 from tfdet.ops.sampling import sample
