@@ -1,0 +1,69 @@
+"""The train / test steps the engine installs on any detector with `compute_losses(batch, training)`
+returning {name: scalar loss} (each the mean over the replica's images, mmdetection's convention).
+
+Distribution: each replica's objective is divided by the number of replicas in sync and the gradients
+are summed across replicas (Keras' optimizer all-reduces with SUM), so the update is the gradient of
+the mean loss over the global batch: a 2-replica run equals a 1-device run on the same global batch.
+When gradients must be inspected as a whole (global-norm clipping, or the finite check of dynamic loss
+scaling, which must agree on every replica) the step all-reduces them first and hands the optimizer
+the replica-mean, which its own SUM all-reduce turns back into the global gradient.
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+    l2_weight_decay: float = 0.0   # adds 0.5 * wd * ||w||^2 over trainable weights (gradient wd * w)
+    clip_norm: float = 0.0         # global-norm clipping of the summed gradient; 0 = off
+
+
+def train_step(model, batch, options=StepOptions()):
+    """One optimizer update; returns the logs {loss name: value, "loss": total (without the L2 term)}."""
+    optimizer = model.optimizer
+    variables = model.trainable_variables
+    num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    with tf.GradientTape() as tape:
+        losses = {k: tf.cast(v, tf.float32) for k, v in model.compute_losses(batch, training=True).items()}
+        total = tf.add_n(list(losses.values()))
+        objective = total
+        if options.l2_weight_decay:
+            objective += 0.5 * options.l2_weight_decay * tf.add_n(
+                [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in variables])
+        objective = optimizer.scale_loss(objective / num_replicas)
+    grads = tape.gradient(objective, variables)
+    if options.clip_norm or (loss_scaled and num_replicas > 1):
+        ctx = tf.distribute.get_replica_context()
+        present = [i for i, g in enumerate(grads) if g is not None]
+        if num_replicas > 1:
+            summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
+        else:
+            summed = [grads[i] for i in present]
+        if options.clip_norm:
+            # Loss-scaled gradients are clipped at the scaled norm (same as clipping the unscaled ones).
+            scale = tf.cast(optimizer.dynamic_scale, tf.float32) if loss_scaled else 1.0
+            summed, _ = tf.clip_by_global_norm(summed, options.clip_norm * scale)
+        grads = list(grads)
+        for i, g in zip(present, summed):
+            grads[i] = g / num_replicas if num_replicas > 1 else g
+    optimizer.apply(grads, variables)
+    return {**losses, "loss": total}
+
+
+def test_step(model, batch):
+    losses = {k: tf.cast(v, tf.float32) for k, v in model.compute_losses(batch, training=False).items()}
+    return {**losses, "loss": tf.add_n(list(losses.values()))}
+
+
+def install(model, options=StepOptions()):
+    """Makes `model.fit` / `model.evaluate` use the steps above (the model keeps its own steps when it
+    has no `compute_losses`)."""
+    if not callable(getattr(model, "compute_losses", None)):
+        return model
+    model.train_step = lambda batch: train_step(model, batch, options)
+    model.test_step = lambda batch: test_step(model, batch)
+    return model
