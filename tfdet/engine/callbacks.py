@@ -18,7 +18,7 @@ def all_finite(variables):
     """True when every float variable holds only finite values."""
     checks = [tf.reduce_all(tf.math.is_finite(tf.convert_to_tensor(v))) for v in variables
               if tf.as_dtype(v.dtype).is_floating]
-    return bool(tf.reduce_all(checks).numpy()) if checks else True
+    return all(bool(c) for c in checks)
 
 
 class CheckpointEvery(keras.callbacks.Callback):

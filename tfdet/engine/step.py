@@ -21,6 +21,11 @@ class StepOptions:
     clip_norm: float = 0.0         # global-norm clipping of the summed gradient; 0 = off
 
 
+def replica_loss_scale():
+    """1 / the number of replicas in sync: each replica's share of the global-batch mean."""
+    return 1.0 / tf.distribute.get_strategy().num_replicas_in_sync
+
+
 def train_step(model, batch, options=StepOptions()):
     """One optimizer update; returns the logs {loss name: value, "loss": total (without the L2 term)}."""
     optimizer = model.optimizer
@@ -34,7 +39,7 @@ def train_step(model, batch, options=StepOptions()):
         if options.l2_weight_decay:
             objective += 0.5 * options.l2_weight_decay * tf.add_n(
                 [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in variables])
-        objective = optimizer.scale_loss(objective / num_replicas)
+        objective = optimizer.scale_loss(objective * replica_loss_scale())
     grads = tape.gradient(objective, variables)
     if options.clip_norm or (loss_scaled and num_replicas > 1):
         ctx = tf.distribute.get_replica_context()

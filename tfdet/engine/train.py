@@ -105,6 +105,11 @@ def train(config, workdir, strategy="one_device", mixed_precision="float32", dev
         model.compile(optimizer=optimizer)
         step.install(model, step.StepOptions(l2_weight_decay=l2, clip_norm=float(train_cfg.clip_norm)))
         model.optimizer.build(model.trainable_variables)
+        # Keras' fit() under a strategy "symbolically builds" the model on a batch it takes from the training
+        # iterator (so the first batch is never trained on, and a resumed run would be one batch off) and
+        # MEAN-reduces it across replicas (which fails on bool / int batch entries). The model and the optimizer
+        # are built above, so that step has nothing to do: skip it.
+        model._maybe_symbolic_build = lambda *args, **kwargs: None
         checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     iterations = model.optimizer.iterations
     chief = is_chief(strategy)
