@@ -4,9 +4,14 @@ Weight decay follows mmdetection: its SGD is torch.optim.SGD(weight_decay=wd), w
 gradient of every parameter that has one (conv and fc weights, biases, and the gamma/beta of trainable
 norm layers alike; frozen BN has none) *before* momentum, i.e. L2 regularisation coupled to momentum.
 Keras' SGD `weight_decay` is decoupled (w -= lr * wd * w after momentum), which decays ~10x less at
-momentum 0.9, so for "sgd" the engine's train step adds the L2 term itself (`l2_weight_decay`) and the
-Keras optimizer gets none. "adamw" is decoupled by definition (torch AdamW == keras AdamW) and uses
+momentum 0.9, so for "sgd" the engine's train step adds wd * w itself (`l2_weight_decay`) and the
+Keras optimizer gets none. The step adds it after clipping, as torch does (clip_grad_norm_ runs
+before optimizer.step, which adds the decay). "adamw" is decoupled by definition (torch AdamW == keras AdamW) and uses
 the optimizer's own `weight_decay`.
+
+Keras' SGD folds the learning rate into the momentum buffer (m = 0.9 m - lr g; w += m) where torch
+scales the buffer at each step (b = 0.9 b + g; w -= lr b): identical at a constant learning rate, while
+after a step decay Keras' old momentum fades over ~10 steps instead of shrinking at once.
 
 Gradient clipping (`clip_norm`, global norm, mmdetection's grad_clip max_norm) is applied by the train
 step to the gradients summed over replicas (Keras' own clipnorm would clip each replica's partial

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 @dataclasses.dataclass(frozen=True)
 class StepOptions:
-    l2_weight_decay: float = 0.0   # adds 0.5 * wd * ||w||^2 over trainable weights (gradient wd * w)
+    l2_weight_decay: float = 0.0   # adds wd * w to every trainable weight's gradient after clipping (torch SGD)
     clip_norm: float = 0.0         # global-norm clipping of the summed gradient; 0 = off
 
 
@@ -27,7 +27,10 @@ def replica_loss_scale():
 
 
 def train_step(model, batch, options=StepOptions()):
-    """One optimizer update; returns the logs {loss name: value, "loss": total (without the L2 term)}."""
+    """One optimizer update; returns the logs {loss name: value, "loss": total}.
+
+    Order as mmdetection (OptimizerHook + torch SGD): gradient of the mean loss over the global batch,
+    global-norm clipping, then + weight_decay * w, then the optimizer's update."""
     optimizer = model.optimizer
     variables = model.trainable_variables
     num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -35,26 +38,24 @@ def train_step(model, batch, options=StepOptions()):
     with tf.GradientTape() as tape:
         losses = {k: tf.cast(v, tf.float32) for k, v in model.compute_losses(batch, training=True).items()}
         total = tf.add_n(list(losses.values()))
-        objective = total
-        if options.l2_weight_decay:
-            objective += 0.5 * options.l2_weight_decay * tf.add_n(
-                [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in variables])
-        objective = optimizer.scale_loss(objective * replica_loss_scale())
-    grads = tape.gradient(objective, variables)
+        objective = optimizer.scale_loss(total * replica_loss_scale())
+    grads = list(tape.gradient(objective, variables))
+    present = [i for i, g in enumerate(grads) if g is not None]
+    scale = tf.cast(optimizer.dynamic_scale, tf.float32) if loss_scaled else 1.0
     if options.clip_norm or (loss_scaled and num_replicas > 1):
-        ctx = tf.distribute.get_replica_context()
-        present = [i for i, g in enumerate(grads) if g is not None]
+        summed = [grads[i] for i in present]
         if num_replicas > 1:
-            summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
-        else:
-            summed = [grads[i] for i in present]
+            summed = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, summed)
         if options.clip_norm:
             # Loss-scaled gradients are clipped at the scaled norm (same as clipping the unscaled ones).
-            scale = tf.cast(optimizer.dynamic_scale, tf.float32) if loss_scaled else 1.0
             summed, _ = tf.clip_by_global_norm(summed, options.clip_norm * scale)
-        grads = list(grads)
         for i, g in zip(present, summed):
             grads[i] = g / num_replicas if num_replicas > 1 else g
+    if options.l2_weight_decay:
+        # each replica adds its share; the optimizer's SUM all-reduce makes it wd * w
+        coefficient = options.l2_weight_decay * scale / num_replicas
+        for i in present:
+            grads[i] = grads[i] + tf.cast(coefficient, grads[i].dtype) * tf.cast(variables[i], grads[i].dtype)
     optimizer.apply(grads, variables)
     return {**losses, "loss": total}
 
