@@ -57,19 +57,38 @@ def train_step(model, batch, options=StepOptions()):
         for i in present:
             grads[i] = grads[i] + tf.cast(coefficient, grads[i].dtype) * tf.cast(variables[i], grads[i].dtype)
     optimizer.apply(grads, variables)
-    return {**losses, "loss": total}
+    return _replica_share({**losses, "loss": total})
+
+
+def _replica_share(logs):
+    """Keras MEAN-reduces the replicas' logs; under MultiWorkerMirroredStrategy it reduces along axis 0,
+    which fails on scalars, so there each log is given as [1] (the reduction returns a scalar)."""
+    if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        return {k: tf.reshape(v, [1]) for k, v in logs.items()}
+    return logs
 
 
 def test_step(model, batch):
     losses = {k: tf.cast(v, tf.float32) for k, v in model.compute_losses(batch, training=False).items()}
-    return {**losses, "loss": tf.add_n(list(losses.values()))}
+    return _replica_share({**losses, "loss": tf.add_n(list(losses.values()))})
 
 
-def install(model, options=StepOptions()):
+def with_static_shapes(batch, element_spec):
+    """Re-asserts the per-replica batch shapes (multi-worker input hands the step tensors whose batch
+    dimension is unknown, since a worker out of data would feed empty batches; the detectors need
+    static shapes). `element_spec` None leaves the batch alone."""
+    if element_spec is None:
+        return batch
+    return tf.nest.map_structure(lambda t, spec: tf.ensure_shape(t, spec.shape), batch, element_spec)
+
+
+def install(model, options=StepOptions(), element_spec=None):
     """Makes `model.fit` / `model.evaluate` use the steps above (the model keeps its own steps when it
-    has no `compute_losses`)."""
+    has no `compute_losses`). `element_spec`: the per-replica batch spec, or a callable returning it
+    (it is read when the step is traced)."""
     if not callable(getattr(model, "compute_losses", None)):
         return model
-    model.train_step = lambda batch: train_step(model, batch, options)
-    model.test_step = lambda batch: test_step(model, batch)
+    spec = element_spec if callable(element_spec) else (lambda: element_spec)
+    model.train_step = lambda batch: train_step(model, with_static_shapes(batch, spec()), options)
+    model.test_step = lambda batch: test_step(model, with_static_shapes(batch, spec()))
     return model

@@ -103,7 +103,9 @@ def train(config, workdir, strategy="one_device", mixed_precision="float32", dev
         model = build_model(config.model)
         optimizer, l2 = optim.build_optimizer(train_cfg, steps_per_epoch)
         model.compile(optimizer=optimizer)
-        step.install(model, step.StepOptions(l2_weight_decay=l2, clip_norm=float(train_cfg.clip_norm)))
+        specs = {}
+        step.install(model, step.StepOptions(l2_weight_decay=l2, clip_norm=float(train_cfg.clip_norm)),
+                     element_spec=lambda: specs.get("train"))
         model.optimizer.build(model.trainable_variables)
         # Keras' fit() under a strategy "symbolically builds" the model on a batch it takes from the training
         # iterator (so the first batch is never trained on, and a resumed run would be one batch off) and
@@ -124,7 +126,12 @@ def train(config, workdir, strategy="one_device", mixed_precision="float32", dev
         print(f"tfdet.train: already at step {start} of {total_steps}; nothing to do.", flush=True)
         return model
 
-    dataset = strategy.distribute_datasets_from_function(lambda ctx: source.dataset(ctx, start))
+    def dataset_fn(ctx):
+        ds = source.dataset(ctx, start)
+        specs["train"] = ds.element_spec
+        return ds
+
+    dataset = strategy.distribute_datasets_from_function(dataset_fn)
     checkpointer = cb.CheckpointEvery(manager, iterations, train_cfg.checkpoint_every, chief=chief)
     callbacks = [cb.StopOnNonFiniteLoss(iterations, checkpointer), checkpointer, cb.StopAtStep(iterations, total_steps),
                  cb.LearningRateLogger(model.optimizer), *extra_callbacks]
