@@ -90,3 +90,19 @@ def test_unknown_model_type_is_refused(tiny, tmp_path):
     config.model.type = "NoSuchDetector"
     with pytest.raises(ValueError, match="unknown detector 'NoSuchDetector'"):
         train.train(config, str(tmp_path), verbose=0)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision(tiny, tmp_path, policy):
+    import keras
+
+    config = tiny()
+    config.train.update(total_steps=3, clip_norm=1.0)  # exercises clipping of loss-scaled gradients
+    model = train.train(config, str(tmp_path / policy), mixed_precision=policy, verbose=0)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after training
+    assert model.convs[0].compute_dtype == policy.split("_")[1]
+    assert all(v.dtype == "float32" for v in model.trainable_variables)
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == (policy == "mixed_float16")
+    assert int(model.optimizer.iterations.numpy()) == 3
+    assert callbacks.all_finite(model.trainable_variables)
+    assert checkpoint_steps(tmp_path / policy) == [2, 3]

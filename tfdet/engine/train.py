@@ -89,10 +89,18 @@ def train(config, workdir, strategy="one_device", mixed_precision="float32", dev
     """Trains config.model on config.data with config.train; returns the trained model.
 
     Raises cb.NonFiniteLossError when a loss turns NaN/inf (the last good checkpoint is kept)."""
+    previous_policy = keras.mixed_precision.global_policy()
+    optim.set_precision(mixed_precision)
+    try:
+        return _train(config, workdir, strategy, devices, verbose, extra_callbacks)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)  # the model keeps its own policy
+
+
+def _train(config, workdir, strategy, devices, verbose, extra_callbacks):
     from tfdet.engine import data as input_data
 
     train_cfg = _block(config, "train", TRAIN_DEFAULTS)
-    optim.set_precision(mixed_precision)
     keras.utils.set_random_seed(train_cfg.seed)
     strategy = build_strategy(strategy, devices=devices) if isinstance(strategy, str) else strategy
     source = input_data.TrainInput(config.get("data") or {}, train_cfg.batch_size, train_cfg.seed)
