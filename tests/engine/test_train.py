@@ -106,3 +106,17 @@ def test_mixed_precision(tiny, tmp_path, policy):
     assert int(model.optimizer.iterations.numpy()) == 3
     assert callbacks.all_finite(model.trainable_variables)
     assert checkpoint_steps(tmp_path / policy) == [2, 3]
+
+
+def test_tensorboard_summaries(tiny, tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard is an optional dependency of the engine")
+    import glob
+
+    config = tiny()
+    config.train.total_steps = 2
+    train.train(config, str(tmp_path), verbose=0)
+    tags = set()
+    for path in glob.glob(str(tmp_path / "tensorboard" / "train" / "*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(v.tag for v in event.summary.value)
+    assert {"batch_loss", "batch_rpn_cls", "batch_lr", "epoch_loss"} <= tags
