@@ -147,5 +147,5 @@ def _train(config, workdir, strategy, devices, verbose, extra_callbacks):
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"),
                                                      update_freq=int(train_cfg.log_every)))
     model.fit(dataset, epochs=math.ceil(total_steps / steps_per_epoch), initial_epoch=start // steps_per_epoch,
-              steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose)
+              steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose, shuffle=False)
     return model
