@@ -25,7 +25,8 @@ _PRECISION = flags.DEFINE_enum("mixed_precision", "float32", ["float32", "mixed_
                                "Keras dtype policy (mixed_float16 adds dynamic loss scaling).")
 _DEVICES = flags.DEFINE_list("devices", None, "mirrored/one_device: devices to use (default: all local GPUs).")
 _TPU = flags.DEFINE_string("tpu", "", "tpu: TPU name or address.")
-_VERBOSE = flags.DEFINE_enum("verbose", "1", ["0", "1", "2"], "0 silent, 1 progress bar with ETA, 2 one line per epoch.")
+_VERBOSE = flags.DEFINE_enum("verbose", "1", ["0", "1", "2"],
+                             "0 silent, 1 progress bar with ETA, 2 one line every train.log_every steps (for log files).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 

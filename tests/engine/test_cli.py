@@ -80,6 +80,7 @@ def test_killed_run_resumes_without_losing_completed_steps(tmp_path, shapes_dir)
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"resumed from {os.path.join(workdir, 'checkpoints', f'ckpt-{last}')} at step {last}" in out.stdout
     assert _steps(workdir)[-1] == last + 3
+    assert re.search(rf"step {last + 3}/{last + 3}  loss [-0-9.e]+ .* lr [0-9.e-]+ .* s/step  ETA 0:00:00", out.stdout)
 
 
 @pytest.mark.slow

@@ -120,3 +120,12 @@ def test_tensorboard_summaries(tiny, tmp_path):
         for event in tf.compat.v1.train.summary_iterator(path):
             tags.update(v.tag for v in event.summary.value)
     assert {"batch_loss", "batch_rpn_cls", "batch_lr", "epoch_loss"} <= tags
+
+
+def test_step_lines_with_eta(tiny, tmp_path, capsys):
+    config = tiny()
+    config.train.update(total_steps=4, log_every=2)
+    train.train(config, str(tmp_path), verbose=2)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in lines] == ["2/4", "4/4"]
+    assert all("rpn_cls" in line and " lr " in line and "ETA" in line for line in lines)

@@ -143,9 +143,12 @@ def _train(config, workdir, strategy, devices, verbose, extra_callbacks):
     checkpointer = cb.CheckpointEvery(manager, iterations, train_cfg.checkpoint_every, chief=chief)
     callbacks = [cb.StopOnNonFiniteLoss(iterations, checkpointer), checkpointer, cb.StopAtStep(iterations, total_steps),
                  cb.LearningRateLogger(model.optimizer), *extra_callbacks]
+    if verbose == 2:  # one line every log_every steps instead of Keras' per-epoch line
+        callbacks.append(cb.StepLogger(iterations, total_steps, train_cfg.log_every))
     if chief and _has_tensorboard():
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"),
                                                      update_freq=int(train_cfg.log_every)))
     model.fit(dataset, epochs=math.ceil(total_steps / steps_per_epoch), initial_epoch=start // steps_per_epoch,
-              steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose, shuffle=False)
+              steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=1 if verbose == 1 else 0,
+              shuffle=False)
     return model
