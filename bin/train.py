@@ -26,7 +26,7 @@ _PRECISION = flags.DEFINE_enum("mixed_precision", "float32", ["float32", "mixed_
 _DEVICES = flags.DEFINE_list("devices", None, "mirrored/one_device: devices to use (default: all local GPUs).")
 _TPU = flags.DEFINE_string("tpu", "", "tpu: TPU name or address.")
 _VERBOSE = flags.DEFINE_enum("verbose", "1", ["0", "1", "2"],
-                             "0 silent, 1 progress bar with ETA, 2 one line every train.log_every steps (for log files).")
+                             "0 silent, 1 progress bar with ETA, 2 a line every train.log_every steps (log files).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 

@@ -35,7 +35,8 @@ def _steps(workdir):
 
 @pytest.mark.parametrize("args,message", [
     (["--config=no/such/config.py"], r"cannot load the --config file.*no/such/config\.py"),
-    ([f"--config={CONFIG}", "--config.train.base_lrr=0.1"], r"unknown config field .*base_lrr.*--config\.train\.base_lrr"),
+    ([f"--config={CONFIG}", "--config.train.base_lrr=0.1"],
+     r"unknown config field .*base_lrr.*--config\.train\.base_lrr"),
     ([f"--config={CONFIG}", "--config.train.base_lr=fast"], r"--config\.train\.base_lr=fast.*could not convert"),
     ([f"--config={CONFIG}:bogus"], r"unknown variant 'bogus'"),
     ([f"--config={CONFIG}", "--strategy=everywhere"], r"--strategy=everywhere.*one_device"),

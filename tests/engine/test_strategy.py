@@ -20,7 +20,8 @@ def test_one_device_and_mirrored_on_cpu(tmp_path):
     ("gpus_everywhere", None, "--strategy must be one of"),
     ("multi_worker", None, "needs the TF_CONFIG"),
     ("multi_worker", "not json", "TF_CONFIG is not a JSON object"),
-    ("multi_worker", json.dumps({"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}), "names no workers"),
+    ("multi_worker", json.dumps({"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}),
+     "names no workers"),
 ])
 def test_bad_strategy_flags(monkeypatch, name, env, message):
     if env is None:
