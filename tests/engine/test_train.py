@@ -129,3 +129,16 @@ def test_step_lines_with_eta(tiny, tmp_path, capsys):
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
     assert [line.split()[1] for line in lines] == ["2/4", "4/4"]
     assert all("rpn_cls" in line and " lr " in line and "ETA" in line for line in lines)
+
+
+def test_checkpoints_load_for_evaluation(tiny, tmp_path):
+    from tfdet.evaluation import loaders
+
+    config = tiny()
+    config.train.total_steps = 2
+    trained = train.train(config, str(tmp_path), verbose=0)
+    fresh = train.build_model(config.model)
+    assert max_diff(weights(fresh), weights(trained)) > 1e-4
+    path = loaders.restore(fresh, str(tmp_path / "checkpoints"))
+    assert path.endswith("ckpt-2")
+    assert max_diff(weights(fresh), weights(trained)) == 0.0
