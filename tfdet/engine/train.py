@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from tfdet.engine import callbacks as cb
 from tfdet.engine import optim, step
+from tfdet.engine.checkpoint import training_checkpoint
 from tfdet.engine.strategy import build_strategy, is_chief, worker_dir
 
 TRAIN_DEFAULTS = dict(batch_size=2, optimizer="sgd", base_lr=0.02, momentum=0.9, weight_decay=1e-4, beta_1=0.9,
@@ -120,7 +121,7 @@ def _train(config, workdir, strategy, devices, verbose, extra_callbacks):
         # MEAN-reduces it across replicas (which fails on bool / int batch entries). The model and the optimizer
         # are built above, so that step has nothing to do: skip it.
         model._maybe_symbolic_build = lambda *args, **kwargs: None
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+        checkpoint = training_checkpoint(model, model.optimizer)
     iterations = model.optimizer.iterations
     chief = is_chief(strategy)
     ckpt_dir = os.path.join(workdir, "checkpoints")
