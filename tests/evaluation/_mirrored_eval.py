@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from tests.data.coco_files import TINY_SHAPES  # noqa: E402
 from tests.evaluation.fakes import make_gt_detector  # noqa: E402
 from tfdet.data import coco, shapes  # noqa: E402
+from tfdet.engine.checkpoint import weights_by_path  # noqa: E402
 from tfdet.evaluation import cli, loaders  # noqa: E402
 
 
@@ -25,7 +26,7 @@ def main():
     tmp = tempfile.mkdtemp()
     split = shapes.ensure_shapes(os.path.join(tmp, "shapes"), **TINY_SHAPES)["val"]
     reader = coco.CocoReader(split.ann_file, split.image_dir)
-    tf.train.CheckpointManager(tf.train.Checkpoint(model=make_gt_detector(reader, offset=1.5)), tmp + "/work", 2).save(1)
+    tf.train.CheckpointManager(tf.train.Checkpoint(weights=weights_by_path(make_gt_detector(reader, offset=1.5))), tmp + "/work", 2).save(1)
     s = cli.EvalSettings(annotations=split.ann_file, images=split.image_dir, scale=(160, 100), batch_size=3)
     build = lambda: make_gt_detector(reader, offset=40.0)  # noqa: E731
     single = cli.run_checkpoint(s, build, tmp + "/work", print_fn=lambda x: None)

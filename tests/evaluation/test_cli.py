@@ -15,6 +15,7 @@ import tensorflow as tf
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from tfdet.engine.checkpoint import weights_by_path
 from tfdet.evaluation import cli, loaders
 from tests.evaluation.fakes import make_gt_detector
 
@@ -108,7 +109,7 @@ def test_model_path_with_multiscale_tta(shapes_val, reader, tmp_path):
 
 
 def _save_checkpoint(model, folder, step):
-    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), folder, max_to_keep=10)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(weights=weights_by_path(model)), folder, max_to_keep=10)
     return manager.save(checkpoint_number=step)
 
 

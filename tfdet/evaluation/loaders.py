@@ -1,8 +1,8 @@
 """PredictFns (the protocol of `tfdet.evaluation.evaluator`) from Keras models, checkpoints and SavedModels,
 and the checkpoint watcher behind `--watch`.
 
-Checkpoints are either TensorFlow object checkpoints (a prefix with `.index` / `.data-*` files, as
-`tf.train.Checkpoint` and Keras' BackupAndRestore write them; a folder means its latest) or Keras weight
+Checkpoints are either engine checkpoints (a TF checkpoint prefix with the weights stored by path, see
+tfdet/engine/checkpoint.py; a folder means its latest, a training workdir its checkpoints/) or Keras weight
 files (`*.weights.h5`, `*.keras`; a folder without TF checkpoints means its newest one).
 """
 
@@ -12,6 +12,8 @@ import os
 import time
 
 import tensorflow as tf
+
+from tfdet.engine.checkpoint import restore_weights
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +101,11 @@ def list_checkpoints(folder):
 
 
 def resolve_checkpoint(path):
-    """A checkpoint path from a file, a TF checkpoint prefix or a folder (its latest checkpoint)."""
+    """A checkpoint path from a file, a TF checkpoint prefix or a folder (its latest checkpoint; for a
+    training workdir, the latest in its checkpoints/ folder)."""
     if os.path.isdir(path):
+        if not list_checkpoints(path) and os.path.isdir(os.path.join(path, "checkpoints")):
+            path = os.path.join(path, "checkpoints")  # a training workdir (bin/train --workdir)
         found = list_checkpoints(path)
         if not found:
             raise FileNotFoundError(f"no checkpoint in {path} (looked for TF checkpoints and "
@@ -118,8 +123,9 @@ def restore(model, checkpoint):
         if path.endswith(_KERAS_SUFFIXES):
             model.load_weights(path)
         else:
-            status = tf.train.Checkpoint(model=model).read(path)
-            status.assert_existing_objects_matched().expect_partial()  # bookkeeping (save_counter) may differ
+            # By weight path: tf.train.Checkpoint(model=...) does not see layers kept in Python lists
+            # in Keras 3 and would "restore" them silently untouched (tfdet/engine/checkpoint.py).
+            restore_weights(model, path)
     except (ValueError, AssertionError, tf.errors.InvalidArgumentError, KeyError) as e:
         raise ValueError(f"checkpoint {path} does not fit the model built from the config (a checkpoint of "
                          f"another config?): {str(e).splitlines()[0][:300]}") from None
