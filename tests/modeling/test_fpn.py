@@ -148,7 +148,7 @@ def test_backbone_fpn_train_step_and_serialization(tmp_path):
     pyramid = FPN(out_channels=16, min_level=3, max_level=7, extra="conv")(
         {k: v for k, v in resnet(50, norm="bn", frozen_stages=1)(images).items() if k >= 3})
     model = keras.Model(images, pyramid)
-    x = tf.constant(np.random.default_rng(5).normal(size=(2, 64, 64, 3)).astype("float32"))
+    x = tf.constant(np.random.default_rng(5).normal(size=(2, 32, 32, 3)).astype("float32"))
     optimizer = keras.optimizers.Adam(1e-4)
     losses = []
     for _ in range(4):
