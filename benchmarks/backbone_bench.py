@@ -14,14 +14,13 @@ fwd+bwd once (includes TensorFlow's own baseline).
 import argparse
 import json
 import os
-import resource
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
 import tfdet.layers  # noqa: E402
-from benchmarks.common import peak_rss_mib, print_table, time_call  # noqa: E402
+from benchmarks.common import peak_rss_mib, print_table, report_own_peak_rss, time_call  # noqa: E402
 from tfdet.modeling.backbones import build_backbone  # noqa: E402
 
 C3_C5 = (False, True, True, True)
@@ -37,17 +36,6 @@ VARIANTS = {
                               "dcn": {"modulated": True, "deformable_groups": 1}},
 }
 SIZE = (800, 1344)
-
-
-def vm_hwm_mib():
-    """This process's peak RSS from /proc (VmHWM). Unlike getrusage's ru_maxrss, which Linux carries
-    over from the parent across fork + exec (so a child of a 2 GiB parent reports >= 2 GiB), VmHWM
-    belongs to the new address space only."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # no /proc
 
 
 def available(name):
@@ -82,7 +70,7 @@ def main():
     args = parser.parse_args()
     if args.measure_memory:
         build(json.loads(args.measure_memory), "fwd+bwd")()
-        print(vm_hwm_mib())
+        report_own_peak_rss()
         return
     names = [n for n in args.variants.split(",") if n]
     unknown = [n for n in names if n not in VARIANTS]

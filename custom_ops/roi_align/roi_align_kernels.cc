@@ -10,6 +10,7 @@
 #include "tensorflow/core/framework/register_types.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/util/work_sharder.h"
+#include "custom_ops/common/op_utils.h"
 
 namespace tfdet {
 namespace roi_align {
@@ -31,11 +32,9 @@ void Forward<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const T* featur
   const long long image_size = static_cast<long long>(s.height) * s.width * s.channels;
   auto work = [&](long long begin, long long end) {
     for (long long bin = begin; bin < end; ++bin) {
-      const int pw = static_cast<int>(bin % s.pooled_w);
-      const int ph = static_cast<int>((bin / s.pooled_w) % s.pooled_h);
-      const int k = static_cast<int>(bin / (static_cast<long long>(s.pooled_w) * s.pooled_h));
-      const RoiGrid<T> g = make_grid(boxes + 4 * k, s);
-      forward_bin(features + box_indices[k] * image_size, g, ph, pw, s, 0, s.channels, output + bin * s.channels);
+      const Bin b = unflatten_bin(bin, s);
+      const RoiGrid<T> g = make_grid(boxes + 4 * b.k, s);
+      forward_bin(features + box_indices[b.k] * image_size, g, b.ph, b.pw, s, 0, s.channels, output + bin * s.channels);
     }
   };
   const auto& pool = *ctx->device()->tensorflow_cpu_worker_threads();
@@ -48,10 +47,11 @@ template <typename T>
 void Backward<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const T* grad_output, const T* boxes,
                                         const int* box_indices, const Shape& s, T* grad_features) {
   const long long image_size = static_cast<long long>(s.height) * s.width * s.channels;
-  std::fill(grad_features, grad_features + s.batch * image_size, T(0));
-  if (s.channels == 0) return;
   const auto& pool = *ctx->device()->tensorflow_cpu_worker_threads();
-  const int blocks = std::min(s.channels, std::max(1, 4 * pool.num_threads));
+  tf::Shard(pool.num_threads, pool.workers, s.batch * image_size, 1,
+            [&](long long begin, long long end) { std::fill(grad_features + begin, grad_features + end, T(0)); });
+  if (s.channels == 0) return;
+  const int blocks = std::min(s.channels, std::max(1, pool.num_threads));
   const int block = (s.channels + blocks - 1) / blocks;
   const long long bins = static_cast<long long>(s.num_rois) * s.pooled_h * s.pooled_w;
   auto work = [&](long long begin, long long end) {
@@ -59,12 +59,10 @@ void Backward<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const T* grad_
       const int c_begin = static_cast<int>(b) * block;
       const int c_end = std::min(s.channels, c_begin + block);
       for (long long bin = 0; bin < bins; ++bin) {
-        const int pw = static_cast<int>(bin % s.pooled_w);
-        const int ph = static_cast<int>((bin / s.pooled_w) % s.pooled_h);
-        const int k = static_cast<int>(bin / (static_cast<long long>(s.pooled_w) * s.pooled_h));
-        const RoiGrid<T> g = make_grid(boxes + 4 * k, s);
-        backward_bin(grad_output + bin * s.channels, g, ph, pw, s, c_begin, c_end,
-                     grad_features + box_indices[k] * image_size);
+        const Bin b = unflatten_bin(bin, s);
+        const RoiGrid<T> g = make_grid(boxes + 4 * b.k, s);
+        backward_bin(grad_output + bin * s.channels, g, b.ph, b.pw, s, c_begin, c_end,
+                     grad_features + box_indices[b.k] * image_size);
       }
     }
   };
@@ -75,19 +73,19 @@ void Backward<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const T* grad_
 inline void ValidateRois(tf::OpKernelContext* ctx, const tf::Tensor& boxes, const tf::Tensor& box_indices,
                          int batch, bool on_host, Shape* s) {
   OP_REQUIRES(ctx, boxes.dims() == 2 && boxes.dim_size(1) == 4,
-              tf::errors::InvalidArgument("roi_align: boxes must have shape [K, 4], got ",
+              InvalidArgument("roi_align: boxes must have shape [K, 4], got ",
                                           boxes.shape().DebugString()));
   OP_REQUIRES(ctx, box_indices.dims() == 1 && box_indices.dim_size(0) == boxes.dim_size(0),
-              tf::errors::InvalidArgument("roi_align: box_indices must have shape [K] = [", boxes.dim_size(0),
+              InvalidArgument("roi_align: box_indices must have shape [K] = [", boxes.dim_size(0),
                                           "] to match boxes, got ", box_indices.shape().DebugString()));
   OP_REQUIRES(ctx, boxes.dim_size(0) <= INT32_MAX,
-              tf::errors::InvalidArgument("roi_align: too many boxes: ", boxes.dim_size(0)));
+              InvalidArgument("roi_align: too many boxes: ", boxes.dim_size(0)));
   s->num_rois = static_cast<int>(boxes.dim_size(0));
   if (on_host) {
     const int* idx = box_indices.flat<int>().data();
     for (int k = 0; k < s->num_rois; ++k) {
       OP_REQUIRES(ctx, idx[k] >= 0 && idx[k] < batch,
-                  tf::errors::InvalidArgument("roi_align: box_indices[", k, "] = ", idx[k],
+                  InvalidArgument("roi_align: box_indices[", k, "] = ", idx[k],
                                               " is out of range [0, ", batch, ") of the features' batch"));
     }
   }
@@ -112,11 +110,11 @@ class RoiAlignOp : public tf::OpKernel {
     const tf::Tensor& boxes = ctx->input(1);
     const tf::Tensor& box_indices = ctx->input(2);
     OP_REQUIRES(ctx, features.dims() == 4,
-                tf::errors::InvalidArgument("roi_align: features must be [N, H, W, C], got ",
+                InvalidArgument("roi_align: features must be [N, H, W, C], got ",
                                             features.shape().DebugString()));
     for (int d = 0; d < 4; ++d) {
       OP_REQUIRES(ctx, features.dim_size(d) <= INT32_MAX,
-                  tf::errors::InvalidArgument("roi_align: features dimension ", d, " is too large"));
+                  InvalidArgument("roi_align: features dimension ", d, " is too large"));
     }
     Shape s{};
     s.batch = static_cast<int>(features.dim_size(0));
@@ -131,7 +129,7 @@ class RoiAlignOp : public tf::OpKernel {
     ValidateRois(ctx, boxes, box_indices, s.batch, kOnHost<Device>, &s);
     if (!ctx->status().ok()) return;
     OP_REQUIRES(ctx, s.num_rois == 0 || (s.height > 0 && s.width > 0),
-                tf::errors::InvalidArgument("roi_align: features have an empty spatial size ",
+                InvalidArgument("roi_align: features have an empty spatial size ",
                                             features.shape().DebugString(), " but boxes were given"));
     tf::Tensor* output = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tf::TensorShape({s.num_rois, s.pooled_h, s.pooled_w, s.channels}),
@@ -162,11 +160,11 @@ class RoiAlignGradOp : public tf::OpKernel {
     const tf::Tensor& box_indices = ctx->input(2);
     const tf::Tensor& shape_tensor = ctx->input(3);
     OP_REQUIRES(ctx, shape_tensor.dims() == 1 && shape_tensor.NumElements() == 4,
-                tf::errors::InvalidArgument("roi_align_grad: features_shape must be a vector of 4, got ",
+                InvalidArgument("roi_align_grad: features_shape must be a vector of 4, got ",
                                             shape_tensor.shape().DebugString()));
     const auto dims = shape_tensor.vec<int>();
     for (int d = 0; d < 4; ++d) {
-      OP_REQUIRES(ctx, dims(d) >= 0, tf::errors::InvalidArgument("roi_align_grad: negative features_shape"));
+      OP_REQUIRES(ctx, dims(d) >= 0, InvalidArgument("roi_align_grad: negative features_shape"));
     }
     Shape s{};
     s.batch = dims(0);
@@ -179,7 +177,7 @@ class RoiAlignGradOp : public tf::OpKernel {
     ValidateRois(ctx, boxes, box_indices, s.batch, kOnHost<Device>, &s);
     if (!ctx->status().ok()) return;
     OP_REQUIRES(ctx, grad.dims() == 4 && grad.dim_size(0) == s.num_rois && grad.dim_size(3) == s.channels,
-                tf::errors::InvalidArgument("roi_align_grad: grad_output must be [K, ph, pw, C] = [", s.num_rois,
+                InvalidArgument("roi_align_grad: grad_output must be [K, ph, pw, C] = [", s.num_rois,
                                             ", ph, pw, ", s.channels, "], got ", grad.shape().DebugString()));
     s.pooled_h = static_cast<int>(grad.dim_size(1));
     s.pooled_w = static_cast<int>(grad.dim_size(2));

@@ -2,6 +2,7 @@
 #if GOOGLE_CUDA
 #define EIGEN_USE_GPU
 
+#include "absl/strings/str_cat.h"
 #include "custom_ops/roi_align/kernels/roi_align_cuda.cuh"
 #include "custom_ops/roi_align/roi_align_kernels.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -14,7 +15,9 @@ namespace tf = ::tensorflow;
 using GPUDevice = Eigen::GpuDevice;
 
 inline void check_launch(tf::OpKernelContext* ctx, cudaError_t err, const char* what) {
-  if (err != cudaSuccess) ctx->SetStatus(tf::errors::Internal("roi_align: ", what, " failed: ", cudaGetErrorString(err)));
+  if (err != cudaSuccess) {
+    ctx->SetStatus(absl::InternalError(absl::StrCat("roi_align: ", what, " failed: ", cudaGetErrorString(err))));
+  }
 }
 
 template <typename T>

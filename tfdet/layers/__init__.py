@@ -1,6 +1,10 @@
 """Thin, serializable Keras layers built on tfdet.ops."""
 
+from tfdet.layers.carafe import CARAFEUpsample, make_upsampler
+from tfdet.layers.deform_conv import DeformConv2D, ModulatedDeformConv2D
+from tfdet.layers.deform_roi_pool import DeformRoIPool, ModulatedDeformRoIPoolPack
 from tfdet.layers.normalization import FrozenBatchNormalization
 from tfdet.layers.roi_align import MultiLevelRoIAlign
 
-__all__ = ["FrozenBatchNormalization", "MultiLevelRoIAlign"]
+__all__ = ["CARAFEUpsample", "DeformConv2D", "DeformRoIPool", "FrozenBatchNormalization", "ModulatedDeformConv2D",
+           "ModulatedDeformRoIPoolPack", "MultiLevelRoIAlign", "make_upsampler"]

@@ -1,1 +1,1 @@
-"""Model building blocks: backbones, necks, heads and detectors."""
+"""Detector components: backbones, necks, dense and RoI heads, detectors."""

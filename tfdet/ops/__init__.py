@@ -8,6 +8,9 @@ Importing this package loads the library and logs one line saying which path is 
 import logging as _logging
 
 from tfdet.ops import loader
+from tfdet.ops.carafe import carafe
+from tfdet.ops.deform_conv import deform_conv2d
+from tfdet.ops.deform_roi_pool import deform_roi_pool
 from tfdet.ops.roi_align import fpn_levels, roi_align
 
 _logger = _logging.getLogger("tfdet")
@@ -21,4 +24,4 @@ if not _logger.handlers:  # one line on import; silence with logging.getLogger("
 library_status = loader.library_status
 library_status()
 
-__all__ = ["roi_align", "fpn_levels", "library_status", "loader"]
+__all__ = ["carafe", "deform_conv2d", "deform_roi_pool", "fpn_levels", "library_status", "loader", "roi_align"]

@@ -99,7 +99,8 @@ def _load() -> LibraryStatus:
 
 
 def library_status() -> LibraryStatus:
-    """Loads the library on first call; later calls return the same status."""
+    """Loads the library on first call; later calls return the same status. Raises
+    FusedOpsUnavailableError while TFDET_OPS=fused and the library is not loaded."""
     global _status
     with _lock:
         if _status is None:
@@ -109,9 +110,9 @@ def library_status() -> LibraryStatus:
             else:
                 level = logging.INFO if "TFDET_OPS=composite" in _status.reason else logging.WARNING
                 logger.log(level, _status.describe())
-            if not _status.loaded and os.environ.get("TFDET_OPS", "").lower() == "fused":
-                raise FusedOpsUnavailableError(_status.describe())
-        return _status
+    if not _status.loaded and os.environ.get("TFDET_OPS", "").strip().lower() == "fused":
+        raise FusedOpsUnavailableError(_status.describe())  # every time: no silent composite fallback
+    return _status
 
 
 def ops_module():

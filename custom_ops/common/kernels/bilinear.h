@@ -2,6 +2,8 @@
 #ifndef TFDET_COMMON_KERNELS_BILINEAR_H_
 #define TFDET_COMMON_KERNELS_BILINEAR_H_
 
+#include <cmath>
+
 #include "custom_ops/common/kernels/platform.h"
 
 namespace tfdet {
@@ -46,6 +48,40 @@ TFDET_HOST_DEVICE bool clamped_bilinear_taps(T y, T x, int height, int width, Bi
   taps->weight[1] = hy * lx;
   taps->weight[2] = ly * hx;
   taps->weight[3] = ly * lx;
+  return true;
+}
+
+// Deformable-convolution sampling (torchvision.ops.deform_conv2d): the image is zero outside, so a
+// sample with y <= -1, y >= height, x <= -1 or x >= width contributes nothing (returns false) and a
+// tap that falls off the map gets weight 0 (its index is set to 0, a safe address). When grad_y and
+// grad_x are given they receive d weight[t] / dy and d weight[t] / dx of the four taps (0 for the
+// taps that fall off the map), for gradients with respect to the sampling position.
+template <typename T>
+TFDET_HOST_DEVICE bool zero_padded_bilinear_taps(T y, T x, int height, int width, BilinearTaps<T>* taps,
+                                                 T* grad_y = nullptr, T* grad_x = nullptr) {
+  for (int t = 0; t < 4; ++t) {
+    taps->index[t] = 0;
+    taps->weight[t] = T(0);
+    if (grad_y != nullptr) grad_y[t] = grad_x[t] = T(0);
+  }
+  if (!(y > T(-1) && y < T(height) && x > T(-1) && x < T(width))) return false;
+  const T y_floor = floor(y), x_floor = floor(x);
+  const int y_low = static_cast<int>(y_floor), x_low = static_cast<int>(x_floor);
+  const T ly = y - y_floor, lx = x - x_floor;
+  const T hy = T(1) - ly, hx = T(1) - lx;
+  const T weight[4] = {hy * hx, hy * lx, ly * hx, ly * lx};
+  const T d_dy[4] = {-hx, -lx, hx, lx};
+  const T d_dx[4] = {-hy, hy, -ly, ly};
+  for (int t = 0; t < 4; ++t) {
+    const int yy = y_low + (t >> 1), xx = x_low + (t & 1);
+    if (yy < 0 || yy >= height || xx < 0 || xx >= width) continue;
+    taps->index[t] = yy * width + xx;
+    taps->weight[t] = weight[t];
+    if (grad_y != nullptr) {
+      grad_y[t] = d_dy[t];
+      grad_x[t] = d_dx[t];
+    }
+  }
   return true;
 }
 

@@ -53,44 +53,60 @@ TFDET_HOST_DEVICE RoiGrid<T> make_grid(const T* box, const Shape& s) {
   return g;
 }
 
+// Position of output bin `bin` (the flat index of output[k, ph, pw, :]).
+struct Bin {
+  int k, ph, pw;
+};
+
+TFDET_HOST_DEVICE Bin unflatten_bin(long long bin, const Shape& s) {
+  Bin b;
+  b.pw = static_cast<int>(bin % s.pooled_w);
+  b.ph = static_cast<int>((bin / s.pooled_w) % s.pooled_h);
+  b.k = static_cast<int>(bin / (static_cast<long long>(s.pooled_w) * s.pooled_h));
+  return b;
+}
+
+// Calls fn(taps, scale) for each sample of bin (ph, pw) that lies on the map; `scale` is the weight
+// of the sample in the bin's average.
+template <typename T, typename Fn>
+TFDET_HOST_DEVICE void for_each_sample(const RoiGrid<T>& g, int ph, int pw, const Shape& s, Fn&& fn) {
+  BilinearTaps<T> taps;
+  for (int iy = 0; iy < g.grid_h; ++iy) {
+    const T y = g.y0 + ph * g.bin_h + (iy + T(0.5)) * g.bin_h / static_cast<T>(g.grid_h);
+    for (int ix = 0; ix < g.grid_w; ++ix) {
+      const T x = g.x0 + pw * g.bin_w + (ix + T(0.5)) * g.bin_w / static_cast<T>(g.grid_w);
+      if (clamped_bilinear_taps(y, x, s.height, s.width, &taps)) fn(taps, g.inv_count);
+    }
+  }
+}
+
 // Output bin (ph, pw) of one RoI for channels [c_begin, c_end): out[c] for c in that range.
 // `image` points at features[n] (H * W * C values); `out` at output[k, ph, pw, 0].
 template <typename T>
 TFDET_HOST_DEVICE void forward_bin(const T* image, const RoiGrid<T>& g, int ph, int pw, const Shape& s,
                                    int c_begin, int c_end, T* out) {
   for (int c = c_begin; c < c_end; ++c) out[c] = T(0);
-  BilinearTaps<T> taps;
-  for (int iy = 0; iy < g.grid_h; ++iy) {
-    const T y = g.y0 + ph * g.bin_h + (iy + T(0.5)) * g.bin_h / static_cast<T>(g.grid_h);
-    for (int ix = 0; ix < g.grid_w; ++ix) {
-      const T x = g.x0 + pw * g.bin_w + (ix + T(0.5)) * g.bin_w / static_cast<T>(g.grid_w);
-      if (!clamped_bilinear_taps(y, x, s.height, s.width, &taps)) continue;
-      for (int t = 0; t < 4; ++t) {
-        const T w = taps.weight[t] * g.inv_count;
-        const T* src = image + static_cast<long long>(taps.index[t]) * s.channels;
-        for (int c = c_begin; c < c_end; ++c) out[c] += w * src[c];
-      }
-    }
-  }
+  const long long C = s.channels;
+  for_each_sample(g, ph, pw, s, [&](const BilinearTaps<T>& t, T scale) {
+    const T w0 = t.weight[0] * scale, w1 = t.weight[1] * scale, w2 = t.weight[2] * scale, w3 = t.weight[3] * scale;
+    const T *s0 = image + t.index[0] * C, *s1 = image + t.index[1] * C;
+    const T *s2 = image + t.index[2] * C, *s3 = image + t.index[3] * C;
+    for (int c = c_begin; c < c_end; ++c) out[c] += w0 * s0[c] + w1 * s1[c] + w2 * s2[c] + w3 * s3[c];
+  });
 }
 
 // Adjoint of forward_bin: scatters grad_out[c] (grad_output[k, ph, pw, c]) into the image's gradient.
 template <typename T>
 TFDET_HOST_DEVICE void backward_bin(const T* grad_out, const RoiGrid<T>& g, int ph, int pw, const Shape& s,
                                     int c_begin, int c_end, T* grad_image) {
-  BilinearTaps<T> taps;
-  for (int iy = 0; iy < g.grid_h; ++iy) {
-    const T y = g.y0 + ph * g.bin_h + (iy + T(0.5)) * g.bin_h / static_cast<T>(g.grid_h);
-    for (int ix = 0; ix < g.grid_w; ++ix) {
-      const T x = g.x0 + pw * g.bin_w + (ix + T(0.5)) * g.bin_w / static_cast<T>(g.grid_w);
-      if (!clamped_bilinear_taps(y, x, s.height, s.width, &taps)) continue;
-      for (int t = 0; t < 4; ++t) {
-        const T w = taps.weight[t] * g.inv_count;
-        T* dst = grad_image + static_cast<long long>(taps.index[t]) * s.channels;
-        for (int c = c_begin; c < c_end; ++c) accumulate(dst + c, w * grad_out[c]);
-      }
+  const long long C = s.channels;
+  for_each_sample(g, ph, pw, s, [&](const BilinearTaps<T>& t, T scale) {
+    for (int i = 0; i < 4; ++i) {
+      const T w = t.weight[i] * scale;
+      T* dst = grad_image + t.index[i] * C;
+      for (int c = c_begin; c < c_end; ++c) accumulate(dst + c, w * grad_out[c]);
     }
-  }
+  });
 }
 
 }  // namespace roi_align

@@ -18,18 +18,16 @@ __global__ void forward_kernel(const T* features, const T* boxes, const int* box
        i += static_cast<long long>(blockDim.x) * gridDim.x) {
     const int c = static_cast<int>(i % s.channels);
     const long long bin = i / s.channels;
-    const int pw = static_cast<int>(bin % s.pooled_w);
-    const int ph = static_cast<int>((bin / s.pooled_w) % s.pooled_h);
-    const int k = static_cast<int>(bin / (static_cast<long long>(s.pooled_w) * s.pooled_h));
-    const int n = box_indices[k];
+    const Bin b = unflatten_bin(bin, s);
+    const int n = box_indices[b.k];
     T* out = output + bin * s.channels;
     if (n < 0 || n >= s.batch) {  // validated before the launch; never read out of bounds here
       out[c] = T(0);
       continue;
     }
-    const RoiGrid<T> g = make_grid(boxes + 4 * k, s);
+    const RoiGrid<T> g = make_grid(boxes + 4 * b.k, s);
     const T* image = features + static_cast<long long>(n) * s.height * s.width * s.channels;
-    forward_bin(image, g, ph, pw, s, c, c + 1, out);
+    forward_bin(image, g, b.ph, b.pw, s, c, c + 1, out);
   }
 }
 
@@ -41,14 +39,12 @@ __global__ void backward_kernel(const T* grad_output, const T* boxes, const int*
        i += static_cast<long long>(blockDim.x) * gridDim.x) {
     const int c = static_cast<int>(i % s.channels);
     const long long bin = i / s.channels;
-    const int pw = static_cast<int>(bin % s.pooled_w);
-    const int ph = static_cast<int>((bin / s.pooled_w) % s.pooled_h);
-    const int k = static_cast<int>(bin / (static_cast<long long>(s.pooled_w) * s.pooled_h));
-    const int n = box_indices[k];
+    const Bin b = unflatten_bin(bin, s);
+    const int n = box_indices[b.k];
     if (n < 0 || n >= s.batch) continue;
-    const RoiGrid<T> g = make_grid(boxes + 4 * k, s);
+    const RoiGrid<T> g = make_grid(boxes + 4 * b.k, s);
     T* grad_image = grad_features + static_cast<long long>(n) * s.height * s.width * s.channels;
-    backward_bin(grad_output + bin * s.channels, g, ph, pw, s, c, c + 1, grad_image);
+    backward_bin(grad_output + bin * s.channels, g, b.ph, b.pw, s, c, c + 1, grad_image);
   }
 }
 

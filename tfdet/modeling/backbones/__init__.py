@@ -6,8 +6,9 @@ keyed by config type:
 
 from tfdet.modeling.backbones.fishnet import fishnet
 from tfdet.modeling.backbones.resnet import resnet, resnext
+from tfdet.modeling.backbones.tiny import tiny_convnet
 
-BACKBONES = {"ResNet": resnet, "ResNeXt": resnext, "FishNet": fishnet}
+BACKBONES = {"ResNet": resnet, "ResNeXt": resnext, "FishNet": fishnet, "TinyConvNet": tiny_convnet}
 
 
 def register_backbone(type_name):
@@ -30,4 +31,4 @@ def build_backbone(config):
     return BACKBONES[type_name](**options)
 
 
-__all__ = ["BACKBONES", "build_backbone", "fishnet", "register_backbone", "resnet", "resnext"]
+__all__ = ["BACKBONES", "build_backbone", "fishnet", "register_backbone", "resnet", "resnext", "tiny_convnet"]

@@ -1,0 +1,92 @@
+"""Faster and Mask R-CNN R50-FPN on CPU at 800 x 1333: inference latency and train step time per image,
+fused vs composite ops, peak memory.
+
+    python -m benchmarks.detector_bench [--variants faster_rcnn,mask_rcnn] [--impls fused,composite]
+                                        [--repeats 3] [--no-memory]
+
+Input: one image 800 x 1333 padded to 800 x 1344 (image_info valid size 800 x 1333), 8 ground-truth
+boxes (with 112 x 112 box-cropped masks for Mask R-CNN, as tfdet.data.pipeline gives them). Models are
+the configs' full-size r50 variants with random weights (inference therefore runs on the
+1000 proposals and up to 100 detections the untrained heads produce; score threshold 0.05).
+`infer` is tf.function(model.predict_step), `train` tf.function(model.train_step) with SGD; median
+seconds in this one process; ratios are composite / fused. Peak RSS (VmHWM) comes from a fresh
+process per variant running one inference and one train step.
+"""
+
+import argparse
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from benchmarks.backbone_bench import vm_hwm_mib  # noqa: E402
+from benchmarks.common import peak_rss_mib, print_table, time_call  # noqa: E402
+from configs import faster_rcnn, mask_rcnn  # noqa: E402
+from tfdet.modeling.detectors import build_detector  # noqa: E402
+from tfdet.ops import loader  # noqa: E402
+
+CONFIGS = {"faster_rcnn": faster_rcnn, "mask_rcnn": mask_rcnn}
+PADDED, VALID = (800, 1344), (800, 1333)
+
+
+def batch():
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 600, (1, 8, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(40, 400, (1, 8, 2))], -1).clip(0, VALID[0]).astype(np.float32)
+    return dict(images=tf.constant(rng.uniform(0, 255, (1, *PADDED, 3)), tf.float32),
+                image_info=tf.constant([[VALID, [1.0, 1.0], VALID]], tf.float32),
+                gt_boxes=tf.constant(boxes), gt_classes=tf.constant(rng.integers(0, 80, (1, 8)), tf.int32),
+                gt_is_crowd=tf.zeros((1, 8), tf.bool),
+                gt_masks=tf.constant(rng.integers(0, 2, (1, 8, 112, 112)), tf.uint8))
+
+
+def build(variant):
+    """(infer, train) no-argument callables for {"model": ..., "impl": ...}."""
+    cfg = CONFIGS[variant["model"]].get_config("backbone=r50")
+    cfg.model.ops_impl = variant["impl"]
+    model = build_detector(cfg.model)
+    model.compile(optimizer=keras.optimizers.SGD(0.02, momentum=0.9))
+    data = batch()
+    infer, train = tf.function(model.predict_step), tf.function(model.train_step)
+    return (lambda: tf.nest.map_structure(lambda t: t.numpy(), infer(data)),
+            lambda: tf.nest.map_structure(lambda t: t.numpy(), train(data)))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--measure-memory", help=argparse.SUPPRESS)
+    parser.add_argument("--variants", default=",".join(CONFIGS))
+    parser.add_argument("--impls", default="fused,composite")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-memory", action="store_true")
+    args = parser.parse_args()
+    if args.measure_memory:
+        infer, train = build(json.loads(args.measure_memory))
+        infer()
+        train()
+        print(vm_hwm_mib())
+        return
+    impls = [i for i in args.impls.split(",") if i]
+    if "fused" in impls and loader.library_status().module is None:
+        print("fused ops not loaded: measuring composite only")
+        impls = [i for i in impls if i != "fused"]
+    rows, times = [], {}
+    for name in [n for n in args.variants.split(",") if n]:
+        for impl in impls:
+            infer, train = build({"model": name, "impl": impl})
+            times[name, impl] = (time_call(infer, warmup=1, repeats=args.repeats),
+                                 time_call(train, warmup=1, repeats=args.repeats))
+            memory = "-" if args.no_memory else f"{peak_rss_mib('benchmarks.detector_bench', {'model': name, 'impl': impl}):.0f}"
+            base = times.get((name, "fused"), times[name, impl])
+            rows.append([name, impl, f"{times[name, impl][0]:.2f}", f"{times[name, impl][0] / base[0]:.2f}",
+                         f"{times[name, impl][1]:.2f}", f"{times[name, impl][1] / base[1]:.2f}", memory])
+    print(f"CPU, 1 x {PADDED[0]} x {PADDED[1]} image, {os.cpu_count()} cores; ratios against the fused ops")
+    print_table(["model", "ops", "infer s/img", "ratio", "train s/img", "ratio", "peak RSS MiB"], rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Evaluate detections on a COCO-format set: COCO bbox / segm / keypoints AP tables, per-class AP,
+proposal recall, test-time augmentation and visualizations.
+
+    # a results json (COCO format) against annotations:
+    .venv/bin/python bin/evaluate.py --annotations=val.json --predictions=results.json
+    # a trained model (config + checkpoint file or workdir), writing the results json:
+    .venv/bin/python bin/evaluate.py --config=configs/mask_rcnn.py:tiny --checkpoint=workdir \
+        --annotations=val.json --images=val/images --output=out/results.json --visualize=8
+    # an exported SavedModel, with flip and the seeds' five test scales merged by Soft-NMS:
+    .venv/bin/python bin/evaluate.py --saved_model=export/1 --annotations=val.json --images=val/images \
+        --tta_flip --tta_scales=seeds --tta_merge=soft_nms
+    # every checkpoint as training writes it:
+    .venv/bin/python bin/evaluate.py --config=... --watch=workdir --watch_timeout=3600 --annotations=...
+
+The tables are printed and written as json to --metrics_output (default <output>.metrics.json, or
+<predictions>.metrics.json).
+"""
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from tfdet.evaluation import cli, loaders
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "model config file (for --checkpoint / --watch)")
+flags.DEFINE_string("annotations", None, "COCO annotations json", required=True)
+flags.DEFINE_string("images", "", "image folder (default: the annotations' folder)")
+flags.DEFINE_string("tfrecords", "", "TFRecords prefix (tfdet.data.tfrecords) to read the images from instead")
+flags.DEFINE_string("predictions", "", "COCO results json to evaluate (no model run)")
+flags.DEFINE_string("checkpoint", "", "checkpoint file/prefix, or a training folder (its latest checkpoint)")
+flags.DEFINE_string("saved_model", "", "exported SavedModel folder")
+flags.DEFINE_string("watch", "", "training folder: evaluate each new checkpoint")
+flags.DEFINE_float("watch_timeout", 3600.0, "--watch stops after this many seconds without a new checkpoint")
+flags.DEFINE_integer("watch_last_step", None, "--watch stops after the checkpoint of this step")
+flags.DEFINE_string("output", "", "results json (COCO format) written by the model paths")
+flags.DEFINE_string("metrics_output", "", "tables json (default <output or predictions>.metrics.json)")
+flags.DEFINE_list("eval_types", [], "bbox,segm,keypoints,proposal (default: what the results hold)")
+flags.DEFINE_integer("batch_size", 1, "images per model call (split across the strategy's replicas)")
+flags.DEFINE_enum("strategy", "default", list(loaders.STRATEGIES), "tf.distribute strategy of the --checkpoint / "
+                  "--watch paths: default, one_device or mirrored (all local GPUs)")
+flags.DEFINE_string("scale", "", "single-scale test size 'LONGxSHORT' (default: the config's, else 1333x800)")
+flags.DEFINE_float("score_threshold", 0.0, "detections scoring below are not written")
+flags.DEFINE_string("tta_scales", "", "test-time scales 'LONGxSHORT,...' or 'seeds' (HTC's 600..1400)")
+flags.DEFINE_bool("tta_flip", False, "add horizontally flipped copies at test time")
+flags.DEFINE_enum("tta_merge", "nms", ["nms", "soft_nms"], "how test-time detections are merged")
+flags.DEFINE_integer("visualize", 0, "render this many images with their detections")
+flags.DEFINE_string("visualize_dir", "", "where the PNGs go (default: next to the metrics json)")
+FLAGS = flags.FLAGS
+
+
+def build_model():
+    """The detector of --config, built (all weights created)."""
+    if _CONFIG.value is None:
+        raise app.UsageError("--checkpoint and --watch need --config (the model the checkpoint belongs to).")
+    try:
+        from tfdet.modeling.detectors import build_detector  # the detectors' package (models issue)
+    except ImportError as e:
+        raise app.UsageError(f"--checkpoint / --watch need the detectors (tfdet.modeling.detectors): {e}") from None
+
+    model = build_detector(_CONFIG.value.model)
+    model.build(None)
+    return model
+
+
+def settings():
+    scale = cli.parse_scales(FLAGS.scale)
+    if scale:
+        scale = scale[0]
+    elif _CONFIG.value is not None and "data" in _CONFIG.value and "image_size" in _CONFIG.value.data:
+        scale = tuple(sorted(_CONFIG.value.data.image_size, reverse=True))
+    else:
+        scale = (1333, 800)
+    # Test-time augmentation from the flags, else from the config's optional `test` block.
+    test = _CONFIG.value.get("test", {}) if _CONFIG.value is not None else {}
+    tta_scales = cli.parse_scales(FLAGS.tta_scales) or tuple(tuple(s) for s in test.get("tta_scales", ()))
+    tta_flip = FLAGS.tta_flip or bool(test.get("tta_flip", False))
+    tta_merge = FLAGS.tta_merge if FLAGS["tta_merge"].present else test.get("tta_merge", FLAGS.tta_merge)
+    return cli.EvalSettings(
+        annotations=FLAGS.annotations, images=FLAGS.images, tfrecords=FLAGS.tfrecords, predictions=FLAGS.predictions,
+        output=FLAGS.output, metrics_output=FLAGS.metrics_output, eval_types=tuple(FLAGS.eval_types), batch_size=FLAGS.batch_size,
+        scale=scale, score_threshold=FLAGS.score_threshold, tta_scales=tta_scales,
+        tta_flip=tta_flip, tta_merge=tta_merge, visualize=FLAGS.visualize,
+        visualize_dir=FLAGS.visualize_dir)
+
+
+def main(argv):
+    del argv
+    sources = [n for n in ("predictions", "checkpoint", "saved_model", "watch") if FLAGS[n].value]
+    if len(sources) != 1:
+        raise app.UsageError(f"give exactly one of --predictions, --checkpoint, --saved_model, --watch (got "
+                             f"{sources or 'none'}).")
+    try:
+        _evaluate(settings())
+    except (FileNotFoundError, ValueError) as e:  # bad inputs: one clear line, no traceback
+        sys.exit(f"evaluate: {e}")
+
+
+def _evaluate(s):
+    if FLAGS.predictions:
+        cli.run(s)
+    elif FLAGS.saved_model:
+        cli.run(s, loaders.saved_model_predict_fn(FLAGS.saved_model))
+    elif FLAGS.checkpoint:
+        cli.run_checkpoint(s, build_model, FLAGS.checkpoint, strategy=loaders.make_strategy(FLAGS.strategy))
+    else:
+        reports = cli.run_watch(s, build_model, FLAGS.watch, FLAGS.watch_timeout, last_step=FLAGS.watch_last_step,
+                                strategy=loaders.make_strategy(FLAGS.strategy))
+        logging.info("evaluated %d checkpoints", len(reports))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,171 @@
+"""What `bin/evaluate.py` does, as plain functions of an `EvalSettings` (the flags), so tests can run it.
+
+Paths:
+  predictions  evaluate a COCO results json (`--predictions`) against `--annotations`;
+  model        run a PredictFn (from `--checkpoint` + `--config`, `--saved_model`, or any callable) over
+               the annotated images, optionally with test-time augmentation, write the results json
+               (`--output`) and evaluate them;
+  watch        evaluate every checkpoint of a training folder as it appears (`--watch`).
+Each path prints the COCO tables (and per-class AP), writes them as json (`--metrics_output`, default
+`<output>.metrics.json`) and can render `--visualize N` images with their detections.
+"""
+
+import dataclasses
+import logging
+import os
+
+import tensorflow as tf
+
+from tfdet.data import coco, pipeline
+from tfdet.evaluation import coco_eval, evaluator, loaders, results as results_lib, tta
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class EvalSettings:
+    annotations: str
+    images: str = ""                      # image folder (default: the annotations' folder)
+    tfrecords: str = ""                   # or: TFRecords prefix (tfdet.data.tfrecords) holding the images
+    predictions: str = ""                 # evaluate this results json instead of running a model
+    output: str = ""                      # results json written by the model path
+    metrics_output: str = ""              # tables as json (default <output>.metrics.json when output is set)
+    eval_types: tuple = ()                # bbox / segm / keypoints / proposal; () = what the results hold
+    batch_size: int = 1
+    scale: tuple = (1333, 800)            # single-scale test size (long, short)
+    score_threshold: float = 0.0          # detections below are not written
+    mask_threshold: float = 0.5
+    kpt_oks_sigmas: tuple = None
+    tta_scales: tuple = ()                # test-time scales (long, short); () = no multi-scale
+    tta_flip: bool = False
+    tta_merge: str = "nms"                # nms | soft_nms
+    tta_iou_threshold: float = 0.5
+    max_detections: int = 100
+    visualize: int = 0                    # render this many images
+    visualize_dir: str = ""               # default <metrics_output folder>/visualize
+    visualize_score_threshold: float = 0.3
+
+
+def metrics_path(s):
+    if s.metrics_output:
+        return s.metrics_output
+    if s.output:
+        return os.path.splitext(s.output)[0] + ".metrics.json"
+    if s.predictions:
+        return os.path.splitext(s.predictions)[0] + ".metrics.json"
+    return ""
+
+
+def open_annotations(s, need_images):
+    image_dir = s.images or os.path.dirname(os.path.abspath(s.annotations))
+    if need_images and not os.path.isdir(image_dir):
+        raise FileNotFoundError(f"image folder not found: {image_dir}")
+    return coco.CocoReader(s.annotations, image_dir, check_images="header" if need_images else "none")
+
+
+def predict(s, reader, predict_fn):
+    """COCO results of `predict_fn` over the reader's images (single scale, or TTA when asked)."""
+    if s.tta_scales or s.tta_flip:
+        if s.tfrecords:
+            raise ValueError("test-time augmentation reads the image files; give --images, not --tfrecords.")
+        out = []
+        for rec in reader.records:
+            image = tf.io.decode_image(tf.io.read_file(rec.file_name), channels=3, expand_animations=False)
+            outputs, info = tta.tta_predict(
+                predict_fn, image, s.tta_scales or [s.scale], s.tta_flip, s.tta_merge, s.tta_iou_threshold,
+                s.max_detections, flip_map=reader.keypoint_flip_map if reader.num_keypoints else None,
+                image_id=rec.image_id)
+            out += results_lib.detections_to_coco(outputs, info, [rec.image_id], reader.class_to_category,
+                                                  s.mask_threshold, s.score_threshold)
+        return out
+    options = pipeline.InputOptions(batch_size=s.batch_size, training=False, scale=tuple(s.scale), max_instances=1,
+                                    mask_size=0, with_keypoints=False)
+    if s.tfrecords:
+        batches = pipeline.from_tfrecords(s.tfrecords, options).as_numpy_iterator()
+    else:
+        batches = pipeline.from_coco(reader, options).as_numpy_iterator()
+    return evaluator.predict_results(predict_fn, batches, reader.class_to_category, s.score_threshold,
+                                     s.mask_threshold)
+
+
+def run(s, predict_fn=None, print_fn=print):
+    """One evaluation: the predictions path when `s.predictions` is set, else the model path with
+    `predict_fn`. Returns the report {eval type: {"metrics", "per_class"}}."""
+    if bool(s.predictions) == (predict_fn is not None):
+        raise ValueError("give exactly one of a predictions file and a model (checkpoint / SavedModel) to evaluate.")
+    reader = open_annotations(s, need_images=(predict_fn is not None and not s.tfrecords) or s.visualize > 0)
+    if s.predictions:
+        results = coco_eval.load_results(s.predictions, reader.coco)
+    else:
+        results = predict(s, reader, predict_fn)
+        if s.output:
+            coco_eval.write_json_atomic(s.output, results)
+            log.info("wrote %d detections to %s", len(results), s.output)
+    report = evaluator.evaluate_results(reader.coco, results, s.eval_types or None, s.kpt_oks_sigmas)
+    print_fn(evaluator.format_report(report))
+    path = metrics_path(s)
+    if path:
+        coco_eval.write_json_atomic(path, report)
+    if s.visualize:
+        from tfdet.evaluation import visualize
+
+        folder = s.visualize_dir or os.path.join(os.path.dirname(os.path.abspath(path or s.annotations)), "visualize")
+        visualize.render_results(reader, results, folder, s.visualize, s.visualize_score_threshold)
+    return report
+
+
+def run_checkpoint(s, build_model, checkpoint, print_fn=print, strategy=None):
+    """The model path for one checkpoint: `build_model()` -> a built Keras model, restored from it; with
+    a tf.distribute `strategy`, built under its scope and run on all its replicas."""
+    if strategy is None:
+        model = build_model()
+        loaders.restore(model, checkpoint)
+        return run(s, loaders.keras_predict_fn(model), print_fn)
+    with strategy.scope():
+        model = build_model()
+        loaders.restore(model, checkpoint)
+    return run(s, loaders.distributed_predict_fn(strategy, model), print_fn)
+
+
+def run_watch(s, build_model, folder, timeout=0.0, poll_seconds=10.0, last_step=None, print_fn=print,
+              strategy=None):
+    """Evaluates every checkpoint of `folder` as training writes it; the metrics json maps each
+    checkpoint to its report (rewritten atomically after each). Returns that mapping."""
+    all_reports = {}
+    path = metrics_path(s)
+
+    def evaluate(ckpt):
+        print_fn(f"== {ckpt}")
+        one = dataclasses.replace(s, metrics_output="", output=_suffixed(s.output, ckpt))
+        all_reports[ckpt] = run_checkpoint(one, build_model, ckpt, print_fn, strategy)
+        if path:
+            coco_eval.write_json_atomic(path, all_reports)
+
+    done = None if last_step is None else (lambda c: loaders.checkpoint_step(c) >= last_step)
+    loaders.watch(folder, evaluate, timeout, poll_seconds, done)
+    return all_reports
+
+
+def _suffixed(output, ckpt):
+    if not output:
+        return ""
+    stem, ext = os.path.splitext(output)
+    return f"{stem}-{os.path.basename(ckpt).split('.')[0]}{ext}"
+
+
+def parse_scales(text):
+    """'900x600,1200x800' -> ((900, 600), (1200, 800)); 'seeds' -> tta.SEED_SCALES; '' -> ()."""
+    if not text:
+        return ()
+    if text == "seeds":
+        return tta.SEED_SCALES
+    try:
+        scales = tuple(tuple(int(v) for v in part.split("x")) for part in text.split(","))
+    except ValueError:
+        scales = ()
+    if not scales or any(len(s) != 2 or min(s) <= 0 for s in scales):
+        raise ValueError(f"scales must look like '900x600,1200x800' (long x short) or 'seeds', got {text!r}.")
+    return scales
+
+
+__all__ = ["EvalSettings", "parse_scales", "run", "run_checkpoint", "run_watch"]

@@ -1,0 +1,140 @@
+"""Region Proposal Network on a feature pyramid (mmdetection v2 RPNHead).
+
+The head is one 3x3 conv (+ ReLU) shared by all levels, then 1x1 convs giving one objectness
+logit and 4 deltas per anchor. Losses and proposal generation are pure functions on the flat
+layout [B, N, ...] with N = sum over levels of H * W * A (the order of AnchorGenerator).
+
+Defaults (mmdetection faster_rcnn_r50_fpn): anchors strides (4, 8, 16, 32, 64), scale 8,
+ratios (0.5, 1, 2); matching 0.7 / 0.3 with low-quality matches >= 0.3; 256 samples at 0.5;
+sigmoid CE + L1 on deltas (means 0, stds 1), both divided by the number of sampled anchors;
+proposals: top-k per level before NMS (2000 train / 1000 test), NMS 0.7 within each level,
+the best 1000 after NMS (train and test, as mmdetection v2 and detectron2 FPN configs).
+"""
+
+from typing import NamedTuple
+
+import keras
+import tensorflow as tf
+
+from tfdet import losses
+from tfdet.ops import box_ops, nms
+from tfdet.ops.matching import MaxIoUMatcher
+from tfdet.ops.sampling import sample
+
+RPN_MATCHER = MaxIoUMatcher(pos_iou_thr=0.7, neg_iou_thr=0.3, min_pos_iou=0.3, match_low_quality=True)
+
+
+@keras.saving.register_keras_serializable(package="tfdet")
+class RPNHead(keras.layers.Layer):
+    """Shared RPN head. Call on a list of [B, H_l, W_l, C] maps; returns (objectness, deltas), lists of
+    [B, H_l, W_l, A] logits and [B, H_l, W_l, A * 4] (dx, dy, dw, dh per anchor, anchor-major)."""
+
+    def __init__(self, num_anchors=3, feat_channels=256, **kwargs):
+        super().__init__(**kwargs)
+        self.num_anchors, self.feat_channels = int(num_anchors), int(feat_channels)
+        init = dict(kernel_initializer=keras.initializers.RandomNormal(stddev=0.01), bias_initializer="zeros")
+        self.conv = keras.layers.Conv2D(self.feat_channels, 3, padding="same", activation="relu", name="rpn_conv",
+                                        **init)
+        self.cls = keras.layers.Conv2D(self.num_anchors, 1, name="rpn_cls", **init)
+        self.reg = keras.layers.Conv2D(self.num_anchors * 4, 1, name="rpn_reg", **init)
+
+    def build(self, input_shape):
+        shape = input_shape[0]
+        self.conv.build(shape)
+        inner = (*shape[:-1], self.feat_channels)
+        self.cls.build(inner)
+        self.reg.build(inner)
+        super().build(input_shape)
+
+    def call(self, features):
+        objectness, deltas = [], []
+        for feature in features:
+            x = self.conv(feature)
+            objectness.append(self.cls(x))
+            deltas.append(self.reg(x))
+        return objectness, deltas
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_anchors=self.num_anchors, feat_channels=self.feat_channels)
+        return config
+
+
+def flatten_levels(outputs, depth):
+    """Concatenates per-level [B, H, W, A * depth] maps into [B, N, depth] (N = sum H * W * A)."""
+    flat = [tf.reshape(o, [tf.shape(o)[0], -1, depth]) for o in outputs]
+    return tf.concat(flat, axis=1)
+
+
+def rpn_losses(objectness, deltas, anchors, gt_boxes, gt_classes, anchor_valid=None, gt_is_crowd=None,
+               matcher=RPN_MATCHER, num_samples=256, positive_fraction=0.5, seed=None):
+    """RPN objectness and box losses.
+
+    Args:
+      objectness: [B, N] logits (flatten_levels(..., 1)[..., 0]). deltas: [B, N, 4].
+      anchors: [N, 4]. gt_boxes: [B, G, 4]; gt_classes: [B, G] (< 0 padding; any class is foreground).
+      anchor_valid: optional [B, N] bool (AnchorGenerator.valid_flags / anchors_inside).
+      seed: optional [2] int for stateless sampling.
+    Returns:
+      {"rpn_cls": scalar, "rpn_box": scalar}, each summed over the batch and divided by the number of
+      sampled anchors in the batch.
+    """
+    # Losses are computed in float32 whatever the head's compute dtype (mixed precision).
+    objectness, deltas = tf.cast(objectness, tf.float32), tf.cast(deltas, tf.float32)
+    gt_boxes, anchors = tf.cast(gt_boxes, tf.float32), tf.cast(anchors, tf.float32)
+    match = matcher(anchors, gt_boxes, gt_classes, gt_is_crowd=gt_is_crowd, box_valid=anchor_valid)
+    sampled = sample(match.labels, num_samples, positive_fraction, seed=seed)
+    weights = tf.cast(sampled.mask, tf.float32)
+    positive = tf.cast(sampled.mask & tf.equal(match.labels, 1), tf.float32)
+    num_sampled = tf.reduce_sum(weights)
+    target_boxes = tf.gather(gt_boxes, tf.maximum(match.matched_gt, 0), batch_dims=1)
+    targets = tf.stop_gradient(box_ops.encode_boxes(target_boxes, anchors[None]))
+    loss_cls = losses.binary_cross_entropy(objectness, positive, weights=weights, avg_factor=num_sampled)
+    loss_box = losses.l1_loss(deltas, targets, weights=positive, avg_factor=num_sampled)
+    return {"rpn_cls": loss_cls, "rpn_box": loss_box}
+
+
+class Proposals(NamedTuple):
+    """boxes [B, K, 4] float32 (zeros for padding); scores [B, K] objectness probabilities; valid [B, K]."""
+
+    boxes: tf.Tensor
+    scores: tf.Tensor
+    valid: tf.Tensor
+
+
+def rpn_proposals(objectness, deltas, anchors, image_sizes, pre_nms_top_k=1000, max_proposals=1000,
+                  nms_iou=0.7, min_size=0.0):
+    """Proposals from per-level RPN outputs (mmdetection v2 RPNHead._get_bboxes, batched and padded).
+
+    Per level: the pre_nms_top_k highest objectness anchors, decoded and clipped to the image; boxes
+    with a side <= min_size are dropped; NMS at nms_iou within each level; the best max_proposals of
+    all levels (sorted by score) are returned. No gradient flows into the proposals.
+
+    Args:
+      objectness: list of [B, H_l, W_l, A] logits. deltas: list of [B, H_l, W_l, A * 4].
+      anchors: list of [H_l * W_l * A, 4] (AnchorGenerator output).
+      image_sizes: [B, 2] (height, width) of each image, for clipping.
+    """
+    if not len(objectness) == len(deltas) == len(anchors):
+        raise ValueError(f"rpn_proposals: got {len(objectness)} objectness, {len(deltas)} deltas and "
+                         f"{len(anchors)} anchor levels.")
+    boxes, scores, levels = [], [], []
+    for level, (logits, level_deltas, level_anchors) in enumerate(zip(objectness, deltas, anchors)):
+        logits = tf.reshape(tf.cast(tf.stop_gradient(logits), tf.float32), [tf.shape(logits)[0], -1])
+        level_deltas = tf.cast(tf.stop_gradient(level_deltas), tf.float32)
+        level_deltas = tf.reshape(level_deltas, [tf.shape(level_deltas)[0], -1, 4])
+        count = logits.shape[1]
+        k = min(pre_nms_top_k, count) if count is not None else tf.minimum(pre_nms_top_k, tf.shape(logits)[1])
+        top_logits, top = tf.math.top_k(logits, k=k)
+        decoded = box_ops.decode_boxes(tf.gather(level_deltas, top, batch_dims=1),
+                                       tf.gather(tf.cast(level_anchors, tf.float32), top),
+                                       max_shape=image_sizes)
+        boxes.append(decoded)
+        scores.append(tf.sigmoid(top_logits))
+        levels.append(tf.fill(tf.shape(top), level))
+    boxes, scores, levels = tf.concat(boxes, 1), tf.concat(scores, 1), tf.concat(levels, 1)
+    wh = boxes[..., 2:] - boxes[..., :2]
+    big_enough = (wh[..., 0] > min_size) & (wh[..., 1] > min_size)
+    scores_for_nms = tf.where(big_enough, scores, float("-inf"))
+    kept = nms.batched_nms(boxes, scores_for_nms, max_proposals, nms_iou, groups=levels)
+    return Proposals(boxes=kept.boxes, scores=tf.where(kept.valid, kept.scores, 0.0), valid=kept.valid)

@@ -1,0 +1,17 @@
+"""Detectors: thin keras.Model subclasses composing backbone, neck and heads; `build_detector(config)`."""
+
+from tfdet.modeling.detectors.base import Detector
+from tfdet.modeling.detectors.retinanet import RetinaNet
+from tfdet.modeling.detectors.two_stage import FasterRCNN, KeypointRCNN, MaskRCNN
+
+DETECTORS = {"FasterRCNN": FasterRCNN, "MaskRCNN": MaskRCNN, "KeypointRCNN": KeypointRCNN, "RetinaNet": RetinaNet}
+
+
+def build_detector(model_config):
+    """The detector named by model_config.type, built from model_config."""
+    if model_config.type not in DETECTORS:
+        raise ValueError(f"build_detector: unknown type {model_config.type!r}; known: {sorted(DETECTORS)}.")
+    return DETECTORS[model_config.type](model_config)
+
+
+__all__ = ["DETECTORS", "Detector", "FasterRCNN", "KeypointRCNN", "MaskRCNN", "RetinaNet", "build_detector"]

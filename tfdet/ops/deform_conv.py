@@ -1,0 +1,242 @@
+"""Deformable convolution v1/v2 (torchvision.ops.deform_conv2d semantics, NHWC): fused kernel and
+composite stock-TF twin."""
+
+import tensorflow as tf
+
+from tfdet.ops import loader
+
+_COMPUTE_DTYPES = (tf.float32, tf.float64)
+
+
+def _pair(value, name, minimum):
+    if isinstance(value, int):
+        value = (value, value)
+    value = tuple(int(v) for v in value)
+    if len(value) != 2 or min(value) < minimum:
+        raise ValueError(f"deform_conv2d: {name} must be an int >= {minimum} or a pair of them, got {value!r}.")
+    return value
+
+
+def _static_dim(tensor, axis):
+    return tensor.shape[axis] if tensor.shape.rank is not None else None
+
+
+def output_size(height, width, kernel_size, strides=1, padding=0, dilations=1):
+    """(Ho, Wo) of a convolution with symmetric zero padding: floor((H + 2p - d(k-1) - 1) / s) + 1."""
+    (kh, kw), (sh, sw) = _pair(kernel_size, "kernel_size", 1), _pair(strides, "strides", 1)
+    (ph, pw), (dh, dw) = _pair(padding, "padding", 0), _pair(dilations, "dilations", 1)
+    return (height + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (width + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+
+
+def deform_conv2d(inputs, offsets, kernel, mask=None, bias=None, strides=1, padding=0, dilations=1, groups=1,
+                  deformable_groups=1, impl=None, name=None):
+    """Deformable 2-D convolution (DCN v1; modulated DCN v2 when `mask` is given).
+
+    For output pixel (oy, ox), kernel point k = i * kw + j and deformable group g, the input is sampled
+    bilinearly (zero outside the image) at
+      y = oy * stride_h - pad_h + i * dilation_h + offsets[n, oy, ox, 2 * (g * kh * kw + k)]
+      x = ox * stride_w - pad_w + j * dilation_w + offsets[n, oy, ox, 2 * (g * kh * kw + k) + 1]
+    for the C / deformable_groups channels of group g, scaled by mask[n, oy, ox, g * kh * kw + k].
+
+    Args:
+      inputs: [N, H, W, C] float.
+      offsets: [N, Ho, Wo, 2 * deformable_groups * kh * kw], (dy, dx) pairs per kernel point.
+      kernel: [kh, kw, C / groups, Cout].
+      mask: None (v1) or [N, Ho, Wo, deformable_groups * kh * kw] modulation (v2).
+      bias: None or [Cout].
+      strides, padding, dilations: int or (height, width); padding is symmetric zero padding.
+      groups: convolution groups (C and Cout divisible by it).
+      deformable_groups: channel groups that share one set of offsets (C divisible by it).
+      impl: None (fused when the op library is loaded), "fused" or "composite".
+
+    Returns:
+      [N, Ho, Wo, Cout] with Ho, Wo = output_size(H, W, (kh, kw), strides, padding, dilations), the dtype
+      of `inputs`. Differentiable w.r.t. inputs, offsets, mask, kernel and bias.
+    """
+    strides, padding = _pair(strides, "strides", 1), _pair(padding, "padding", 0)
+    dilations = _pair(dilations, "dilations", 1)
+    groups, deformable_groups = int(groups), int(deformable_groups)
+    if groups < 1 or deformable_groups < 1:
+        raise ValueError(f"deform_conv2d: groups ({groups}) and deformable_groups ({deformable_groups}) must be >= 1.")
+    impl = loader.resolve_impl(impl)
+    with tf.name_scope(name or "deform_conv2d"):
+        inputs = tf.convert_to_tensor(inputs)
+        if not inputs.dtype.is_floating:
+            raise ValueError(f"deform_conv2d: inputs must be floating point, got {inputs.dtype.name}.")
+        out_dtype = inputs.dtype
+        compute = out_dtype if out_dtype in _COMPUTE_DTYPES else tf.float32
+        inputs = tf.cast(inputs, compute)
+        offsets = tf.cast(offsets, compute)
+        kernel = tf.cast(kernel, compute)
+        mask = None if mask is None else tf.cast(mask, compute)
+        bias = None if bias is None else tf.cast(bias, compute)
+        _check_static(inputs, offsets, kernel, mask, bias, strides, padding, dilations, groups, deformable_groups)
+        if inputs.shape[-1] is None:  # checked at run time: the kernel's C / groups must match the inputs
+            check = tf.debugging.assert_equal(
+                tf.shape(inputs)[-1], kernel.shape[2] * groups,
+                message=f"deform_conv2d: kernel must be [kh, kw, C / groups, Cout] = {kernel.shape} for the inputs' C")
+            with tf.control_dependencies([check]):
+                inputs = tf.identity(inputs)
+        if impl == "fused":
+            out = _deform_conv2d_fused(inputs, offsets, tf.convert_to_tensor(kernel), mask, strides, padding,
+                                       dilations, groups, deformable_groups)
+            out = out if bias is None else out + bias
+        else:
+            out = deform_conv2d_composite(inputs, offsets, kernel, mask, bias, strides, padding, dilations, groups,
+                                          deformable_groups)
+        return tf.cast(out, out_dtype)
+
+
+def _check_static(inputs, offsets, kernel, mask, bias, strides, padding, dilations, groups, deformable_groups):
+    """Raises ValueError for shapes that are wrong already at trace time (the kernels check the rest)."""
+    for tensor, arg, layout in ((inputs, "inputs", "[N, H, W, C]"), (offsets, "offsets", "[N, Ho, Wo, 2*dg*kh*kw]"),
+                                (kernel, "kernel", "[kh, kw, C / groups, Cout]")):
+        if tensor.shape.rank is not None and tensor.shape.rank != 4:
+            raise ValueError(f"deform_conv2d: {arg} must have rank 4 {layout}, got shape {tensor.shape}.")
+    if kernel.shape.rank is None or kernel.shape[0] is None or kernel.shape[1] is None:
+        raise ValueError(f"deform_conv2d: kernel must have a static [kh, kw, ...] shape, got {kernel.shape}.")
+    kh, kw, cin_g, cout = kernel.shape
+    cin = _static_dim(inputs, 3)
+    if cin is not None:
+        if cin % groups:
+            raise ValueError(f"deform_conv2d: inputs channels ({cin}) must be divisible by groups ({groups}).")
+        if cin % deformable_groups:
+            raise ValueError(f"deform_conv2d: inputs channels ({cin}) must be divisible by deformable_groups "
+                             f"({deformable_groups}).")
+        if cin_g is not None and cin_g != cin // groups:
+            raise ValueError(f"deform_conv2d: kernel must be [kh, kw, C / groups = {cin // groups}, Cout], "
+                             f"got {kernel.shape}.")
+    if cout is not None and cout % groups:
+        raise ValueError(f"deform_conv2d: kernel's Cout ({cout}) must be divisible by groups ({groups}).")
+    taps = deformable_groups * kh * kw
+    h, w = _static_dim(inputs, 1), _static_dim(inputs, 2)
+    expected_hw = None
+    if h is not None and w is not None:
+        expected_hw = output_size(h, w, (kh, kw), strides, padding, dilations)
+        if min(expected_hw) < 1:
+            raise ValueError(f"deform_conv2d: inputs {inputs.shape} with padding {padding} are smaller than the "
+                             f"dilated {kh}x{kw} kernel.")
+    for tensor, arg, channels in ((offsets, "offsets", 2 * taps), (mask, "mask", taps)):
+        if tensor is None or tensor.shape.rank is None:
+            continue
+        if tensor.shape.rank != 4:
+            raise ValueError(f"deform_conv2d: {arg} must have rank 4, got shape {tensor.shape}.")
+        if tensor.shape[3] is not None and tensor.shape[3] != channels:
+            raise ValueError(f"deform_conv2d: {arg} must have {channels} channels (deformable_groups "
+                             f"{deformable_groups} x {kh}x{kw} kernel{' x 2' if arg == 'offsets' else ''}), "
+                             f"got shape {tensor.shape}.")
+        if expected_hw is not None and None not in tensor.shape[1:3] and tuple(tensor.shape[1:3]) != expected_hw:
+            raise ValueError(f"deform_conv2d: {arg} must cover the output size {expected_hw}, got shape "
+                             f"{tensor.shape}.")
+    if bias is not None and (bias.shape.rank != 1 or (cout is not None and bias.shape[0] not in (None, cout))):
+        raise ValueError(f"deform_conv2d: bias must be [Cout] = [{cout}], got shape {bias.shape}.")
+
+
+def deform_conv2d_composite(inputs, offsets, kernel, mask, bias, strides, padding, dilations, groups,
+                            deformable_groups):
+    """deform_conv2d from stock TF ops: gather-based bilinear im2col, then one matmul (einsum per group).
+
+    Arguments as deform_conv2d (strides, padding, dilations as pairs; shapes already checked).
+    """
+    dtype = inputs.dtype
+    kh, kw, _, cout = kernel.shape
+    taps, dg = kh * kw, deformable_groups
+    shape = tf.shape(inputs)
+    n, h, w, c = shape[0], shape[1], shape[2], shape[3]
+    out_h, out_w = tf.shape(offsets)[1], tf.shape(offsets)[2]
+    # Regular grid of sampling positions [Ho, Wo, K].
+    rows = tf.range(out_h)[:, None, None, None] * strides[0] - padding[0] + tf.range(kh)[:, None] * dilations[0]
+    cols = tf.range(out_w)[None, :, None, None] * strides[1] - padding[1] + tf.range(kw) * dilations[1]
+    base_y = tf.reshape(tf.broadcast_to(rows, [out_h, out_w, kh, kw]), [out_h, out_w, taps])
+    base_x = tf.reshape(tf.broadcast_to(cols, [out_h, out_w, kh, kw]), [out_h, out_w, taps])
+    # Sampling positions [N, dg, Ho * Wo * K].
+    off = tf.reshape(offsets, [n, out_h, out_w, dg, taps, 2])
+    y = tf.cast(base_y, dtype)[None, :, :, None, :] + off[..., 0]
+    x = tf.cast(base_x, dtype)[None, :, :, None, :] + off[..., 1]
+    y = tf.reshape(tf.transpose(y, [0, 3, 1, 2, 4]), [n, dg, -1])
+    x = tf.reshape(tf.transpose(x, [0, 3, 1, 2, 4]), [n, dg, -1])
+    image = tf.transpose(tf.reshape(inputs, [n, h * w, dg, c // dg]), [0, 2, 1, 3])  # [N, dg, H*W, C/dg]
+    y_low, x_low = tf.floor(y), tf.floor(x)
+    ly, lx = y - y_low, x - x_low
+    inside = (y > -1) & (y < tf.cast(h, dtype)) & (x > -1) & (x < tf.cast(w, dtype))
+    y_low, x_low = tf.cast(y_low, tf.int32), tf.cast(x_low, tf.int32)
+    columns = 0.0
+    for dy, dx, weight in ((0, 0, (1 - ly) * (1 - lx)), (0, 1, (1 - ly) * lx), (1, 0, ly * (1 - lx)), (1, 1, ly * lx)):
+        yy, xx = y_low + dy, x_low + dx
+        valid = inside & (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+        index = tf.clip_by_value(yy, 0, h - 1) * w + tf.clip_by_value(xx, 0, w - 1)
+        values = tf.gather(image, index, batch_dims=2)  # [N, dg, Ho*Wo*K, C/dg]
+        columns += values * (weight * tf.cast(valid, dtype))[..., None]
+    if mask is not None:
+        m = tf.transpose(tf.reshape(mask, [n, out_h, out_w, dg, taps]), [0, 3, 1, 2, 4])
+        columns *= tf.reshape(m, [n, dg, -1, 1])
+    columns = tf.reshape(columns, [n, dg, out_h, out_w, taps, c // dg])
+    columns = tf.reshape(tf.transpose(columns, [0, 2, 3, 4, 1, 5]), [-1, taps, c])  # [P, K, C]
+    if groups == 1:
+        out = tf.matmul(tf.reshape(columns, [-1, taps * c]), tf.reshape(kernel, [taps * c, cout]))
+    else:
+        cols = tf.reshape(columns, [-1, taps, groups, c // groups])
+        weights = tf.reshape(kernel, [taps, c // groups, groups, cout // groups])
+        out = tf.einsum("pkgc,kcgo->pgo", cols, weights)
+    out = tf.reshape(out, [n, out_h, out_w, cout])
+    return out if bias is None else out + bias
+
+
+def _deform_conv2d_fused(inputs, offsets, kernel, mask, strides, padding, dilations, groups, deformable_groups):
+    """Fused bilinear im2col (Tfdet>DeformIm2col) x kernel with tf.matmul (oneDNN / cuBLAS).
+
+    The gradient recomputes the columns instead of keeping them alive between forward and backward
+    (they are kh * kw times the size of the inputs) and scatters their gradient with Tfdet>DeformCol2im.
+    """
+    ops = loader.ops_module()
+    kh, kw, _, _ = kernel.shape
+    attrs = dict(kernel_size=[kh, kw], strides=list(strides), padding=list(padding), dilations=list(dilations),
+                 groups=groups, deformable_groups=deformable_groups, modulated=mask is not None)
+    mask_or_empty = tf.zeros([0], inputs.dtype) if mask is None else mask
+
+    @tf.custom_gradient
+    def run(inputs, offsets, mask_or_empty, kernel):
+        columns = ops.tfdet_deform_im2col(inputs, offsets, mask_or_empty, **attrs)
+
+        def grad(grad_output):
+            columns = ops.tfdet_deform_im2col(inputs, offsets, mask_or_empty, **attrs)
+            grad_columns, grad_kernel = _columns_times_kernel_grad(columns, kernel, grad_output, groups)
+            grad_inputs, grad_offsets, grad_mask = ops.tfdet_deform_col2im(inputs, offsets, mask_or_empty,
+                                                                           grad_columns, **attrs)
+            return grad_inputs, grad_offsets, grad_mask, grad_kernel
+
+        return _columns_times_kernel(columns, kernel, groups), grad
+
+    return run(inputs, offsets, mask_or_empty, kernel)
+
+
+def _grouped(columns, kernel, groups):
+    """columns [N, Ho, Wo, K*C] as [P, groups, K*C/groups]; kernel [kh, kw, C/groups, Cout] as
+    [K*C/groups, groups, Cout/groups] (the fused columns' row layout is [groups, K, C/groups])."""
+    kh, kw, cin_g, cout = kernel.shape
+    return (tf.reshape(columns, [-1, groups, kh * kw * cin_g]),
+            tf.reshape(kernel, [kh * kw * cin_g, groups, cout // groups]))
+
+
+def _columns_times_kernel(columns, kernel, groups):
+    shape = tf.shape(columns)
+    cout = kernel.shape[3]
+    cols, weights = _grouped(columns, kernel, groups)
+    if groups == 1:
+        out = tf.matmul(cols[:, 0], weights[:, 0])
+    else:
+        out = tf.einsum("pgk,kgo->pgo", cols, weights)
+    return tf.reshape(out, tf.concat([shape[:3], [cout]], 0))
+
+
+def _columns_times_kernel_grad(columns, kernel, grad_output, groups):
+    """Gradients of _columns_times_kernel w.r.t. columns and kernel."""
+    cols, weights = _grouped(columns, kernel, groups)
+    grad = tf.reshape(grad_output, [-1, groups, kernel.shape[3] // groups])
+    if groups == 1:
+        grad_cols = tf.matmul(grad[:, 0], weights[:, 0], transpose_b=True)[:, None]
+        grad_weights = tf.matmul(cols[:, 0], grad[:, 0], transpose_a=True)[:, None]
+    else:
+        grad_cols = tf.einsum("pgo,kgo->pgk", grad, weights)
+        grad_weights = tf.einsum("pgk,pgo->kgo", cols, grad)
+    return tf.reshape(grad_cols, tf.shape(columns)), tf.reshape(grad_weights, kernel.shape)
