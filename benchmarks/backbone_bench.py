@@ -78,19 +78,20 @@ def main():
         parser.error(f"unknown variants {unknown}; known: {sorted(VARIANTS)}")
     skipped = [n for n in names if not available(n)]
     names = [n for n in names if available(n)]
-    times = {}
-    for name in names:
+    base = names[0] if "resnet50" not in names else "resnet50"
+    names = [base] + [n for n in names if n != base]  # the ratio base runs first
+    header = ["backbone", "fwd s/img", "ratio", "fwd+bwd s/img", "ratio", "peak RSS MiB"]
+    print(f"CPU, 1 x {SIZE[0]} x {SIZE[1]} image, {os.cpu_count()} cores; ratios against {base}", flush=True)
+    times, rows = {}, []
+    for name in names:  # one line per backbone as soon as it is measured (full runs take many minutes)
         for mode in ("fwd", "fwd+bwd"):
             times[name, mode] = time_call(build(name, mode), warmup=1, repeats=args.repeats)
-    base = names[0] if "resnet50" not in names else "resnet50"
-    rows = []
-    for name in names:
         memory = "-" if args.no_memory else f"{peak_rss_mib('benchmarks.backbone_bench', name):.0f}"
         rows.append([name, f"{times[name, 'fwd']:.3f}", f"{times[name, 'fwd'] / times[base, 'fwd']:.2f}",
                      f"{times[name, 'fwd+bwd']:.3f}", f"{times[name, 'fwd+bwd'] / times[base, 'fwd+bwd']:.2f}",
                      memory])
-    print(f"CPU, 1 x {SIZE[0]} x {SIZE[1]} image, {os.cpu_count()} cores; ratios against {base}")
-    print_table(["backbone", "fwd s/img", "ratio", "fwd+bwd s/img", "ratio", "peak RSS MiB"], rows)
+        print("  ".join([f"{h}={v}" for h, v in zip(header, rows[-1])]), flush=True)
+    print_table(header, rows)
     if skipped:
         print(f"skipped (tfdet.layers has no deformable conv layers in this build): {', '.join(skipped)}")
 

@@ -148,7 +148,7 @@ def test_backbone_fpn_train_step_and_serialization(tmp_path):
     pyramid = FPN(out_channels=16, min_level=3, max_level=7, extra="conv")(
         {k: v for k, v in resnet(50, norm="bn", frozen_stages=1)(images).items() if k >= 3})
     model = keras.Model(images, pyramid)
-    x = tf.constant(np.random.default_rng(5).normal(size=(2, 64, 64, 3)).astype("float32"))
+    x = tf.constant(np.random.default_rng(5).normal(size=(2, 32, 32, 3)).astype("float32"))
     optimizer = keras.optimizers.Adam(1e-4)
     losses = []
     for _ in range(4):
@@ -165,3 +165,22 @@ def test_backbone_fpn_train_step_and_serialization(tmp_path):
         np.testing.assert_allclose(got[lvl].numpy(), expected[lvl].numpy(), rtol=1e-4, atol=1e-4)
     clone = FPN.from_config(FPN(norm="gn", extra="conv", max_level=7, min_level=3).get_config())
     assert clone.norm == {"type": "gn"} and clone.extra == "conv"
+
+
+def test_real_carafe_upsampler_and_round_trip(tmp_path):
+    from tfdet.layers import CARAFEUpsample
+    images = keras.Input((None, None, 3))
+    c = {2: keras.layers.Conv2D(8, 3, strides=4, padding="same")(images)}
+    for lvl in (3, 4, 5):
+        c[lvl] = keras.layers.Conv2D(8, 3, strides=2, padding="same")(c[lvl - 1])
+    fpn = FPN(out_channels=16, upsample="carafe")
+    model = keras.Model(images, fpn(c))
+    assert [type(u) for u in fpn.upsamplers] == [CARAFEUpsample] * 3
+    x = np.random.default_rng(6).normal(size=(1, 68, 100, 3)).astype("float32")
+    expected = model(x)
+    assert tuple(expected[2].shape) == (1, 17, 25, 16) and tuple(expected[6].shape) == (1, 2, 2, 16)
+    path = str(tmp_path / "carafe_fpn.keras")
+    model.save(path)
+    got = {int(k): v for k, v in keras.models.load_model(path)(x).items()}
+    for lvl in range(2, 7):
+        np.testing.assert_allclose(got[lvl].numpy(), expected[lvl].numpy(), rtol=1e-5, atol=1e-5)
