@@ -23,7 +23,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from benchmarks.backbone_bench import vm_hwm_mib  # noqa: E402
+from benchmarks.common import report_own_peak_rss  # noqa: E402
 from benchmarks.common import peak_rss_mib, print_table, time_call  # noqa: E402
 from configs import faster_rcnn, mask_rcnn  # noqa: E402
 from tfdet.modeling.detectors import build_detector  # noqa: E402
@@ -68,7 +68,7 @@ def main():
         infer, train = build(json.loads(args.measure_memory))
         infer()
         train()
-        print(vm_hwm_mib())
+        report_own_peak_rss()
         return
     impls = [i for i in args.impls.split(",") if i]
     if "fused" in impls and loader.library_status().module is None:
