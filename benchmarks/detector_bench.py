@@ -23,8 +23,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from benchmarks.common import report_own_peak_rss  # noqa: E402
-from benchmarks.common import peak_rss_mib, print_table, time_call  # noqa: E402
+from benchmarks.common import peak_rss_mib, print_table, report_own_peak_rss, time_call  # noqa: E402
 from configs import faster_rcnn, mask_rcnn  # noqa: E402
 from tfdet.modeling.detectors import build_detector  # noqa: E402
 from tfdet.ops import loader  # noqa: E402
