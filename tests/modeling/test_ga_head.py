@@ -176,3 +176,24 @@ def test_location_targets_use_the_head_strides():
 def test_bad_channels():
     with pytest.raises(ValueError, match="deformable_groups"):
         GARPNHead(feat_channels=6)([tf.zeros([1, 4, 4, 8])])
+
+
+def test_rpn_helpers_accept_per_image_anchors_and_masks():
+    from tfdet.modeling.dense_heads.rpn import flatten_levels, rpn_losses, rpn_proposals
+    rng = np.random.default_rng(45)
+    squares = ANCHORS.squares(SIZES)
+    objectness = [tf.constant(rng.normal(size=(2, h, w, 1)), tf.float32) for h, w in SIZES]
+    deltas = [tf.constant(rng.normal(0, 0.3, (2, h, w, 4)), tf.float32) for h, w in SIZES]
+    batched = [tf.broadcast_to(s[None], [2, *s.shape]) for s in squares]
+    sizes = [[64, 64], [64, 64]]
+    shared = rpn_proposals(objectness, deltas, squares, sizes, max_proposals=30, stds=(0.5, 0.5, 1, 1))
+    per_image = rpn_proposals(objectness, deltas, batched, sizes, max_proposals=30, stds=(0.5, 0.5, 1, 1),
+                              masks=[tf.ones([2, h * w], tf.bool) for h, w in SIZES])
+    for a, b in zip(shared, per_image):
+        np.testing.assert_array_equal(a, b)
+    gt_boxes, gt_classes = gt_batch()
+    args = (flatten_levels(objectness, 1)[..., 0], flatten_levels(deltas, 4))
+    one = rpn_losses(*args, tf.concat(squares, 0), gt_boxes, gt_classes, num_samples=32, seed=[5, 6], beta=1.0)
+    two = rpn_losses(*args, tf.concat(batched, 1), gt_boxes, gt_classes, num_samples=32, seed=[5, 6], beta=1.0)
+    for key in one:
+        np.testing.assert_allclose(one[key], two[key], rtol=1e-6)
