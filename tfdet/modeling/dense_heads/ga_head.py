@@ -36,7 +36,8 @@ def _normal(std):
 
 @keras.saving.register_keras_serializable(package="tfdet")
 class FeatureAdaption(keras.layers.Layer):
-    """ReLU(DeformConv2D(x, offsets)) with offsets from a 1x1 conv of the gradient-stopped shape map.
+    """ReLU(DeformConv2D(x, offsets)) with offsets from a 1x1 conv of the gradient-stopped shape map
+    (both without bias, as mmcv's DeformConv2d and mmdetection's conv_offset).
 
     Call: layer(x [B, H, W, C], shape [B, H, W, 2]) -> [B, H, W, filters]; C divisible by deformable_groups.
     """
@@ -47,7 +48,7 @@ class FeatureAdaption(keras.layers.Layer):
         self.conv_offset = keras.layers.Conv2D(2 * self.deformable_groups * self.kernel_size ** 2, 1, use_bias=False,
                                                kernel_initializer=_normal(0.1), name="conv_offset")
         self.conv_adaption = DeformConv2D(self.filters, self.kernel_size, deformable_groups=self.deformable_groups,
-                                          use_offset_conv=False, kernel_initializer=_normal(0.01),
+                                          use_offset_conv=False, use_bias=False, kernel_initializer=_normal(0.01),
                                           name="conv_adaption")
 
     def build(self, inputs_shape, shape_shape=None):
