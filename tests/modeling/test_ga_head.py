@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from tfdet.modeling.dense_heads import ga_head
 from tfdet.modeling.dense_heads.ga_head import FeatureAdaption, GAAnchors, GARPNHead
+from tfdet.ops import box_ops
 from tfdet.ops import guided_anchoring as ga
 
 ANCHORS = GAAnchors(strides=(4, 8), octave_base_scale=4)
@@ -91,7 +92,6 @@ def test_proposals_only_from_unmasked_locations():
     assert (props.boxes.numpy()[0, 2:] == 0).all()
     # the two proposals are the decoded guided anchors of those locations
     boxes, _ = ga_head.sparse_anchors(outputs["loc"], outputs["shape"], ANCHORS)
-    from tfdet.ops import box_ops
     want = []
     for y, x in ((2, 2), (5, 6)):
         d = outputs["deltas"][1][0, y, x]
@@ -163,7 +163,7 @@ def test_training_reduces_the_losses_on_a_fixed_batch():
     assert boxes.shape == (2, 20, 4) and valid.all()
     assert (boxes[..., 2] > boxes[..., 0]).all() and boxes.min() >= 0 and boxes.max() <= 64
     assert (np.diff(props.scores.numpy(), axis=1) <= 0).all()
-    assert ga.box_ops.pairwise_iou(boxes[0, :1], gt_boxes[0, :2]).numpy().max() > 0.5  # the best finds an object
+    assert box_ops.pairwise_iou(boxes[0, :1], gt_boxes[0, :2]).numpy().max() > 0.5  # the best finds an object
 
 
 def test_location_targets_use_the_head_strides():

@@ -73,7 +73,8 @@ def rpn_losses(objectness, deltas, anchors, gt_boxes, gt_classes, anchor_valid=N
 
     Args:
       objectness: [B, N] logits (flatten_levels(..., 1)[..., 0]). deltas: [B, N, 4].
-      anchors: [N, 4], or [B, N, 4] per image (Guided Anchoring). gt_boxes: [B, G, 4]; gt_classes: [B, G] (< 0 padding; any class is foreground).
+      anchors: [N, 4], or [B, N, 4] per image (Guided Anchoring).
+      gt_boxes: [B, G, 4]; gt_classes: [B, G] (< 0 padding; any class is foreground).
       anchor_valid: optional [B, N] bool (AnchorGenerator.valid_flags / anchors_inside).
       seed: optional [2] int for stateless sampling.
       stds: the box coder's stds. beta: smooth-L1 beta of the box loss (0: L1, mmdetection v2 RPN).
