@@ -131,3 +131,26 @@ def mask_cross_entropy(mask_logits, mask_targets, labels, weights=None):
     pixels = tf.cast(tf.shape(loss)[1] * tf.shape(loss)[2], loss.dtype)
     count = tf.reduce_sum(tf.cast(weights > 0, loss.dtype)) * pixels
     return tf.reduce_sum(loss * weights[:, None, None]) / tf.maximum(count, 1.0)
+
+
+def bounded_iou_loss(pred, target, beta=0.2, eps=1e-3, weights=None, avg_factor=None, reduction="mean"):
+    """Bounded IoU loss (Tychsen-Smith & Petersson 2018; mmdetection bounded_iou_loss), per coordinate.
+
+    With centres (cx, cy), sizes (w, h) and the target treated as constant:
+      l_x = 1 - max((tw - 2 |tcx - cx|) / (tw + 2 |tcx - cx| + eps), 0)   (l_y likewise)
+      l_w = 1 - min(tw / (w + eps), w / (tw + eps))                         (l_h likewise)
+    each then smoothed: 0.5 l^2 / beta where l < beta, else l - beta / 2.
+
+    Args:
+      pred, target: [..., 4] boxes (x1, y1, x2, y2). Returns (reduction="none") [..., 4].
+    """
+    pred = _float(pred)
+    target = tf.stop_gradient(tf.cast(target, pred.dtype))
+    p_ctr, p_wh = (pred[..., :2] + pred[..., 2:]) * 0.5, pred[..., 2:] - pred[..., :2]
+    t_ctr, t_wh = (target[..., :2] + target[..., 2:]) * 0.5, target[..., 2:] - target[..., :2]
+    d = 2.0 * tf.abs(t_ctr - p_ctr)
+    loss_xy = 1.0 - tf.maximum((t_wh - d) / (t_wh + d + eps), 0.0)
+    loss_wh = 1.0 - tf.minimum(t_wh / (p_wh + eps), p_wh / (t_wh + eps))
+    loss = tf.concat([loss_xy, loss_wh], axis=-1)
+    loss = tf.where(loss < beta, 0.5 * tf.square(loss) / beta, loss - 0.5 * beta)
+    return reduce_loss(loss, weights, avg_factor, reduction)

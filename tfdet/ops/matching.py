@@ -102,10 +102,23 @@ class MaxIoUMatcher:
             gt_boxes = tf.concat([gt_boxes, tf.zeros([batch, 1, 4], gt_boxes.dtype)], axis=1)
             valid_gt = tf.concat([valid_gt, tf.zeros([batch, 1], tf.bool)], axis=1)
         # Unusable pairs get IoU exactly 0 by zeroing their boxes (zero area) rather than by masking
-        # the [B, N, G] matrix; the [B, N] and [B, G] masks below then restore mmdetection's rules.
+        # the [B, N, G] matrix; the [B, N] and [B, G] masks in match_iou then restore mmdetection's rules.
         zero = tf.zeros([], boxes.dtype)
         iou = box_ops.pairwise_iou(tf.where(box_valid[..., None], boxes, zero),
                                    tf.where(valid_gt[..., None], gt_boxes, zero))  # [B, N, G]
+        return self.match_iou(iou, box_valid, valid_gt)
+
+    def match_iou(self, iou, box_valid, valid_gt):
+        """Matching from a precomputed overlap matrix (e.g. the approximate IoU of Guided Anchoring).
+
+        Args:
+          iou: [B, N, G] overlaps, exactly 0 for pairs with an invalid box or an invalid gt; G >= 1
+            (append a padding column when there is no gt).
+          box_valid: [B, N] bool. valid_gt: [B, G] bool (not padding, not crowd).
+        Returns:
+          MatchResult.
+        """
+        num_boxes = tf.shape(iou)[1]
         has_gt = tf.reduce_any(valid_gt, axis=1)[:, None]  # [B, 1]
         argmax = tf.argmax(iou, axis=2, output_type=tf.int32)  # [B, N]
         max_iou = tf.gather(iou, argmax, batch_dims=2)

@@ -67,14 +67,17 @@ def flatten_levels(outputs, depth):
 
 
 def rpn_losses(objectness, deltas, anchors, gt_boxes, gt_classes, anchor_valid=None, gt_is_crowd=None,
-               matcher=RPN_MATCHER, num_samples=256, positive_fraction=0.5, seed=None):
+               matcher=RPN_MATCHER, num_samples=256, positive_fraction=0.5, seed=None, stds=(1.0, 1.0, 1.0, 1.0),
+               beta=0.0):
     """RPN objectness and box losses.
 
     Args:
       objectness: [B, N] logits (flatten_levels(..., 1)[..., 0]). deltas: [B, N, 4].
-      anchors: [N, 4]. gt_boxes: [B, G, 4]; gt_classes: [B, G] (< 0 padding; any class is foreground).
+      anchors: [N, 4], or [B, N, 4] per image (Guided Anchoring).
+      gt_boxes: [B, G, 4]; gt_classes: [B, G] (< 0 padding; any class is foreground).
       anchor_valid: optional [B, N] bool (AnchorGenerator.valid_flags / anchors_inside).
       seed: optional [2] int for stateless sampling.
+      stds: the box coder's stds. beta: smooth-L1 beta of the box loss (0: L1, mmdetection v2 RPN).
     Returns:
       {"rpn_cls": scalar, "rpn_box": scalar}, each summed over the batch and divided by the number of
       sampled anchors in the batch.
@@ -88,9 +91,10 @@ def rpn_losses(objectness, deltas, anchors, gt_boxes, gt_classes, anchor_valid=N
     positive = tf.cast(sampled.mask & tf.equal(match.labels, 1), tf.float32)
     num_sampled = tf.reduce_sum(weights)
     target_boxes = tf.gather(gt_boxes, tf.maximum(match.matched_gt, 0), batch_dims=1)
-    targets = tf.stop_gradient(box_ops.encode_boxes(target_boxes, anchors[None]))
+    batched_anchors = anchors if anchors.shape.rank == 3 else anchors[None]
+    targets = tf.stop_gradient(box_ops.encode_boxes(target_boxes, batched_anchors, stds=stds))
     loss_cls = losses.binary_cross_entropy(objectness, positive, weights=weights, avg_factor=num_sampled)
-    loss_box = losses.l1_loss(deltas, targets, weights=positive, avg_factor=num_sampled)
+    loss_box = losses.smooth_l1_loss(deltas, targets, beta=beta, weights=positive, avg_factor=num_sampled)
     return {"rpn_cls": loss_cls, "rpn_box": loss_box}
 
 
@@ -103,7 +107,7 @@ class Proposals(NamedTuple):
 
 
 def rpn_proposals(objectness, deltas, anchors, image_sizes, pre_nms_top_k=1000, max_proposals=1000,
-                  nms_iou=0.7, min_size=0.0):
+                  nms_iou=0.7, min_size=0.0, stds=(1.0, 1.0, 1.0, 1.0), masks=None):
     """Proposals from per-level RPN outputs (mmdetection v2 RPNHead._get_bboxes, batched and padded).
 
     Per level: the pre_nms_top_k highest objectness anchors, decoded and clipped to the image; boxes
@@ -112,29 +116,43 @@ def rpn_proposals(objectness, deltas, anchors, image_sizes, pre_nms_top_k=1000, 
 
     Args:
       objectness: list of [B, H_l, W_l, A] logits. deltas: list of [B, H_l, W_l, A * 4].
-      anchors: list of [H_l * W_l * A, 4] (AnchorGenerator output).
+      anchors: list of [H_l * W_l * A, 4] (AnchorGenerator output), or of [B, H_l * W_l * A, 4] per image
+        (Guided Anchoring's guided anchors).
       image_sizes: [B, 2] (height, width) of each image, for clipping.
+      stds: the box coder's stds (GA-RPN (0.07, 0.07, 0.11, 0.11)).
+      masks: optional list of [B, H_l * W_l * A] bool; False anchors never become proposals (Guided
+        Anchoring's sparse anchors: the location probability below its threshold).
     """
     if not len(objectness) == len(deltas) == len(anchors):
         raise ValueError(f"rpn_proposals: got {len(objectness)} objectness, {len(deltas)} deltas and "
                          f"{len(anchors)} anchor levels.")
-    boxes, scores, levels = [], [], []
+    if masks is not None and len(masks) != len(anchors):
+        raise ValueError(f"rpn_proposals: got {len(masks)} masks for {len(anchors)} anchor levels.")
+    boxes, scores, levels, kept_masks = [], [], [], []
     for level, (logits, level_deltas, level_anchors) in enumerate(zip(objectness, deltas, anchors)):
         logits = tf.reshape(tf.cast(tf.stop_gradient(logits), tf.float32), [tf.shape(logits)[0], -1])
+        if masks is not None:  # masked anchors sort last
+            logits = tf.where(masks[level], logits, tf.float32.min)
         level_deltas = tf.cast(tf.stop_gradient(level_deltas), tf.float32)
         level_deltas = tf.reshape(level_deltas, [tf.shape(level_deltas)[0], -1, 4])
         count = logits.shape[1]
         k = min(pre_nms_top_k, count) if count is not None else tf.minimum(pre_nms_top_k, tf.shape(logits)[1])
         top_logits, top = tf.math.top_k(logits, k=k)
-        decoded = box_ops.decode_boxes(tf.gather(level_deltas, top, batch_dims=1),
-                                       tf.gather(tf.cast(level_anchors, tf.float32), top),
+        level_anchors = tf.cast(level_anchors, tf.float32)
+        top_anchors = (tf.gather(level_anchors, top) if level_anchors.shape.rank == 2
+                       else tf.gather(level_anchors, top, batch_dims=1))
+        decoded = box_ops.decode_boxes(tf.gather(level_deltas, top, batch_dims=1), top_anchors, stds=stds,
                                        max_shape=image_sizes)
+        if masks is not None:
+            kept_masks.append(tf.gather(masks[level], top, batch_dims=1))
         boxes.append(decoded)
         scores.append(tf.sigmoid(top_logits))
         levels.append(tf.fill(tf.shape(top), level))
     boxes, scores, levels = tf.concat(boxes, 1), tf.concat(scores, 1), tf.concat(levels, 1)
     wh = boxes[..., 2:] - boxes[..., :2]
     big_enough = (wh[..., 0] > min_size) & (wh[..., 1] > min_size)
+    if masks is not None:
+        big_enough &= tf.concat(kept_masks, 1)
     scores_for_nms = tf.where(big_enough, scores, float("-inf"))
     kept = nms.batched_nms(boxes, scores_for_nms, max_proposals, nms_iou, groups=levels)
     return Proposals(boxes=kept.boxes, scores=tf.where(kept.valid, kept.scores, 0.0), valid=kept.valid)

@@ -1,0 +1,199 @@
+"""Guided Anchoring heads: GA-RPN (mmdetection GARPNHead) and GA-RetinaNet (GARetinaHead).
+
+Per level, from the head's features x:
+  loc   = 1x1 conv(x) -> [B, H, W, 1] logit that an object centre lies here (sigmoid focal loss);
+  shape = 1x1 conv(x) -> [B, H, W, 2] (dw, dh) of the one guided anchor of the location;
+  x'    = ReLU(DeformConv3x3(x, offsets = 1x1 conv(stop_gradient(shape)))), 4 deformable groups;
+  the box head (RPN objectness + deltas, or RetinaNet classes + deltas) runs on x'.
+Anchors are the squares of tfdet.ops.guided_anchoring with the predicted shape; at inference only the
+locations with sigmoid(loc) >= loc_threshold (0.01) give anchors, as a mask on static-shaped tensors.
+
+Defaults (mmdetection ga_rpn_r50_fpn / ga_faster_r50_fpn): strides (4, 8, 16, 32, 64), approxes
+octave_base_scale 8 x 3 scales x ratios (0.5, 1, 2), squares of scale 8; anchor coder stds
+(0.07, 0.07, 0.14, 0.14), box coder stds (0.07, 0.07, 0.11, 0.11); shape targets ApproxMaxIoU
+0.7 / 0.3 (min 0.3) with 256 samples at 0.5; RPN targets MaxIoU 0.7 / 0.3 on the guided anchors, 256
+samples, BCE + smooth L1 (beta 1).
+"""
+
+import keras
+import tensorflow as tf
+
+from tfdet.layers.deform_conv import DeformConv2D
+from tfdet.modeling.dense_heads.rpn import RPN_MATCHER, flatten_levels, rpn_losses, rpn_proposals
+from tfdet.ops import guided_anchoring as ga
+from tfdet.ops.anchors import AnchorGenerator
+from tfdet.ops.matching import MaxIoUMatcher
+
+GA_RPN_SHAPE_MATCHER = MaxIoUMatcher(pos_iou_thr=0.7, neg_iou_thr=0.3, min_pos_iou=0.3)
+GA_RETINA_SHAPE_MATCHER = MaxIoUMatcher(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.4)
+ANCHOR_STDS = (0.07, 0.07, 0.14, 0.14)
+GA_RPN_BOX_STDS = (0.07, 0.07, 0.11, 0.11)
+
+
+def _normal(std):
+    return keras.initializers.RandomNormal(stddev=std)
+
+
+@keras.saving.register_keras_serializable(package="tfdet")
+class FeatureAdaption(keras.layers.Layer):
+    """ReLU(DeformConv2D(x, offsets)) with offsets from a 1x1 conv of the gradient-stopped shape map
+    (both without bias, as mmcv's DeformConv2d and mmdetection's conv_offset).
+
+    Call: layer(x [B, H, W, C], shape [B, H, W, 2]) -> [B, H, W, filters]; C divisible by deformable_groups.
+    """
+
+    def __init__(self, filters, kernel_size=3, deformable_groups=4, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.kernel_size, self.deformable_groups = int(filters), int(kernel_size), int(deformable_groups)
+        self.conv_offset = keras.layers.Conv2D(2 * self.deformable_groups * self.kernel_size ** 2, 1, use_bias=False,
+                                               kernel_initializer=_normal(0.1), name="conv_offset")
+        self.conv_adaption = DeformConv2D(self.filters, self.kernel_size, deformable_groups=self.deformable_groups,
+                                          use_offset_conv=False, use_bias=False, kernel_initializer=_normal(0.01),
+                                          name="conv_adaption")
+
+    def build(self, inputs_shape, shape_shape=None):
+        self.conv_offset.build((*inputs_shape[:-1], 2))
+        self.conv_adaption.build(inputs_shape)
+        self.built = True
+
+    def call(self, inputs, shape):
+        offsets = self.conv_offset(tf.stop_gradient(tf.cast(shape, inputs.dtype)))
+        return tf.nn.relu(self.conv_adaption(inputs, offsets))
+
+    def compute_output_shape(self, inputs_shape, shape_shape=None):
+        return (*inputs_shape[:-1], self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, kernel_size=self.kernel_size, deformable_groups=self.deformable_groups)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfdet")
+class GARPNHead(keras.layers.Layer):
+    """GA-RPN head shared by all levels. Call on a list of [B, H_l, W_l, C] maps; returns a dict of lists
+    (one per level): "loc" [B, H, W, 1], "shape" [B, H, W, 2], "objectness" [B, H, W, 1], "deltas"
+    [B, H, W, 4]."""
+
+    def __init__(self, feat_channels=256, deformable_groups=4, **kwargs):
+        super().__init__(**kwargs)
+        self.feat_channels, self.deformable_groups = int(feat_channels), int(deformable_groups)
+        prior = float(-tf.math.log((1 - 0.01) / 0.01))
+        self.conv = keras.layers.Conv2D(self.feat_channels, 3, padding="same", activation="relu",
+                                        kernel_initializer=_normal(0.01), name="rpn_conv")
+        self.conv_loc = keras.layers.Conv2D(1, 1, kernel_initializer=_normal(0.01),
+                                            bias_initializer=keras.initializers.Constant(prior), name="conv_loc")
+        self.conv_shape = keras.layers.Conv2D(2, 1, kernel_initializer=_normal(0.01), name="conv_shape")
+        self.adaption = FeatureAdaption(self.feat_channels, 3, self.deformable_groups, name="feature_adaption")
+        self.cls = keras.layers.Conv2D(1, 1, kernel_initializer=_normal(0.01), name="conv_cls")
+        self.reg = keras.layers.Conv2D(4, 1, kernel_initializer=_normal(0.01), name="conv_reg")
+
+    def build(self, input_shape):
+        shape = input_shape[0]
+        self.conv.build(shape)
+        inner = (*shape[:-1], self.feat_channels)
+        for layer in (self.conv_loc, self.conv_shape, self.adaption, self.cls, self.reg):
+            layer.build(inner)
+        super().build(input_shape)
+
+    def call(self, features):
+        out = {"loc": [], "shape": [], "objectness": [], "deltas": []}
+        for feature in features:
+            x = self.conv(feature)
+            shape = self.conv_shape(x)
+            out["loc"].append(self.conv_loc(x))
+            out["shape"].append(shape)
+            x = self.adaption(x, shape)
+            out["objectness"].append(self.cls(x))
+            out["deltas"].append(self.reg(x))
+        return out
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(feat_channels=self.feat_channels, deformable_groups=self.deformable_groups)
+        return config
+
+
+class GAAnchors:
+    """Squares and approxes of a pyramid (configuration only). RetinaNet: octave_base_scale=4."""
+
+    def __init__(self, strides=(4, 8, 16, 32, 64), octave_base_scale=8, scales_per_octave=3, ratios=(0.5, 1.0, 2.0)):
+        self.strides = tuple(int(s) for s in strides)
+        self.octave_base_scale = float(octave_base_scale)
+        self.approx = AnchorGenerator(self.strides, ratios=ratios, octave_base_scale=octave_base_scale,
+                                      scales_per_octave=scales_per_octave)
+        self.square = AnchorGenerator(self.strides, ratios=(1.0,), scales=(octave_base_scale,))
+
+    def squares(self, feature_sizes):
+        """List of [H_l * W_l, 4]."""
+        return self.square(feature_sizes)
+
+    def approxes(self, feature_sizes):
+        """[N, A, 4] over all levels (N = sum H_l * W_l)."""
+        per = self.approx.num_anchors
+        return tf.concat([tf.reshape(a, [-1, per, 4]) for a in self.approx(feature_sizes)], 0)
+
+    def location_valid(self, feature_sizes, image_sizes):
+        """[B, N] bool: locations inside the un-padded image (mmdetection: allowed_border -1)."""
+        return tf.concat(self.square.valid_flags(feature_sizes, image_sizes), 1)
+
+
+def _sizes(maps):
+    return [tuple(m.shape[1:3]) for m in maps]
+
+
+def guided_anchor_losses(loc, shape, anchors, gt_boxes, gt_classes, image_sizes, shape_matcher=GA_RPN_SHAPE_MATCHER,
+                         anchor_stds=ANCHOR_STDS, shape_samples=256, seed=None):
+    """Location and shape losses; also returns the flat guided anchors [B, N, 4] (no gradient).
+
+    Args:
+      loc, shape: lists of per-level head outputs. anchors: GAAnchors. gt_boxes [B, G, 4], gt_classes
+      [B, G] (< 0 padding). image_sizes [B, 2]. shape_samples: None for no sampling (GA-RetinaNet keeps
+      256 as mmdetection's config).
+    """
+    sizes = _sizes(loc)
+    gt_boxes = tf.cast(gt_boxes, tf.float32)
+    valid = anchors.location_valid(sizes, image_sizes)
+    loc_targets = ga.ga_loc_targets(gt_boxes, tf.convert_to_tensor(gt_classes) >= 0, sizes, anchors.strides,
+                                    anchors.octave_base_scale)
+    loss_loc = ga.location_loss([tf.cast(l, tf.float32)[..., 0] for l in loc], loc_targets)
+    squares = tf.concat(anchors.squares(sizes), 0)
+    shape_targets = ga.approx_shape_targets(anchors.approxes(sizes), gt_boxes, gt_classes, valid, shape_matcher,
+                                            num_samples=shape_samples, seed=seed)
+    flat_shape = flatten_levels(shape, 2)
+    loss_shape = ga.shape_loss(flat_shape, squares, shape_targets, stds=anchor_stds)
+    guided = tf.stop_gradient(ga.guided_anchors(flat_shape, squares, anchor_stds))
+    return {"loss_loc": loss_loc, "loss_shape": loss_shape}, guided, valid
+
+
+def ga_rpn_losses(outputs, anchors, gt_boxes, gt_classes, image_sizes, num_samples=256, seed=None,
+                  box_stds=GA_RPN_BOX_STDS):
+    """All GA-RPN losses: {"loss_loc", "loss_shape", "rpn_cls", "rpn_box"} (scalars, float32)."""
+    out, guided, valid = guided_anchor_losses(outputs["loc"], outputs["shape"], anchors, gt_boxes, gt_classes,
+                                              image_sizes, seed=seed)
+    out.update(rpn_losses(flatten_levels(outputs["objectness"], 1)[..., 0], flatten_levels(outputs["deltas"], 4),
+                          guided, gt_boxes, gt_classes, anchor_valid=valid, matcher=RPN_MATCHER,
+                          num_samples=num_samples, seed=seed, stds=box_stds, beta=1.0))
+    return out
+
+
+def sparse_anchors(loc, shape, anchors, loc_threshold=0.01, anchor_stds=ANCHOR_STDS):
+    """Per level: guided anchors [B, H * W, 4] and their mask [B, H * W] (sigmoid(loc) >= loc_threshold)."""
+    squares = anchors.squares(_sizes(loc))
+    boxes, masks = [], []
+    for level_loc, level_shape, level_squares in zip(loc, shape, squares):
+        batch = tf.shape(level_loc)[0]
+        flat_shape = tf.reshape(tf.cast(tf.stop_gradient(level_shape), tf.float32), [batch, -1, 2])
+        boxes.append(ga.guided_anchors(flat_shape, level_squares, anchor_stds))
+        prob = tf.sigmoid(tf.reshape(tf.cast(tf.stop_gradient(level_loc), tf.float32), [batch, -1]))
+        masks.append(prob >= loc_threshold)
+    return boxes, masks
+
+
+def ga_rpn_proposals(outputs, anchors, image_sizes, loc_threshold=0.01, pre_nms_top_k=1000, max_proposals=1000,
+                     nms_iou=0.7, min_size=0.0, box_stds=GA_RPN_BOX_STDS):
+    """GA-RPN proposals (rpn_proposals on the sparse guided anchors); a padded Proposals tuple."""
+    boxes, masks = sparse_anchors(outputs["loc"], outputs["shape"], anchors, loc_threshold)
+    return rpn_proposals(outputs["objectness"], outputs["deltas"], boxes, image_sizes, pre_nms_top_k=pre_nms_top_k,
+                         max_proposals=max_proposals, nms_iou=nms_iou, min_size=min_size, stds=box_stds,
+                         masks=masks)
