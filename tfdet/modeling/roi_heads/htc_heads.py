@@ -95,7 +95,9 @@ class SemanticHead(keras.layers.Layer):
 
 
 def semantic_loss(logits, labels, weight=0.2, ignore_label=IGNORE_LABEL):
-    """Cross-entropy of [B, h, w, C] logits against [B, H, W] labels (nearest-downsampled to h x w), mean
+    """Cross-entropy of [B, h, w, C] logits against [B, H, W] labels (nearest-downsampled to h x w: the
+    centre pixel of each cell, as tfdet.data.pipeline's `semantic_stride`; labels already at h x w are
+    used as they are), mean
     over the pixels not labelled `ignore_label`, times `weight`."""
     labels = tf.cast(labels, tf.int32)[..., None]
     labels = tf.image.resize(labels, tf.shape(logits)[1:3], method="nearest")[..., 0]
