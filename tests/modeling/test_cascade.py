@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from configs import common
 from tfdet.modeling.dense_heads.rpn import Proposals
 from tfdet.modeling.detectors import build_detector
 from tfdet.modeling.roi_heads import bbox_head, htc_heads
+from tfdet.ops import box_ops
 
 from tests.modeling.test_detectors import B, H, W, check_detections, make_batch
 
@@ -81,7 +81,7 @@ def test_stage_assignment_uses_refined_boxes_and_stage_ious():
             assert (np.abs(rois[:, None] - raw[None]).max(-1).min(1) > 1e-4).any()
         # Box targets are encoded with this stage's stds.
         settings = model.stage_settings[t]
-        want = bbox_head.box_ops.encode_boxes(tf.constant(gt[targets.matched_gt.numpy()[0][valid][positive]]),
+        want = box_ops.encode_boxes(tf.constant(gt[targets.matched_gt.numpy()[0][valid][positive]]),
                                               tf.constant(rois[positive]), stds=settings["bbox_stds"])
         np.testing.assert_allclose(targets.box_targets.numpy()[0][valid][positive], want, atol=1e-4)
 

@@ -68,8 +68,8 @@ class CascadeDetector(TwoStageDetector):
             m = c.mask
             self.mask_roi_align = self._aligner(m.pooled_size, "mask_roi_align")
             self.mask_heads = [htc_heads.HTCMaskHead(self.num_classes, m.num_convs, m.channels, upsample=m.upsample,
-                                                     class_agnostic=m.class_agnostic, with_flow=self.mask_flow and t > 0,
-                                                     name=f"mask_head{t + 1}")
+                                                     class_agnostic=m.class_agnostic,
+                                                     with_flow=self.mask_flow and t > 0, name=f"mask_head{t + 1}")
                                for t in range(len(self.stage_settings))]
         if self.with_semantic:
             self.semantic_head = htc_heads.SemanticHead(h["semantic_classes"], levels=c.rpn.levels,
@@ -148,7 +148,8 @@ class CascadeDetector(TwoStageDetector):
             out.update({f"s{t + 1}_{k}": weight * v for k, v in stage_losses.items()})
             if self.with_mask:
                 # HTC interleaves: the mask branch samples from the boxes this stage just refined.
-                mask_rois = self._sample(t, refined, targets.valid, batch) if self.htc else targets
+                interleaved = self.htc and c.htc.get("interleaved", True)
+                mask_rois = self._sample(t, refined, targets.valid, batch) if interleaved else targets
                 out[f"s{t + 1}_mask"] = weight * self._mask_loss(t, maps, mask_rois, batch, semantic_features)
         return out
 
