@@ -231,3 +231,16 @@ def test_configs(family, backbone, dcn, carafe):
     with pytest.raises(ValueError, match="unknown option 'semantic'"):
         config("cascade_rcnn", "semantic=False")
     assert cfg.train.base_lr == 0.02 and tuple(cfg.data.image_size) == (800, 1333)
+
+
+@pytest.mark.parametrize("impl", ["composite", "fused"])
+def test_mask_targets_ignore_rois_without_gt(impl):
+    """RoIs without a matched gt next to zero-size padding gt boxes (box-cropped layout) give zero
+    targets, without mapping them to huge crop coordinates (the composite RoIAlign used to OOM)."""
+    from tfdet.modeling.roi_heads import mask_head
+    gt_masks = tf.ones([1, 2, 28, 28], tf.uint8)
+    gt_boxes = tf.constant([[[0.0, 0.0, 0.0, 0.0], [10.0, 10.0, 40.0, 40.0]]])  # gt 0 is padding
+    rois = tf.constant([[[10.0, 10.0, 40.0, 40.0], [5.0, 5.0, 60.0, 60.0]]])
+    targets = mask_head.mask_targets(gt_masks, rois, tf.constant([[1, -1]]), 28, gt_boxes=gt_boxes, impl=impl)
+    assert targets.shape == (1, 2, 28, 28)
+    assert float(tf.reduce_min(targets[0, 0])) == 1.0 and float(tf.reduce_max(targets[0, 1])) == 0.0
