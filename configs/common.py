@@ -33,8 +33,8 @@ def parse_arg(arg, **defaults):
     return result
 
 
-def variant(arg):
-    return parse_arg(arg, backbone="r50", dcn=False, carafe=False, tiny=False)
+def variant(arg, **extra_options):
+    return parse_arg(arg, backbone="r50", dcn=False, carafe=False, tiny=False, **extra_options)
 
 
 def backbone(v, out_levels=(2, 3, 4, 5)):
@@ -87,6 +87,28 @@ def keypoint(v):
                 loss_weight=1.0)
 
 
+CASCADE_IOUS = (0.5, 0.6, 0.7)
+CASCADE_STDS = ((0.1, 0.1, 0.2, 0.2), (0.05, 0.05, 0.1, 0.1), (0.033, 0.033, 0.067, 0.067))
+CASCADE_LOSS_WEIGHTS = (1.0, 0.5, 0.25)
+
+
+def cascade(v):
+    """The cascade stages (mmdetection cascade_rcnn_r50_fpn_1x), one entry per stage."""
+    return dict(stages=[dict(pos_iou=iou, bbox_stds=stds, loss_weight=weight)
+                        for iou, stds, weight in zip(CASCADE_IOUS, CASCADE_STDS, CASCADE_LOSS_WEIGHTS)])
+
+
+def cascade_roi(v):
+    """roi block of the cascades: class-agnostic regression (the stage settings live in `cascade`)."""
+    return {**roi(v), "class_agnostic": True}
+
+
+def htc(v):
+    """HTC extras (mmdetection htc_r50_fpn_1x): the semantic branch on COCO-stuff's 183 classes."""
+    return dict(semantic=bool(v.semantic), semantic_classes=4 if v.tiny else 183, fusion_level=3,
+                semantic_convs=2 if v.tiny else 4, semantic_loss_weight=0.2, mask_info_flow=True, interleaved=True)
+
+
 def retina(v):
     return dict(levels=(3, 4, 5, 6, 7), octave_base_scale=4, scales_per_octave=3, anchor_ratios=(0.5, 1.0, 2.0),
                 feat_channels=32 if v.tiny else 256, num_convs=2 if v.tiny else 4, prior_prob=0.01, pos_iou=0.5,
@@ -112,10 +134,11 @@ def schedule(v, base_lr=0.02):
 
 
 def make_config(arg, type_name, model_blocks, base_lr=0.02, with_masks=False, with_keypoints=False, num_classes=80,
-                **model_options):
+                extra_options=None, **model_options):
     """The full ConfigDict {model, data, train, variant} for one detector family; `model_blocks` maps
-    block names to the functions above (e.g. {"rpn": rpn, "roi": roi})."""
-    v = variant(arg)
+    block names to the functions above (e.g. {"rpn": rpn, "roi": roi}); `extra_options` adds
+    family-specific variant options with their defaults (e.g. {"semantic": True})."""
+    v = variant(arg, **(extra_options or {}))
     model_blocks = {name: fn(v) for name, fn in model_blocks.items()}
     return ml_collections.ConfigDict(dict(
         model=model(v, type_name, num_classes=num_classes, **model_options, **model_blocks),

@@ -1,10 +1,12 @@
 """Detectors: thin keras.Model subclasses composing backbone, neck and heads; `build_detector(config)`."""
 
 from tfdet.modeling.detectors.base import Detector
+from tfdet.modeling.detectors.cascade import CascadeMaskRCNN, CascadeRCNN, HybridTaskCascade
 from tfdet.modeling.detectors.retinanet import RetinaNet
 from tfdet.modeling.detectors.two_stage import FasterRCNN, KeypointRCNN, MaskRCNN
 
-DETECTORS = {"FasterRCNN": FasterRCNN, "MaskRCNN": MaskRCNN, "KeypointRCNN": KeypointRCNN, "RetinaNet": RetinaNet}
+DETECTORS = {"FasterRCNN": FasterRCNN, "MaskRCNN": MaskRCNN, "KeypointRCNN": KeypointRCNN, "RetinaNet": RetinaNet,
+             "CascadeRCNN": CascadeRCNN, "CascadeMaskRCNN": CascadeMaskRCNN, "HybridTaskCascade": HybridTaskCascade}
 
 
 def build_detector(model_config):
@@ -14,4 +16,4 @@ def build_detector(model_config):
     return DETECTORS[model_config.type](model_config)
 
 
-__all__ = ["DETECTORS", "Detector", "FasterRCNN", "KeypointRCNN", "MaskRCNN", "RetinaNet", "build_detector"]
+__all__ = ["DETECTORS", "CascadeMaskRCNN", "CascadeRCNN", "Detector", "HybridTaskCascade", "FasterRCNN", "KeypointRCNN", "MaskRCNN", "RetinaNet", "build_detector"]

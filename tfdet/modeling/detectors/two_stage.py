@@ -29,24 +29,28 @@ class TwoStageDetector(Detector):
         self.anchor_generator = AnchorGenerator(strides=[2 ** lvl for lvl in c.rpn.levels], scales=c.rpn.anchor_scales,
                                                 ratios=c.rpn.anchor_ratios)
         self.rpn_head = RPNHead(self.anchor_generator.num_anchors, c.rpn.feat_channels, name="rpn_head")
+        self._build_roi_heads()
+
+    def _aligner(self, size, name):
+        roi = self.model_config.roi
+        return MultiLevelRoIAlign(size, min_level=roi.levels[0], max_level=roi.levels[-1],
+                                  sampling_ratio=roi.sampling_ratio, impl=self.model_config.get("ops_impl"), name=name)
+
+    def _build_roi_heads(self):
+        c = self.model_config
         roi = c.roi
         self.rcnn_matcher = MaxIoUMatcher(roi.pos_iou, roi.neg_iou, min_pos_iou=roi.pos_iou, match_low_quality=False)
-
-        def aligner(size, name):
-            return MultiLevelRoIAlign(size, min_level=roi.levels[0], max_level=roi.levels[-1],
-                                      sampling_ratio=roi.sampling_ratio, impl=c.get("ops_impl"), name=name)
-
-        self.box_roi_align = aligner(roi.pooled_size, "box_roi_align")
+        self.box_roi_align = self._aligner(roi.pooled_size, "box_roi_align")
         self.bbox_head = bbox_head.BBoxHead(self.num_classes, roi.fc_dim, class_agnostic=roi.class_agnostic,
                                             name="bbox_head")
         if self.with_mask:
             m = c.mask
-            self.mask_roi_align = aligner(m.pooled_size, "mask_roi_align")
+            self.mask_roi_align = self._aligner(m.pooled_size, "mask_roi_align")
             self.mask_head = mask_head.MaskHead(self.num_classes, m.num_convs, m.channels, upsample=m.upsample,
                                                 class_agnostic=m.class_agnostic, name="mask_head")
         if self.with_keypoints:
             k = c.keypoint
-            self.keypoint_roi_align = aligner(k.pooled_size, "keypoint_roi_align")
+            self.keypoint_roi_align = self._aligner(k.pooled_size, "keypoint_roi_align")
             self.keypoint_head = keypoint_head.KeypointHead(k.num_keypoints, k.num_convs, k.channels,
                                                             name="keypoint_head")
 
@@ -59,19 +63,44 @@ class TwoStageDetector(Detector):
     def _roi_maps(self, features):
         return [features[lvl] for lvl in self.model_config.roi.levels]
 
-    def compute_losses(self, batch, training=True):
+    def _train_proposals(self, batch, training):
+        """RPN losses and training proposals: (losses dict, proposals, RoI feature maps)."""
         c = self.model_config
         sizes = image_sizes_of(batch)
         gt_boxes, gt_classes = tf.cast(batch["gt_boxes"], tf.float32), tf.cast(batch["gt_classes"], tf.int32)
-        crowd = batch.get("gt_is_crowd")
         features = self.features(batch["images"], training=training)
         objectness, deltas, feature_sizes, anchors = self._rpn(features)
         valid = tf.concat(self.anchor_generator.valid_flags(feature_sizes, sizes), axis=1)
         out = rpn_losses(flatten_levels(objectness, 1)[..., 0], flatten_levels(deltas, 4), tf.concat(anchors, 0),
-                         gt_boxes, gt_classes, anchor_valid=valid, gt_is_crowd=crowd,
+                         gt_boxes, gt_classes, anchor_valid=valid, gt_is_crowd=batch.get("gt_is_crowd"),
                          num_samples=c.rpn.num_samples, positive_fraction=c.rpn.positive_fraction)
         proposals = rpn_proposals(objectness, deltas, anchors, sizes, pre_nms_top_k=c.rpn.pre_nms_top_k_train,
                                   max_proposals=c.rpn.max_proposals_train, nms_iou=c.rpn.nms_iou)
+        return out, proposals, features
+
+    def _test_proposals(self, images, image_sizes):
+        """Inference proposals and the FPN features."""
+        c = self.model_config
+        features = self.features(images, training=False)
+        objectness, deltas, _, anchors = self._rpn(features)
+        proposals = rpn_proposals(objectness, deltas, anchors, image_sizes, pre_nms_top_k=c.rpn.pre_nms_top_k_test,
+                                  max_proposals=c.rpn.max_proposals_test, nms_iou=c.rpn.nms_iou)
+        return proposals, features
+
+    def _mask_targets(self, batch, rois, matched_gt):
+        layout = self.model_config.mask.get("gt_masks", "box")
+        if layout not in ("box", "image"):
+            raise ValueError(f"model.mask.gt_masks must be 'box' or 'image', got {layout!r}.")
+        gt_boxes = tf.cast(batch["gt_boxes"], tf.float32)
+        return mask_head.mask_targets(batch["gt_masks"], rois, matched_gt, 2 * self.model_config.mask.pooled_size,
+                                      gt_boxes=gt_boxes if layout == "box" else None,
+                                      impl=self.model_config.get("ops_impl"))
+
+    def compute_losses(self, batch, training=True):
+        c = self.model_config
+        gt_boxes, gt_classes = tf.cast(batch["gt_boxes"], tf.float32), tf.cast(batch["gt_classes"], tf.int32)
+        crowd = batch.get("gt_is_crowd")
+        out, proposals, features = self._train_proposals(batch, training)
         targets = bbox_head.sample_rois(proposals.boxes, proposals.valid, gt_boxes, gt_classes, self.num_classes,
                                         gt_is_crowd=crowd, matcher=self.rcnn_matcher, num_samples=c.roi.num_samples,
                                         positive_fraction=c.roi.positive_fraction, stds=c.roi.bbox_stds)
@@ -86,12 +115,7 @@ class TwoStageDetector(Detector):
         pos_labels = tf.where(targets.is_positive[:, :max_pos], targets.labels[:, :max_pos], 0)
         if self.with_mask:
             mask_logits = self.mask_head(self.mask_roi_align(maps, pos_rois))
-            layout = c.mask.get("gt_masks", "box")
-            if layout not in ("box", "image"):
-                raise ValueError(f"model.mask.gt_masks must be 'box' or 'image', got {layout!r}.")
-            mask_targets = mask_head.mask_targets(batch["gt_masks"], pos_rois, pos_gt, mask_logits.shape[2],
-                                                  gt_boxes=gt_boxes if layout == "box" else None,
-                                                  impl=c.get("ops_impl"))
+            mask_targets = self._mask_targets(batch, pos_rois, pos_gt)
             out["mask"] = mask_head.mask_loss(mask_logits, mask_targets, pos_labels, pos_weights)
         if self.with_keypoints:
             heatmaps = self.keypoint_head(self.keypoint_roi_align(maps, pos_rois))
@@ -101,10 +125,7 @@ class TwoStageDetector(Detector):
 
     def detect(self, images, image_sizes):
         c = self.model_config
-        features = self.features(images, training=False)
-        objectness, deltas, _, anchors = self._rpn(features)
-        proposals = rpn_proposals(objectness, deltas, anchors, image_sizes, pre_nms_top_k=c.rpn.pre_nms_top_k_test,
-                                  max_proposals=c.rpn.max_proposals_test, nms_iou=c.rpn.nms_iou)
+        proposals, features = self._test_proposals(images, image_sizes)
         maps = self._roi_maps(features)
         cls_logits, box_deltas = self.bbox_head(self.box_roi_align(maps, proposals.boxes))
         dets = bbox_head.bbox_detections(cls_logits, box_deltas, proposals.boxes, proposals.valid, image_sizes,

@@ -98,7 +98,8 @@ def mask_targets(gt_masks, rois, matched_gt, resolution=28, threshold=0.5, gt_bo
     num_rois = tf.shape(rois)[1]
     if gt_masks.shape[1] == 0:
         return tf.zeros([batch, num_rois, resolution, resolution], tf.float32)
-    rois = tf.cast(rois, tf.float32)
+    # RoIs without a gt read nothing: zero them (a padding gt's zero box would map them far away).
+    rois = tf.where((tf.cast(matched_gt, tf.int32) >= 0)[..., None], tf.cast(rois, tf.float32), 0.0)
     matched = tf.maximum(tf.cast(matched_gt, tf.int32), 0)
     if gt_boxes is not None:
         boxes = tf.gather(tf.cast(gt_boxes, tf.float32), matched, batch_dims=1)  # [B, K, 4]
