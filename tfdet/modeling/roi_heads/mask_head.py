@@ -105,6 +105,8 @@ def mask_targets(gt_masks, rois, matched_gt, resolution=28, threshold=0.5, gt_bo
         crop_size = tf.cast(tf.stack([shape[3], shape[2], shape[3], shape[2]]), tf.float32)  # (w, h, w, h)
         extent = tf.maximum(tf.concat([boxes[..., 2:] - boxes[..., :2]] * 2, axis=-1), 1e-6)
         rois = (rois - tf.concat([boxes[..., :2]] * 2, axis=-1)) * crop_size / extent
+    # RoIs without a gt (and padding) pool an empty box: no sampling grid blown up by a zero-size gt.
+    rois = tf.where((matched_gt >= 0)[..., None], rois, 0.0)
     bitmaps = tf.reshape(tf.cast(gt_masks, tf.float32), [batch * num_gt, shape[2], shape[3], 1])
     index = tf.range(batch)[:, None] * num_gt + matched
     crops = roi_align(bitmaps, tf.reshape(rois, [-1, 4]), tf.reshape(index, [-1]), resolution,
