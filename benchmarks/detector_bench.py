@@ -2,20 +2,22 @@
 fused vs composite ops, peak memory.
 
     python -m benchmarks.detector_bench [--variants faster_rcnn,mask_rcnn] [--impls fused,composite]
-                                        [--repeats 3] [--no-memory]
+                                        [--repeats 3]
 
 Input: one image 800 x 1333 padded to 800 x 1344 (image_info valid size 800 x 1333), 8 ground-truth
 boxes (with 112 x 112 box-cropped masks for Mask R-CNN, as tfdet.data.pipeline gives them). Models are
 the configs' full-size r50 variants with random weights (inference therefore runs on the
 1000 proposals and up to 100 detections the untrained heads produce; score threshold 0.05).
 `infer` is tf.function(model.predict_step), `train` tf.function(model.train_step) with SGD; median
-seconds in this one process; ratios are composite / fused. Peak RSS (VmHWM) comes from a fresh
-process per variant running one inference and one train step.
+seconds; ratios are composite / fused. Each variant runs in a fresh process (one after the other in
+one run), which also reports its peak RSS (VmHWM: model, traces, inference and training).
 """
 
 import argparse
 import json
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -23,7 +25,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from benchmarks.common import peak_rss_mib, print_table, report_own_peak_rss, time_call  # noqa: E402
+from benchmarks.common import own_peak_rss_mib, print_table, time_call  # noqa: E402
 from configs import faster_rcnn, mask_rcnn  # noqa: E402
 from tfdet.modeling.detectors import build_detector  # noqa: E402
 from tfdet.ops import loader  # noqa: E402
@@ -55,34 +57,41 @@ def build(variant):
             lambda: tf.nest.map_structure(lambda t: t.numpy(), train(data)))
 
 
+def run_variant(variant, repeats):
+    """Times one variant and returns {"infer", "train", "rss"} (this process's VmHWM at the end)."""
+    infer, train = build(variant)
+    result = {"infer": time_call(infer, warmup=1, repeats=repeats), "train": time_call(train, warmup=1, repeats=repeats)}
+    result["rss"] = own_peak_rss_mib()
+    return result
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--measure-memory", help=argparse.SUPPRESS)
+    parser.add_argument("--run-variant", help=argparse.SUPPRESS)
     parser.add_argument("--variants", default=",".join(CONFIGS))
     parser.add_argument("--impls", default="fused,composite")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--no-memory", action="store_true")
     args = parser.parse_args()
-    if args.measure_memory:
-        infer, train = build(json.loads(args.measure_memory))
-        infer()
-        train()
-        report_own_peak_rss()
+    if args.run_variant:
+        print(json.dumps(run_variant(json.loads(args.run_variant), args.repeats)))
         return
     impls = [i for i in args.impls.split(",") if i]
     if "fused" in impls and loader.library_status().module is None:
         print("fused ops not loaded: measuring composite only")
         impls = [i for i in impls if i != "fused"]
-    rows, times = [], {}
+    rows, results = [], {}
     for name in [n for n in args.variants.split(",") if n]:
         for impl in impls:
-            infer, train = build({"model": name, "impl": impl})
-            times[name, impl] = (time_call(infer, warmup=1, repeats=args.repeats),
-                                 time_call(train, warmup=1, repeats=args.repeats))
-            memory = "-" if args.no_memory else f"{peak_rss_mib('benchmarks.detector_bench', {'model': name, 'impl': impl}):.0f}"
-            base = times.get((name, "fused"), times[name, impl])
-            rows.append([name, impl, f"{times[name, impl][0]:.2f}", f"{times[name, impl][0] / base[0]:.2f}",
-                         f"{times[name, impl][1]:.2f}", f"{times[name, impl][1] / base[1]:.2f}", memory])
+            variant = json.dumps({"model": name, "impl": impl})
+            proc = subprocess.run([sys.executable, "-m", "benchmarks.detector_bench", "--run-variant", variant,
+                                   "--repeats", str(args.repeats)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{variant} failed:\n{proc.stderr[-3000:]}")
+            r = results[name, impl] = json.loads(proc.stdout.strip().splitlines()[-1])
+            base = results.get((name, "fused"), r)
+            rows.append([name, impl, f"{r['infer']:.2f}", f"{r['infer'] / base['infer']:.2f}", f"{r['train']:.2f}",
+                         f"{r['train'] / base['train']:.2f}", f"{r['rss']:.0f}"])
+            print("done:", " ".join(rows[-1]), flush=True)
     print(f"CPU, 1 x {PADDED[0]} x {PADDED[1]} image, {os.cpu_count()} cores; ratios against the fused ops")
     print_table(["model", "ops", "infer s/img", "ratio", "train s/img", "ratio", "peak RSS MiB"], rows)
 

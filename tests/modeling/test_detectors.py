@@ -139,3 +139,17 @@ def test_loss_falls_on_a_fixed_batch(family):
     history = [float(step(batch)["loss"]) for _ in range(40)]
     assert np.isfinite(history).all()
     assert np.mean(history[-5:]) < 0.6 * np.mean(history[:3]), history
+
+
+@pytest.mark.slow
+def test_keras_fit_evaluate_predict():
+    """The Keras loops drive the detector (train_step / test_step / predict_step) on a tf.data pipeline."""
+    keras.utils.set_random_seed(3)
+    model = build_detector(config("mask_rcnn").model)
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    data = tf.data.Dataset.from_tensors(make_batch()).repeat(3)
+    history = model.fit(data, epochs=1, verbose=0)
+    assert {"loss", "mask", "rcnn_cls"} <= set(history.history) and np.isfinite(history.history["loss"]).all()
+    assert np.isfinite(model.evaluate(data, verbose=0, return_dict=True)["loss"])
+    out = model.predict(data.take(1), verbose=0)
+    assert out["detection_masks"].shape == (B, 20, 28, 28)

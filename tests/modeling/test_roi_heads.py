@@ -312,3 +312,16 @@ def test_coco_keypoint_flip_map():
     for k, name in enumerate(names):
         mirrored = name.replace("left", "#").replace("right", "left").replace("#", "right")
         assert names[flip[k]] == mirrored
+
+
+def test_class_agnostic_detections_share_one_box_per_roi():
+    rng = np.random.default_rng(46)
+    rois = np.array([[[10, 10, 40, 40], [12, 30, 50, 60]]], np.float32)
+    logits = np.array([[[3.0, 2.5, -1.0, 0.0], [0.0, 0.0, 4.0, 0.0]]], np.float32)
+    deltas = rng.normal(0, 1, (1, 2, 4)).astype(np.float32)
+    got = bbox_head.bbox_detections(logits, deltas, rois, np.ones((1, 2), bool), [[64, 64]], 3, max_detections=5)
+    want = np_decode(deltas[0].astype(np.float64), rois[0].astype(np.float64), (0,) * 4, STDS, math.log(1000 / 16))
+    n = int(got.num_valid[0])
+    assert n == 3  # roi 0 as classes 0 and 1, roi 1 as class 2 (scores > 0.05)
+    for box, cls in zip(got.boxes.numpy()[0, :n], got.classes.numpy()[0, :n]):
+        np.testing.assert_allclose(box, want[1 if cls == 2 else 0].clip(0, 64), rtol=1e-4, atol=1e-3)

@@ -98,14 +98,15 @@ def mask_targets(gt_masks, rois, matched_gt, resolution=28, threshold=0.5, gt_bo
     num_rois = tf.shape(rois)[1]
     if gt_masks.shape[1] == 0:
         return tf.zeros([batch, num_rois, resolution, resolution], tf.float32)
-    # RoIs without a gt read nothing: zero them (a padding gt's zero box would map them far away).
-    rois = tf.where((tf.cast(matched_gt, tf.int32) >= 0)[..., None], tf.cast(rois, tf.float32), 0.0)
+    rois = tf.cast(rois, tf.float32)
     matched = tf.maximum(tf.cast(matched_gt, tf.int32), 0)
     if gt_boxes is not None:
         boxes = tf.gather(tf.cast(gt_boxes, tf.float32), matched, batch_dims=1)  # [B, K, 4]
         crop_size = tf.cast(tf.stack([shape[3], shape[2], shape[3], shape[2]]), tf.float32)  # (w, h, w, h)
         extent = tf.maximum(tf.concat([boxes[..., 2:] - boxes[..., :2]] * 2, axis=-1), 1e-6)
         rois = (rois - tf.concat([boxes[..., :2]] * 2, axis=-1)) * crop_size / extent
+    # RoIs without a gt (and padding) pool an empty box: no sampling grid blown up by a zero-size gt.
+    rois = tf.where((matched_gt >= 0)[..., None], rois, 0.0)
     bitmaps = tf.reshape(tf.cast(gt_masks, tf.float32), [batch * num_gt, shape[2], shape[3], 1])
     index = tf.range(batch)[:, None] * num_gt + matched
     crops = roi_align(bitmaps, tf.reshape(rois, [-1, 4]), tf.reshape(index, [-1]), resolution,
