@@ -116,7 +116,7 @@ def test_rest_client_matches_local(composite_export):
         assert set(remote) == set(local)
         for key in local:
             np.testing.assert_allclose(remote[key], local[key], atol=1e-6, err_msg=key)
-        with pytest.raises(ValueError, match="(?i)HTTP 400.*image"):
+        with pytest.raises(ValueError, match="(?is)HTTP 400.*image"):
             client.RestPredictor(url, "tiny", signature="encoded_image")({"encoded_images": np.array([b"junk"], object)})
         with pytest.raises(ValueError, match="HTTP 404"):
             client.RestPredictor(url, "other")(inputs)
