@@ -25,7 +25,7 @@ flags.DEFINE_enum("protocol", "rest", ["rest", "grpc"], "how to talk to --server
 flags.DEFINE_string("model_name", "tfdet", "the model's name on the server")
 flags.DEFINE_integer("model_version", None, "a version on the server (default: its latest)")
 flags.DEFINE_enum("input_type", "encoded_image", ["encoded_image", "image_tensor"], "signature to call")
-flags.DEFINE_list("images", [], "image files or glob patterns", required=True)
+flags.DEFINE_list("images", None, "image files or glob patterns", required=True)
 flags.DEFINE_integer("batch_size", 4, "images per request (encoded_image)")
 flags.DEFINE_string("output", "results.json", "COCO-style results json")
 flags.DEFINE_string("render_dir", "", "write <image name>.png with the detections drawn here")
