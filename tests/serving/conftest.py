@@ -1,7 +1,6 @@
 """Shared fixtures: a tiny Mask R-CNN trained a few steps (checkpointed) and its composite export."""
 
 import pytest
-import tensorflow as tf
 
 from tests.serving.helpers import CATEGORY_IDS, train_few_steps
 
@@ -10,8 +9,11 @@ from tests.serving.helpers import CATEGORY_IDS, train_few_steps
 def trained(tmp_path_factory):
     """(model, checkpoint prefix, losses) of a tiny Mask R-CNN after three train steps."""
     model, losses = train_few_steps("mask_rcnn")
-    prefix = tf.train.Checkpoint(model=model).write(str(tmp_path_factory.mktemp("ckpt") / "ckpt"))
-    return model, prefix, losses
+    # A Keras weights file: tf.train.Checkpoint(model=...) does not reach the FPN's variables (24 of the
+    # tiny Mask R-CNN's 54 stay unrestored, silently; reported to the lead).
+    path = str(tmp_path_factory.mktemp("ckpt") / "model.weights.h5")
+    model.save_weights(path)
+    return model, path, losses
 
 
 @pytest.fixture(scope="session")
