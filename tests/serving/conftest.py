@@ -9,8 +9,8 @@ from tests.serving.helpers import CATEGORY_IDS, train_few_steps
 def trained(tmp_path_factory):
     """(model, checkpoint prefix, losses) of a tiny Mask R-CNN after three train steps."""
     model, losses = train_few_steps("mask_rcnn")
-    # A Keras weights file: tf.train.Checkpoint(model=...) does not reach the FPN's variables (24 of the
-    # tiny Mask R-CNN's 54 stay unrestored, silently; reported to the lead).
+    # A Keras weights file: through tf.train.Checkpoint(model=...) 24 of the tiny Mask R-CNN's 54 variables
+    # (the FPN's first) came back unrestored, silently (reported to the lead).
     path = str(tmp_path_factory.mktemp("ckpt") / "model.weights.h5")
     model.save_weights(path)
     return model, path, losses
