@@ -195,3 +195,29 @@ def test_warmup_wire_format_matches_protobuf():
     [entry] = request.inputs
     assert entry.key == "images"
     np.testing.assert_array_equal(tf.make_ndarray(entry.value), np.ones((1, 2, 3, 3), np.uint8))
+
+
+def test_keypoints_in_original_pixels_and_fixed_input_size():
+    """Keypoint R-CNN (untrained weights suffice): keypoints are the model's divided by the resize scale;
+    a fixed --input_size gives a static image_tensor signature."""
+    from tfdet.modeling.detectors import build_detector
+    from tests.serving.helpers import tiny_config
+
+    model = build_detector(tiny_config("keypoint_rcnn").model)
+    model.build(None)
+    module = ServingModule(model, scale=(96, 64), input_size=(60, 90))
+    assert module.image_tensor.input_signature[0].shape.as_list() == [None, 60, 90, 3]
+    images = sample_images()[:1]
+    out = {k: v.numpy() for k, v in module.image_tensor(tf.constant(images)).items()}
+    ex = augment.resize_to_scale({"image": tf.constant(images[0])}, (96, 64))
+    h, w = (int(v) for v in ex["valid_size"])
+    padded = tf.pad(ex["image"], [[0, 96 - h], [0, 96 - w], [0, 0]])[None]
+    ref = {k: v.numpy()[0] for k, v in model.detect(padded, tf.constant([[h, w]], tf.float32)).items()}
+    n = int(ref["num_detections"])
+    assert n > 0 and out["num_detections"][0] == n
+    sy, sx = ex["scale"].numpy()
+    np.testing.assert_allclose(out["detection_keypoints"][0, :n, :, 0], ref["detection_keypoints"][:n, :, 0] / sx, atol=1e-3)
+    np.testing.assert_allclose(out["detection_keypoints"][0, :n, :, 1], ref["detection_keypoints"][:n, :, 1] / sy, atol=1e-3)
+    np.testing.assert_allclose(out["detection_keypoints"][0, :n, :, 2], ref["detection_keypoints"][:n, :, 2], atol=1e-5)
+    with pytest.raises((TypeError, ValueError)):
+        module.image_tensor(tf.zeros([1, 64, 90, 3], tf.uint8))  # not the fixed size
