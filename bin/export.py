@@ -1,0 +1,72 @@
+"""Export a trained detector as a TF Serving SavedModel: export_dir/<version>/ (see docs/serving.md).
+
+    .venv/bin/python bin/export.py --config=configs/mask_rcnn.py:tiny --checkpoint=workdir \
+        --export_dir=export/mask_rcnn --annotations=val.json            # composite ops, both inputs
+    .venv/bin/python bin/export.py ... --ops=fused --input_type=image_tensor --input_size=800x1333
+
+--ops=composite (default) gives a graph of stock TensorFlow ops that stock tensorflow_model_server
+loads; --ops=fused uses tfdet's Tfdet> kernels (a server built with //:tfdet_ops_kernels is needed).
+"""
+
+import json
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "model config file", lock_config=False)
+flags.DEFINE_string("checkpoint", "", "checkpoint file/prefix, or a training folder (its latest); empty: "
+                    "the freshly initialised weights (for smoke tests only)")
+flags.DEFINE_string("export_dir", None, "the model's base folder; the version goes to <export_dir>/<version>",
+                    required=True)
+flags.DEFINE_list("input_type", ["image_tensor", "encoded_image"], "signatures to export; the first is "
+                  "serving_default: image_tensor (uint8 [B,H,W,3]) and/or encoded_image (string [B])")
+flags.DEFINE_enum("ops", "composite", ["composite", "fused"], "op implementation baked into the graph")
+flags.DEFINE_integer("version", None, "version folder (default: 1 + the largest existing)")
+flags.DEFINE_enum("mask_output", "box", ["box", "image"], "detection_masks box-relative [M,M] probabilities or "
+                  "full-image uint8 0/1 bitmaps")
+flags.DEFINE_string("input_size", "", "fixed 'HxW' of the image_tensor input (default: dynamic)")
+flags.DEFINE_string("scale", "", "test scale 'LONGxSHORT' (default: the config's data.image_size)")
+flags.DEFINE_string("annotations", "", "COCO json whose categories (sorted by id) give detection_classes ids")
+flags.DEFINE_list("category_ids", [], "category id of each class (default: --annotations, else 1..C)")
+flags.DEFINE_string("model_name", "tfdet", "model name written into the warm-up requests")
+flags.DEFINE_bool("warmup", True, "write assets.extra/tf_serving_warmup_requests")
+FLAGS = flags.FLAGS
+
+
+def parse_size(text, name):
+    try:
+        a, b = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise app.UsageError(f"--{name} must look like 800x1333, got {text!r}.") from None
+    return a, b
+
+
+def category_ids():
+    if FLAGS.category_ids:
+        return [int(c) for c in FLAGS.category_ids]
+    if FLAGS.annotations:
+        with open(FLAGS.annotations) as f:
+            return sorted(c["id"] for c in json.load(f)["categories"])
+    return None
+
+
+def main(argv):
+    del argv
+    if _CONFIG.value is None:
+        raise app.UsageError("--config is required (the model the checkpoint belongs to).")
+    from tfdet.serving import ServingModule, build_serving_model, export
+
+    config = _CONFIG.value
+    scale = parse_size(FLAGS.scale, "scale") if FLAGS.scale else tuple(config.data.image_size)
+    input_size = parse_size(FLAGS.input_size, "input_size") if FLAGS.input_size else None
+    model = build_serving_model(config, ops=FLAGS.ops, checkpoint=FLAGS.checkpoint or None)
+    module = ServingModule(model, scale=scale, category_ids=category_ids(), mask_output=FLAGS.mask_output,
+                           input_size=input_size, pad_to_multiple=config.data.get("pad_to_multiple", 32))
+    path = export(module, FLAGS.export_dir, version=FLAGS.version, input_types=FLAGS.input_type,
+                  model_name=FLAGS.model_name, with_warmup=FLAGS.warmup)
+    print(path)
+
+
+if __name__ == "__main__":
+    sys.exit(app.run(main))

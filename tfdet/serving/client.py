@@ -1,0 +1,131 @@
+"""Prediction clients of an exported detector, and its outputs as COCO results.
+
+A predictor maps {input name: ndarray} to {output name: ndarray} through one signature:
+  LocalPredictor(path)                      a SavedModel folder, loaded in this process
+  RestPredictor("http://host:8501", name)   TF Serving REST: POST /v1/models/<name>[/versions/<v>]:predict
+  GrpcPredictor("host:8500", name)          TF Serving gRPC (needs the optional tensorflow-serving-api)
+The signatures are those of tfdet.serving.module (outputs in original-image pixels, category ids).
+"""
+
+import base64
+import json
+import urllib.error
+import urllib.request
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+
+class LocalPredictor:
+    def __init__(self, path, signature="serving_default"):
+        import tensorflow as tf
+
+        self._tf = tf
+        self.loaded = tf.saved_model.load(path)
+        if signature not in self.loaded.signatures:
+            raise ValueError(f"SavedModel {path} has no signature {signature!r}; it has {sorted(self.loaded.signatures)}.")
+        self.fn = self.loaded.signatures[signature]
+
+    def __call__(self, inputs):
+        return {k: v.numpy() for k, v in self.fn(**{k: self._tf.constant(v) for k, v in inputs.items()}).items()}
+
+
+def _json_value(array):
+    if array.dtype == object or array.dtype.kind == "S":
+        return [{"b64": base64.b64encode(bytes(v)).decode("ascii")} for v in array.reshape(-1)]
+    return array.tolist()
+
+
+class RestPredictor:
+    """TF Serving's REST predict API (columnar "inputs" format; bytes as {"b64": ...})."""
+
+    def __init__(self, url, model_name, signature="serving_default", version=None, timeout=60.0):
+        base = url.rstrip("/")
+        if not base.startswith(("http://", "https://")):
+            base = "http://" + base
+        version_part = f"/versions/{int(version)}" if version is not None else ""
+        self.endpoint = f"{base}/v1/models/{model_name}{version_part}:predict"
+        self.signature, self.timeout = signature, timeout
+
+    def __call__(self, inputs):
+        body = json.dumps({"signature_name": self.signature,
+                           "inputs": {k: _json_value(np.asarray(v)) for k, v in inputs.items()}}).encode()
+        request = urllib.request.Request(self.endpoint, data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                reply = json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            detail = e.read().decode(errors="replace")
+            try:
+                detail = json.loads(detail).get("error", detail)
+            except ValueError:
+                pass
+            raise ValueError(f"{self.endpoint} rejected the request (HTTP {e.code}): {detail}") from None
+        outputs = reply.get("outputs")
+        if not isinstance(outputs, dict):
+            raise ValueError(f"{self.endpoint} answered without named 'outputs': {str(reply)[:300]}")
+        return {k: np.asarray(v) for k, v in outputs.items()}
+
+
+class GrpcPredictor:
+    """TF Serving's gRPC PredictionService (pip install tensorflow-serving-api grpcio)."""
+
+    def __init__(self, target, model_name, signature="serving_default", version=None, timeout=60.0):
+        try:
+            import grpc
+            from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+        except ImportError as e:
+            raise ImportError(f"gRPC prediction needs the optional tensorflow-serving-api and grpcio packages "
+                              f"(pip install tensorflow-serving-api grpcio), or use the REST endpoint: {e}") from None
+        self._predict_pb2 = predict_pb2
+        self.stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
+        self.model_name, self.signature, self.version, self.timeout = model_name, signature, version, timeout
+
+    def __call__(self, inputs):
+        import tensorflow as tf
+
+        request = self._predict_pb2.PredictRequest()
+        request.model_spec.name = self.model_name
+        request.model_spec.signature_name = self.signature
+        if self.version is not None:
+            request.model_spec.version.value = int(self.version)
+        for key, value in inputs.items():
+            request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+        response = self.stub.Predict(request, self.timeout)
+        return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+
+
+def to_coco(outputs, image_ids, score_threshold=0.0, mask_threshold=0.5):
+    """COCO results of one batch of serving outputs (boxes already in original pixels, classes already
+    category ids): bbox (x, y, w, h), score, segmentation (RLE) and keypoints (x, y, score with COCO's
+    pixel-index convention: continuous coordinates minus 0.5) when present."""
+    from tfdet.evaluation.results import encode_masks
+
+    results = []
+    for b, image_id in enumerate(image_ids):
+        n = int(outputs["num_detections"][b])
+        height, width = (int(v) for v in outputs["image_size"][b])
+        keep = [d for d in range(n) if outputs["detection_classes"][b, d] >= 0
+                and outputs["detection_scores"][b, d] >= score_threshold]
+        boxes = np.asarray(outputs["detection_boxes"][b], np.float64)
+        masks = outputs.get("detection_masks")
+        rles = {}
+        if masks is not None and keep:
+            if masks.dtype.kind == "f":  # box-relative probabilities (mask_output="box")
+                rles = dict(zip(keep, encode_masks(masks[b, keep], boxes[keep], height, width, mask_threshold)))
+            else:  # full-image 0/1 bitmaps of the batch's largest size
+                bitmaps = np.asfortranarray(masks[b, keep, :height, :width].transpose(1, 2, 0).astype(np.uint8))
+                for d, rle in zip(keep, mask_utils.encode(bitmaps)):
+                    rle["counts"] = rle["counts"].decode("ascii")
+                    rles[d] = rle
+        for d in keep:
+            x1, y1, x2, y2 = (float(v) for v in boxes[d])
+            res = {"image_id": image_id, "category_id": int(outputs["detection_classes"][b, d]),
+                   "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(outputs["detection_scores"][b, d])}
+            if d in rles:
+                res["segmentation"] = rles[d]
+            if "detection_keypoints" in outputs:
+                kps = np.asarray(outputs["detection_keypoints"][b, d], np.float64)
+                res["keypoints"] = np.concatenate([kps[:, :2] - 0.5, kps[:, 2:]], 1).reshape(-1).tolist()
+            results.append(res)
+    return results

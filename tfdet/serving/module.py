@@ -1,0 +1,158 @@
+"""A detector wrapped for serving: preprocessing inside the graph, outputs in original-image pixels.
+
+`ServingModule(model, ...)` is a tf.Module with one tf.function per input type:
+  image_tensor   images          [B, H, W, 3] uint8 RGB (one size per batch; H, W fixed or dynamic)
+  encoded_image  encoded_images  [B] string, JPEG / PNG / GIF / BMP bytes (any sizes; decoded to RGB)
+Each image is resized keeping its aspect ratio to the model's (long, short) scale (the rule of
+tfdet.data.augment.resize_to_scale: short edge `short` unless the long edge would exceed `long`), padded
+with zeros at the bottom/right to the square of max(scale) rounded up to `pad_to_multiple` (the padded
+size of tfdet.data.pipeline, so served images see exactly what evaluation sees; both input types give
+the same detections for the same pixels), run through the detector, and mapped back:
+  num_detections      [B] int32
+  detection_boxes     [B, D, 4] float32  (x1, y1, x2, y2) original-image pixels, clipped to the image
+  detection_scores    [B, D] float32
+  detection_classes   [B, D] int32       dataset category ids (a constant lookup), -1 = padding
+  detection_masks     [B, D, M, M] float32 box-relative probabilities (mask_output="box"), or
+                      [B, D, H, W] uint8 0/1 full-image masks (mask_output="image"; H, W = the largest
+                      original size in the batch, each image's mask at its top-left)   (Mask R-CNN)
+  detection_keypoints [B, D, K, 3] float32 (x, y, score), continuous original-image pixels (Keypoint R-CNN)
+  image_size          [B, 2] int32       original (height, width) of each image
+Padded rows (index >= num_detections) are zero (classes -1).
+"""
+
+import tensorflow as tf
+
+from tfdet.modeling.roi_heads import paste_masks
+
+INPUT_TYPES = ("image_tensor", "encoded_image")
+MASK_OUTPUTS = ("box", "image")
+
+
+def _round_up(value, multiple):
+    return (value + multiple - 1) // multiple * multiple
+
+
+def resize_ratio(height, width, scale):
+    """The keep-ratio resize of an image of `height` x `width` (tensors) to `scale` (long, short), as
+    tfdet.data.augment.resize_keep_ratio: (new_h, new_w) int32 and (sy, sx) float32 exact ratios."""
+    short, long = min(scale), max(scale)
+    hf, wf = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    ratio = tf.minimum(short / tf.minimum(hf, wf), long / tf.maximum(hf, wf))
+    new_h = tf.maximum(tf.cast(tf.round(hf * ratio), tf.int32), 1)
+    new_w = tf.maximum(tf.cast(tf.round(wf * ratio), tf.int32), 1)
+    return new_h, new_w, tf.cast(new_h, tf.float32) / hf, tf.cast(new_w, tf.float32) / wf
+
+
+class _ModelHolder:
+    """A plain (untracked) reference to the Keras model."""
+
+    def __init__(self, model):
+        self.model = model
+
+
+class ServingModule(tf.Module):
+    """Serving wrapper of a built detector (see the module docstring).
+
+    Args:
+      model: a built tfdet detector (its `detect(images, image_sizes)` is traced).
+      scale: (long, short) test scale, e.g. the config's data.image_size.
+      category_ids: [C] dataset category id of each contiguous class (default 1..C).
+      mask_output: "box" or "image" (see the module docstring).
+      input_size: None (dynamic H, W) or (H, W) fixed for the image_tensor signature.
+      pad_to_multiple: the padded square's side is a multiple of this (the FPN's largest stride).
+    """
+
+    def __init__(self, model, scale, category_ids=None, mask_output="box", input_size=None, pad_to_multiple=32):
+        super().__init__(name="tfdet_serving")
+        if mask_output not in MASK_OUTPUTS:
+            raise ValueError(f"mask_output must be one of {MASK_OUTPUTS}, got {mask_output!r}.")
+        num_classes = int(model.num_classes)
+        category_ids = list(range(1, num_classes + 1)) if category_ids is None else [int(c) for c in category_ids]
+        if len(category_ids) != num_classes:
+            raise ValueError(f"category_ids has {len(category_ids)} ids but the model has {num_classes} classes.")
+        if input_size is not None and (len(input_size) != 2 or min(input_size) < 1):
+            raise ValueError(f"input_size must be None or (height, width) >= 1, got {input_size!r}.")
+        # The Keras model stays out of the SavedModel's object graph (Keras would trace its own serving
+        # signature with unknown shapes); its variables are tracked directly, which is all the graph needs.
+        self._holder = _ModelHolder(model)
+        self.model_variables = list(model.variables)
+        self.scale = (max(scale), min(scale))
+        self.mask_output = mask_output
+        self.padded_side = _round_up(max(self.scale), int(pad_to_multiple))
+        self.category_ids = tf.constant(category_ids, tf.int32)
+        h, w = (None, None) if input_size is None else (int(input_size[0]), int(input_size[1]))
+        self.image_tensor = tf.function(
+            self._from_tensor, input_signature=[tf.TensorSpec([None, h, w, 3], tf.uint8, name="images")])
+        self.encoded_image = tf.function(
+            self._from_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="encoded_images")])
+
+    def signatures(self, input_types=INPUT_TYPES):
+        """{signature name: concrete function}; "serving_default" is the first of `input_types`."""
+        unknown = [t for t in input_types if t not in INPUT_TYPES]
+        if not input_types or unknown:
+            raise ValueError(f"input_types must be a non-empty subset of {INPUT_TYPES}, got {list(input_types)}.")
+        fns = {t: getattr(self, t).get_concrete_function() for t in input_types}
+        return {"serving_default": fns[input_types[0]], **fns}
+
+    # -- input types -----------------------------------------------------------------------------------
+    def _from_tensor(self, images):
+        shape = tf.shape(images)
+        new_h, new_w, sy, sx = resize_ratio(shape[1], shape[2], self.scale)
+        resized = tf.image.resize(tf.cast(images, tf.float32), tf.stack([new_h, new_w]), method="bilinear")
+        side = self.padded_side
+        padded = tf.pad(resized, [[0, 0], [0, side - new_h], [0, side - new_w], [0, 0]])
+        padded = tf.ensure_shape(padded, [None, side, side, 3])
+        batch = shape[0]
+        original = tf.tile(shape[None, 1:3], [batch, 1])
+        valid = tf.tile(tf.stack([new_h, new_w])[None], [batch, 1])
+        scales = tf.tile(tf.stack([sy, sx])[None], [batch, 1])
+        return self._detect(padded, original, scales, valid)
+
+    def _from_bytes(self, encoded_images):
+        side = self.padded_side
+
+        def prepare(data):
+            image = tf.io.decode_image(data, channels=3, expand_animations=False)  # names the bad format
+            size = tf.shape(image)[:2]
+            new_h, new_w, sy, sx = resize_ratio(size[0], size[1], self.scale)
+            resized = tf.image.resize(tf.cast(image, tf.float32), tf.stack([new_h, new_w]), method="bilinear")
+            padded = tf.pad(resized, [[0, side - new_h], [0, side - new_w], [0, 0]])
+            return tf.ensure_shape(padded, [side, side, 3]), size, tf.stack([sy, sx]), tf.stack([new_h, new_w])
+
+        padded, original, scales, valid = tf.map_fn(
+            prepare, encoded_images, fn_output_signature=(tf.TensorSpec([side, side, 3], tf.float32),
+                                                          tf.TensorSpec([2], tf.int32), tf.TensorSpec([2], tf.float32),
+                                                          tf.TensorSpec([2], tf.int32)))
+        return self._detect(padded, original, scales, valid)
+
+    # -- shared ----------------------------------------------------------------------------------------
+    def _detect(self, images, original, scales, valid):
+        """images [B, P, P', 3] float32; original / valid [B, 2] int32 (h, w); scales [B, 2] (sy, sx)."""
+        out = self._holder.model.detect(images, tf.cast(valid, tf.float32))
+        classes = tf.cast(out["detection_classes"], tf.int32)
+        keep = classes >= 0
+        sy, sx = scales[:, 0, None], scales[:, 1, None]  # [B, 1]
+        orig = tf.cast(original, tf.float32)
+        x1, y1, x2, y2 = tf.unstack(out["detection_boxes"], 4, axis=-1)
+        limit_w, limit_h = orig[:, 1, None], orig[:, 0, None]
+        boxes = tf.stack([tf.clip_by_value(x1 / sx, 0.0, limit_w), tf.clip_by_value(y1 / sy, 0.0, limit_h),
+                          tf.clip_by_value(x2 / sx, 0.0, limit_w), tf.clip_by_value(y2 / sy, 0.0, limit_h)], -1)
+        boxes = tf.where(keep[..., None], boxes, 0.0)
+        result = {
+            "num_detections": tf.cast(out["num_detections"], tf.int32),
+            "detection_boxes": boxes,
+            "detection_scores": tf.where(keep, out["detection_scores"], 0.0),
+            "detection_classes": tf.where(keep, tf.gather(self.category_ids, tf.maximum(classes, 0)), -1),
+            "image_size": tf.cast(original, tf.int32),
+        }
+        if "detection_masks" in out:
+            masks = tf.where(keep[..., None, None], out["detection_masks"], 0.0)
+            if self.mask_output == "image":
+                size = tf.reduce_max(original, axis=0)
+                masks = paste_masks(masks, boxes, (size[0], size[1]))
+            result["detection_masks"] = masks
+        if "detection_keypoints" in out:
+            kx, ky, ks = tf.unstack(out["detection_keypoints"], 3, axis=-1)
+            points = tf.stack([kx / sx[..., None], ky / sy[..., None], ks], -1)
+            result["detection_keypoints"] = tf.where(keep[..., None, None], points, 0.0)
+        return result
