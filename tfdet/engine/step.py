@@ -32,13 +32,13 @@ def train_step(model, batch, options=StepOptions()):
     Order as mmdetection (OptimizerHook + torch SGD): gradient of the mean loss over the global batch,
     global-norm clipping, then + weight_decay * w, then the optimizer's update."""
     optimizer = model.optimizer
-    variables = model.trainable_variables
     num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
     loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     with tf.GradientTape() as tape:
         losses = {k: tf.cast(v, tf.float32) for k, v in model.compute_losses(batch, training=True).items()}
         total = tf.add_n(list(losses.values()))
         objective = optimizer.scale_loss(total * replica_loss_scale())
+    variables = model.trainable_variables  # after the forward pass: a model may build lazily in it
     grads = list(tape.gradient(objective, variables))
     present = [i for i, g in enumerate(grads) if g is not None]
     scale = tf.cast(optimizer.dynamic_scale, tf.float32) if loss_scaled else 1.0

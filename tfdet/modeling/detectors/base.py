@@ -23,6 +23,7 @@ import keras
 import ml_collections
 import tensorflow as tf
 
+from tfdet.engine import step as engine_step
 from tfdet.modeling.backbones import build_backbone
 from tfdet.modeling.necks.fpn import FPN
 
@@ -76,17 +77,12 @@ class Detector(keras.Model):
         return self.detect(batch["images"], image_sizes_of(batch))
 
     def train_step(self, data):
-        with tf.GradientTape() as tape:
-            losses = self.compute_losses(data, training=True)
-            total = tf.add_n(list(losses.values()))
-        variables = self.trainable_variables
-        grads = tape.gradient(total, variables)
-        self.optimizer.apply(grads, variables)
-        return {**losses, "loss": total}
+        # The engine's step: correct under tf.distribute (each replica's loss scaled by 1/replicas,
+        # gradients summed), also when a user calls model.fit() directly.
+        return engine_step.train_step(self, data)
 
     def test_step(self, data):
-        losses = self.compute_losses(data, training=False)
-        return {**losses, "loss": tf.add_n(list(losses.values()))}
+        return engine_step.test_step(self, data)
 
     def predict_step(self, data):
         return self(data, training=False)
