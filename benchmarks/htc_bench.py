@@ -20,22 +20,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from benchmarks.common import own_peak_rss_mib, print_table, time_call  # noqa: E402
+from benchmarks.detector_bench import PADDED, batch  # noqa: E402
 from tfdet.modeling.detectors import build_detector  # noqa: E402
-
-
-PADDED, VALID = (800, 1344), (800, 1333)
-
-
-def batch():
-    """detector_bench's input (its module does not import on main: see the report)."""
-    rng = np.random.default_rng(0)
-    xy = rng.uniform(0, 600, (1, 8, 2))
-    boxes = np.concatenate([xy, xy + rng.uniform(40, 400, (1, 8, 2))], -1).clip(0, VALID[0]).astype(np.float32)
-    return dict(images=tf.constant(rng.uniform(0, 255, (1, *PADDED, 3)), tf.float32),
-                image_info=tf.constant([[VALID, [1.0, 1.0], VALID]], tf.float32),
-                gt_boxes=tf.constant(boxes), gt_classes=tf.constant(rng.integers(0, 80, (1, 8)), tf.int32),
-                gt_is_crowd=tf.zeros((1, 8), tf.bool),
-                gt_masks=tf.constant(rng.integers(0, 2, (1, 8, 112, 112)), tf.uint8))
 
 
 def build(name, impl):
