@@ -109,17 +109,18 @@ def test_frozen_bn_statistics_never_change_in_training():
 
 
 def test_losses_fall_in_a_short_training_run():
+    keras.utils.set_random_seed(0)  # seeded: a 4-step run at a small rate was flat enough to flake
     model = resnet(50, norm="bn", frozen_stages=1, out_levels=(5,))
     x = tf.constant(np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype("float32"))
     target = tf.zeros((2, 2, 2, 2048))
-    optimizer = keras.optimizers.SGD(0.01)
+    optimizer = keras.optimizers.Adam(1e-3)
     losses = []
-    for _ in range(4):
+    for _ in range(6):
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(tf.square(model(x, training=True)[5] - target))
         optimizer.apply(tape.gradient(loss, model.trainable_weights), model.trainable_weights)
         losses.append(float(loss))
-    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert np.all(np.isfinite(losses)) and losses[-1] < 0.8 * losses[0], losses
 
 
 class _FakeDeformConv2D(keras.layers.Conv2D):
