@@ -2,6 +2,7 @@
 on a fixed batch, padded inference with valid boxes, images without objects, serialization."""
 
 import importlib
+import re
 
 import keras
 import numpy as np
@@ -168,7 +169,8 @@ def test_mask_rcnn_with_carafe_in_fpn_and_mask_head_trains():
         losses = model.compute_losses(batch, training=True)
         total = tf.add_n(list(losses.values()))
     carafe_vars = [v for v in model.trainable_variables if "carafe" in v.path.lower()]
-    assert {v.path.split("/")[0] for v in carafe_vars} == {"fpn", "mask_head"}, [v.path for v in carafe_vars]
+    owners = {re.sub(r"_\d+$", "", v.path.split("/")[0]) for v in carafe_vars}  # "fpn_27" in a long run
+    assert owners == {"fpn", "mask_head"}, [v.path for v in carafe_vars]
     grads = tape.gradient(total, carafe_vars)
     assert np.isfinite(float(total)) and "mask" in losses
     assert all(g is not None and np.isfinite(g.numpy()).all() for g in grads)
