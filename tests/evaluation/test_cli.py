@@ -154,6 +154,15 @@ def test_checkpoint_of_another_model_is_a_clear_error(reader, tmp_path):
         loaders.saved_model_predict_fn(str(tmp_path))
 
 
+def test_a_training_workdir_resolves_to_its_latest_checkpoint(reader, tmp_path):
+    """bin/train writes <workdir>/checkpoints/; --checkpoint=<workdir> takes the newest one there."""
+    folder = str(tmp_path / "work" / "checkpoints")
+    for step in (5, 9):
+        _save_checkpoint(make_gt_detector(reader), folder, step)
+    path = loaders.resolve_checkpoint(str(tmp_path / "work"))
+    assert path.startswith(folder) and path.endswith("-9"), path
+
+
 def test_watch_evaluates_each_checkpoint_in_order(shapes_val, reader, tmp_path):
     work = str(tmp_path / "work")
     for step, offset in ((10, 6.0), (20, 0.0)):
