@@ -36,9 +36,8 @@ void Forward<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const Shape& s,
   const long long image_size = static_cast<long long>(s.height) * s.width * s.channels;
   auto work = [&](long long begin, long long end) {
     for (long long bin = begin; bin < end; ++bin) {
-      const int pw = static_cast<int>(bin % s.pooled_w);
-      const int ph = static_cast<int>((bin / s.pooled_w) % s.pooled_h);
-      const int k = static_cast<int>(bin / (static_cast<long long>(s.pooled_w) * s.pooled_h));
+      const Bin b = unflatten_bin(bin, s);
+      const int pw = b.pw, ph = b.ph, k = b.k;
       const RoiGrid<T> g = bin_grid(boxes + 4 * k, bin_offset(offsets, bin), gamma, s);
       roi_align::forward_bin(features + box_indices[k] * image_size, g, ph, pw, s, 0, s.channels,
                              output + bin * s.channels);
@@ -58,11 +57,6 @@ void Backward<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const Shape& s
   const long long bins = static_cast<long long>(s.num_rois) * s.pooled_h * s.pooled_w;
   std::fill(grad_features, grad_features + s.batch * image_size, T(0));
   const auto& pool = *ctx->device()->tensorflow_cpu_worker_threads();
-  auto locate = [&](long long bin, int* ph, int* pw, int* k) {
-    *pw = static_cast<int>(bin % s.pooled_w);
-    *ph = static_cast<int>((bin / s.pooled_w) % s.pooled_h);
-    *k = static_cast<int>(bin / (static_cast<long long>(s.pooled_w) * s.pooled_h));
-  };
   if (s.channels > 0) {
     const int blocks = std::min(s.channels, std::max(1, 4 * pool.num_threads));
     const int block = (s.channels + blocks - 1) / blocks;
@@ -70,8 +64,8 @@ void Backward<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const Shape& s
       for (long long b = begin; b < end; ++b) {
         const int c_begin = static_cast<int>(b) * block, c_end = std::min(s.channels, c_begin + block);
         for (long long bin = 0; bin < bins; ++bin) {
-          int ph, pw, k;
-          locate(bin, &ph, &pw, &k);
+          const Bin b = unflatten_bin(bin, s);
+          const int pw = b.pw, ph = b.ph, k = b.k;
           const RoiGrid<T> g = bin_grid(boxes + 4 * k, bin_offset(offsets, bin), gamma, s);
           roi_align::backward_bin(grad_output + bin * s.channels, g, ph, pw, s, c_begin, c_end,
                                   grad_features + box_indices[k] * image_size);
@@ -83,8 +77,8 @@ void Backward<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const Shape& s
   if (offsets == nullptr) return;
   tf::Shard(pool.num_threads, pool.workers, bins, 2 * bin_cost(s, s.channels), [&](long long begin, long long end) {
     for (long long bin = begin; bin < end; ++bin) {
-      int ph, pw, k;
-      locate(bin, &ph, &pw, &k);
+      const Bin b = unflatten_bin(bin, s);
+      const int pw = b.pw, ph = b.ph, k = b.k;
       const RoiGrid<T> g = bin_grid(boxes + 4 * k, offsets + 2 * bin, gamma, s);
       offset_grad_bin(features + box_indices[k] * image_size, g, ph, pw, gamma, s, 0, s.channels,
                       grad_output + bin * s.channels, grad_offsets + 2 * bin);

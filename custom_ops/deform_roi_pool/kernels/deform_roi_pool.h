@@ -14,7 +14,9 @@
 namespace tfdet {
 namespace deform_roi_pool {
 
+using roi_align::Bin;
 using roi_align::RoiGrid;
+using roi_align::unflatten_bin;
 using roi_align::Shape;  // with aligned = true
 
 // The sampling grid of bin (ph, pw) of the RoI `box`, moved by its offset (`offset` points at

@@ -23,9 +23,8 @@ __global__ void forward_kernel(Shape s, T gamma, const T* features, const T* box
   TFDET_GRID_STRIDE_LOOP(i, total) {
     const int c = static_cast<int>(i % s.channels);
     const long long bin = i / s.channels;
-    const int pw = static_cast<int>(bin % s.pooled_w);
-    const int ph = static_cast<int>((bin / s.pooled_w) % s.pooled_h);
-    const int k = static_cast<int>(bin / (static_cast<long long>(s.pooled_w) * s.pooled_h));
+    const Bin b = unflatten_bin(bin, s);
+    const int pw = b.pw, ph = b.ph, k = b.k;
     const int n = box_indices[k];
     T* out = output + bin * s.channels;
     if (n < 0 || n >= s.batch) {  // validated before the launch; never read out of bounds here
@@ -45,9 +44,8 @@ __global__ void backward_features_kernel(Shape s, T gamma, const T* grad_output,
   TFDET_GRID_STRIDE_LOOP(i, total) {
     const int c = static_cast<int>(i % s.channels);
     const long long bin = i / s.channels;
-    const int pw = static_cast<int>(bin % s.pooled_w);
-    const int ph = static_cast<int>((bin / s.pooled_w) % s.pooled_h);
-    const int k = static_cast<int>(bin / (static_cast<long long>(s.pooled_w) * s.pooled_h));
+    const Bin b = unflatten_bin(bin, s);
+    const int pw = b.pw, ph = b.ph, k = b.k;
     const int n = box_indices[k];
     if (n < 0 || n >= s.batch) continue;
     const RoiGrid<T> g = bin_grid(boxes + 4 * k, offsets == nullptr ? nullptr : offsets + 2 * bin, gamma, s);
@@ -61,9 +59,8 @@ __global__ void backward_offsets_kernel(Shape s, T gamma, const T* grad_output, 
                                         const int* box_indices, const T* offsets, T* grad_offsets) {
   const long long bins = static_cast<long long>(s.num_rois) * s.pooled_h * s.pooled_w;
   TFDET_GRID_STRIDE_LOOP(bin, bins) {
-    const int pw = static_cast<int>(bin % s.pooled_w);
-    const int ph = static_cast<int>((bin / s.pooled_w) % s.pooled_h);
-    const int k = static_cast<int>(bin / (static_cast<long long>(s.pooled_w) * s.pooled_h));
+    const Bin b = unflatten_bin(bin, s);
+    const int pw = b.pw, ph = b.ph, k = b.k;
     const int n = box_indices[k];
     if (n < 0 || n >= s.batch) {
       grad_offsets[2 * bin] = grad_offsets[2 * bin + 1] = T(0);
