@@ -67,8 +67,8 @@ def settings():
     scale = cli.parse_scales(FLAGS.scale)
     if scale:
         scale = scale[0]
-    elif _CONFIG.value is not None and "data" in _CONFIG.value and "image_size" in _CONFIG.value.data:
-        scale = tuple(sorted(_CONFIG.value.data.image_size, reverse=True))
+    elif _CONFIG.value is not None and "data" in _CONFIG.value and "scale" in _CONFIG.value.data:
+        scale = tuple(_CONFIG.value.data.scale)
     else:
         scale = (1333, 800)
     # Test-time augmentation from the flags, else from the config's optional `test` block.

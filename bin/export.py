@@ -26,7 +26,7 @@ flags.DEFINE_integer("version", None, "version folder (default: 1 + the largest 
 flags.DEFINE_enum("mask_output", "box", ["box", "image"], "detection_masks box-relative [M,M] probabilities or "
                   "full-image uint8 0/1 bitmaps")
 flags.DEFINE_string("input_size", "", "fixed 'HxW' of the image_tensor input (default: dynamic)")
-flags.DEFINE_string("scale", "", "test scale 'LONGxSHORT' (default: the config's data.image_size)")
+flags.DEFINE_string("scale", "", "test scale 'LONGxSHORT' (default: the config's data.scale)")
 flags.DEFINE_string("annotations", "", "COCO json whose categories (sorted by id) give detection_classes ids")
 flags.DEFINE_list("category_ids", [], "category id of each class (default: --annotations, else 1..C)")
 flags.DEFINE_string("model_name", "tfdet", "model name written into the warm-up requests")
@@ -58,7 +58,7 @@ def main(argv):
     from tfdet.serving import ServingModule, build_serving_model, export
 
     config = _CONFIG.value
-    scale = parse_size(FLAGS.scale, "scale") if FLAGS.scale else tuple(config.data.image_size)
+    scale = parse_size(FLAGS.scale, "scale") if FLAGS.scale else tuple(config.data.scale)
     input_size = parse_size(FLAGS.input_size, "input_size") if FLAGS.input_size else None
     model = build_serving_model(config, ops=FLAGS.ops, checkpoint=FLAGS.checkpoint or None)
     module = ServingModule(model, scale=scale, category_ids=category_ids(), mask_output=FLAGS.mask_output,

@@ -122,15 +122,32 @@ def model(v, type_name, num_classes=80, backbone_levels=(2, 3, 4, 5), neck=None,
                 ops_impl=None, **blocks)
 
 
+COCO_ROOT = "data/coco"  # where the full-size configs expect COCO 2017 (override --config.data.train_ann=...)
+
+
 def data(v, with_masks=False, with_keypoints=False):
-    return dict(image_size=(64, 96) if v.tiny else (800, 1333), pad_to_multiple=32, max_instances=8 if v.tiny else 100,
-                flip_prob=0.5, with_masks=with_masks, with_keypoints=with_keypoints)
+    """The training input (tfdet.engine.data.TrainInput: source + tfdet.data.pipeline.InputOptions fields).
+
+    Full size: COCO 2017 train from COCO_ROOT, keep-ratio resize to (1333, 800). tiny: the embedded
+    shapes dataset (generated on first use) at its native size, 160 x 128 at most."""
+    block = dict(source="coco", train_ann=f"{COCO_ROOT}/annotations/instances_train2017.json",
+                 train_images=f"{COCO_ROOT}/train2017", scale=(1333, 800), flip_prob=0.5, max_instances=100,
+                 mask_size=112 if with_masks else 0, with_keypoints=bool(with_keypoints), with_semantic=False,
+                 semantic_stride=8, shuffle_buffer=1024)
+    if v.tiny:
+        block.update(source="shapes", train_ann="", train_images="", scale=(160, 128), max_instances=8,
+                     shuffle_buffer=256)
+    return block
 
 
 def schedule(v, base_lr=0.02):
-    """1x schedule: 12 epochs, step decay at epochs 8 and 11, linear warmup (lr scaled to the batch)."""
-    return dict(batch_size=2 if v.tiny else 16, base_lr=base_lr, momentum=0.9, weight_decay=1e-4, warmup_steps=500,
-                warmup_ratio=0.001, epochs=12, decay_epochs=(8, 11), decay_factor=0.1)
+    """1x schedule: 12 epochs, step decay at epochs 8 and 11, linear warmup (lr scaled to the batch).
+    Every field of tfdet.engine.train's `train` block is present (but decay_steps, which replaces
+    decay_epochs when set), so any of them can be overridden from the command line."""
+    return dict(batch_size=2 if v.tiny else 16, optimizer="sgd", base_lr=base_lr, momentum=0.9, weight_decay=1e-4,
+                beta_1=0.9, beta_2=0.999, epsilon=1e-8, epochs=12, total_steps=0, steps_per_epoch=0, warmup_steps=500, warmup_ratio=0.001,
+                decay_epochs=(8, 11), decay_factor=0.1, clip_norm=0.0, checkpoint_every=500, keep_checkpoints=3,
+                log_every=50, seed=0)
 
 
 def make_config(arg, type_name, model_blocks, base_lr=0.02, with_masks=False, with_keypoints=False, num_classes=80,

@@ -11,5 +11,5 @@ def get_config(arg=None):
     cfg = common.make_config(arg, "FasterRCNN", {
         "rpn": guided_anchoring.ga_faster_rpn,
         "roi": lambda v: guided_anchoring.ga_faster_roi(v, common.roi(v))})
-    cfg.train.grad_clip_norm = 35.0
+    cfg.train.clip_norm = 35.0
     return cfg

@@ -13,5 +13,4 @@ def get_config(arg=None):
                                                         "htc": common.htc},
                              with_masks=True, extra_options={"semantic": True})
     cfg.data.with_semantic = cfg.model.htc.semantic
-    cfg.data.semantic_stride = 8
     return cfg

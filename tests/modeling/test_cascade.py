@@ -223,14 +223,14 @@ def test_configs(family, backbone, dcn, carafe):
     assert tuple(m.backbone.get("stage_with_dcn", (False,) * 4)) == ((False, True, True, True) if dcn else (False,) * 4)
     assert m.neck.upsample == ("carafe" if carafe else "nearest")
     if family != "cascade_rcnn":
-        assert m.mask.upsample == ("carafe" if carafe else "deconv") and cfg.data.with_masks
+        assert m.mask.upsample == ("carafe" if carafe else "deconv") and cfg.data.mask_size == 112
     if family == "htc":
         h = m.htc
         assert (h.semantic, h.semantic_classes, h.fusion_level, h.semantic_convs, h.semantic_loss_weight) == \
             (True, 183, 3, 4, 0.2) and cfg.data.with_semantic
     with pytest.raises(ValueError, match="unknown option 'semantic'"):
         config("cascade_rcnn", "semantic=False")
-    assert cfg.train.base_lr == 0.02 and tuple(cfg.data.image_size) == (800, 1333)
+    assert cfg.train.base_lr == 0.02 and tuple(cfg.data.scale) == (1333, 800)
 
 
 @pytest.mark.parametrize("impl", ["composite", "fused"])

@@ -31,7 +31,7 @@ def test_every_variant_loads(family, backbone, dcn, carafe):
     assert (t.batch_size, t.momentum, t.weight_decay, t.warmup_steps, t.epochs, tuple(t.decay_epochs)) == \
         (16, 0.9, 1e-4, 500, 12, (8, 11))
     assert t.base_lr == (0.01 if family == "retinanet" else 0.02)
-    assert tuple(cfg.data.image_size) == (800, 1333)
+    assert tuple(cfg.data.scale) == (1333, 800)
     expected_type = {"r50": "ResNet", "r101": "ResNet", "x101": "ResNeXt"}.get(backbone, "FishNet")
     assert m.backbone.type == expected_type
     if backbone in ("r50", "r101", "x101"):
@@ -56,7 +56,7 @@ def test_every_variant_loads(family, backbone, dcn, carafe):
         assert (m.roi.score_threshold, m.roi.nms_iou, m.roi.max_detections) == (0.05, 0.5, 100)
     if family == "mask_rcnn":
         assert (m.mask.pooled_size, m.mask.num_convs, m.mask.channels) == (14, 4, 256)
-        assert m.mask.upsample == ("carafe" if carafe else "deconv") and cfg.data.with_masks
+        assert m.mask.upsample == ("carafe" if carafe else "deconv") and cfg.data.mask_size == 112
     if family == "keypoint_rcnn":
         assert (m.keypoint.num_keypoints, m.keypoint.num_convs, m.keypoint.channels) == (17, 8, 512)
         assert m.num_classes == 1 and cfg.data.with_keypoints
@@ -65,7 +65,7 @@ def test_every_variant_loads(family, backbone, dcn, carafe):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_tiny_variant_is_small(family):
     cfg = load(family, "tiny")
-    assert cfg.model.backbone.type == "TinyConvNet" and tuple(cfg.data.image_size) == (64, 96)
+    assert cfg.model.backbone.type == "TinyConvNet" and cfg.data.source == "shapes" and tuple(cfg.data.scale) == (160, 128)
     assert cfg.model.neck.out_channels <= 32 and cfg.train.batch_size == 2
 
 
@@ -88,6 +88,27 @@ def test_config_flags_loading(monkeypatch):
     cfg = values.config
     assert cfg.model.backbone.depth == 101 and cfg.train.batch_size == 8 and cfg.model.roi.nms_method == "linear"
     assert cfg.variant.dcn is True
+
+
+ALL_CONFIGS = ("faster_rcnn", "mask_rcnn", "keypoint_rcnn", "retinanet", "cascade_rcnn", "cascade_mask_rcnn", "htc",
+               "ga_rpn", "ga_faster_rcnn", "ga_retinanet")
+
+
+@pytest.mark.parametrize("family", ALL_CONFIGS)
+@pytest.mark.parametrize("arg", ["", "tiny"])
+def test_train_and_data_blocks_are_the_engines(family, arg):
+    """bin/train.py refuses unknown fields and only lets existing ones be overridden: every config's
+    `train` block holds every engine field (so each is overridable) and its `data` block only input fields."""
+    from tfdet.engine import data as engine_data
+    from tfdet.engine import train as engine_train
+
+    cfg = load(family, arg)
+    assert set(cfg.train) == set(engine_train.TRAIN_DEFAULTS) - {"decay_steps"}
+    assert set(cfg.data) <= set(engine_data.DATA_DEFAULTS) | engine_data._OPTION_FIELDS
+    engine_train._block(cfg, "train", engine_train.TRAIN_DEFAULTS)  # raises on an unknown field
+    assert cfg.data.source == ("shapes" if arg else "coco")
+    assert (cfg.data.mask_size > 0) == (family in ("mask_rcnn", "cascade_mask_rcnn", "htc"))
+    assert cfg.data.with_keypoints == (family == "keypoint_rcnn")
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ def test_ga_rpn_and_faster_hyper_parameters():
     faster = load("ga_faster_rcnn")
     assert faster.model.rpn.max_proposals_test == 300 and faster.model.rpn.max_proposals_train == 300
     assert (faster.model.roi.pos_iou, faster.model.roi.num_samples) == (0.6, 256)
-    assert tuple(faster.model.roi.bbox_stds) == (0.05, 0.05, 0.1, 0.1) and faster.train.grad_clip_norm == 35.0
+    assert tuple(faster.model.roi.bbox_stds) == (0.05, 0.05, 0.1, 0.1) and faster.train.clip_norm == 35.0
 
 
 def test_ga_retinanet_hyper_parameters_and_blocks_build_heads():

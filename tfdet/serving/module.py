@@ -55,7 +55,7 @@ class ServingModule(tf.Module):
 
     Args:
       model: a built tfdet detector (its `detect(images, image_sizes)` is traced).
-      scale: (long, short) test scale, e.g. the config's data.image_size.
+      scale: (long, short) test scale, e.g. the config's data.scale.
       category_ids: [C] dataset category id of each contiguous class (default 1..C).
       mask_output: "box" or "image" (see the module docstring).
       input_size: None (dynamic H, W) or (H, W) fixed for the image_tensor signature.
