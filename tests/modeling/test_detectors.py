@@ -55,7 +55,7 @@ def model_for(family):
     return _MODELS[family]
 
 
-def check_detections(out, family, num_classes, max_det):
+def check_detections(out, family, num_classes, max_det, score_threshold=0.05):
     n = out["num_detections"].numpy()
     boxes, scores, classes = (out[k].numpy() for k in ("detection_boxes", "detection_scores", "detection_classes"))
     assert boxes.shape == (B, max_det, 4) and scores.shape == (B, max_det) and classes.shape == (B, max_det)
@@ -64,7 +64,7 @@ def check_detections(out, family, num_classes, max_det):
         k = n[b]
         assert ((classes[b, :k] >= 0) & (classes[b, :k] < num_classes)).all() and (classes[b, k:] == -1).all()
         assert (boxes[b, k:] == 0).all() and (scores[b, k:] == 0).all()
-        assert (np.diff(scores[b, :k]) <= 1e-6).all() and (scores[b, :k] > 0.05).all()
+        assert (np.diff(scores[b, :k]) <= 1e-6).all() and (scores[b, :k] > score_threshold).all()
         x1, y1, x2, y2 = boxes[b, :k].T
         assert (x1 >= 0).all() and (y1 >= 0).all() and (x2 <= sizes[b][1]).all() and (y2 <= sizes[b][0]).all()
         assert (x2 >= x1).all() and (y2 >= y1).all()
