@@ -13,7 +13,8 @@ import pytest
 import tensorflow as tf
 
 from tests.data.coco_files import TINY_SHAPES
-from tests.modeling.test_detectors import B, check_detections, make_batch
+from tests.modeling.test_detectors import B, check_detections, check_round_trip, checked_losses_and_gradients
+from tests.modeling.test_detectors import make_batch, train_on_fixed_batch
 from tfdet.data import shapes
 from tfdet.evaluation import cli, loaders
 from tfdet.modeling import dense_heads
@@ -111,18 +112,10 @@ def test_head_type_defaults_and_errors():
 def test_train_step_and_inference(family):
     model = model_for(family)
     batch = make_batch()
-    variables = model.trainable_variables
-    with tf.GradientTape() as tape:
-        losses = model.compute_losses(batch, training=True)
-        total = tf.add_n(list(losses.values()))
-    grads = tape.gradient(total, variables)
+    losses, grads = checked_losses_and_gradients(model, batch)
     assert set(losses) == LOSSES[family]
-    assert all(np.isfinite(float(v)) and float(v) > 0 for v in losses.values()), losses
-    missing = [v.path for v, g in zip(variables, grads) if g is None]
-    assert not missing, missing
-    assert all(np.isfinite(g.numpy()).all() for g in grads)
     # the feature adaption's offset conv learns (through the deformable conv), its input is stopped
-    offset_grads = [g for v, g in zip(variables, grads) if "conv_offset" in v.path]
+    offset_grads = [g for path, g in grads.items() if "conv_offset" in path]
     assert offset_grads and all(float(tf.reduce_max(tf.abs(g))) > 0 for g in offset_grads)
     out = model.train_step(make_batch(empty=True))  # a whole Keras train step on images without objects
     assert all(np.isfinite(float(v)) for v in out.values()), out
@@ -162,41 +155,21 @@ def test_sparse_anchors_at_inference_only():
 @pytest.mark.slow
 @pytest.mark.parametrize("family", GA)
 def test_losses_fall_on_a_fixed_batch(family):
-    keras.utils.set_random_seed(12)
-    model = build_detector(config(family).model)
     # Adam 5e-4: at 1e-3 the tiny GA-RetinaNet's class tower can blow up once (the location loss of a few
     # positive cells on a small image dominates early) and then stall.
-    model.compile(optimizer=keras.optimizers.Adam(5e-4))
-    batch = make_batch()
-    step = tf.function(model.train_step)
-    history = [{k: float(v) for k, v in step(batch).items()} for _ in range(30)]
-    history = {key: np.array([h[key] for h in history]) for key in history[0]}
+    model, history = train_on_fixed_batch(config(family).model, 12, 5e-4, 30)
     assert all(np.isfinite(v).all() for v in history.values()), history
     assert history["loss"][-5:].mean() < 0.5 * history["loss"][:3].mean(), history["loss"]
     assert history["loss_loc"][-5:].mean() < 0.5 * history["loss_loc"][:3].mean(), history["loss_loc"]
     # the shape loss (small here, and its sampled targets change) is learnt in test_ga_head; it must not diverge
     assert history["loss_shape"][-5:].mean() < 1.2 * history["loss_shape"][:3].mean(), history["loss_shape"]
-    check_outputs(model.predict_step(batch), family)
+    check_outputs(model.predict_step(make_batch()), family)
 
 
 @pytest.mark.parametrize("family", GA)
 def test_serialization_round_trip(family, tmp_path):
-    model = model_for(family)
-    batch = make_batch()
-    want = model.predict_step(batch)
-    clone = type(model).from_config(model.get_config())
-    clone.build()
-    clone.set_weights(model.get_weights())
-    got = clone.predict_step(batch)
-    for key in want:
-        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-5)
-    path = str(tmp_path / "model.keras")
-    model.save(path)
-    loaded = keras.models.load_model(path)
+    loaded = check_round_trip(model_for(family), make_batch(), tmp_path)
     assert type(head_of(loaded)) is TYPES[family][1]
-    got = loaded.predict_step(batch)
-    for key in want:
-        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-5)
 
 
 def test_rpn_detector_proposal_recall_through_the_evaluation_cli(tmp_path):
