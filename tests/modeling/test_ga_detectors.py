@@ -108,6 +108,23 @@ def test_head_type_defaults_and_errors():
         dense_heads.build_retina({"type": "GA"}, 3)
 
 
+def test_specs_read_every_setting_of_their_block():
+    rpn = config("ga_rpn").model.rpn
+    for key, value in dict(loc_threshold=0.2, center_ratio=0.3, ignore_ratio=0.6, loc_focal_alpha=0.3,
+                           loc_focal_gamma=1.5, loc_negative_weight=0.2, shape_beta=0.3, shape_pos_iou=0.6,
+                           shape_samples=64, shape_positive_fraction=0.25, anchor_stds=(0.1, 0.1, 0.2, 0.2)).items():
+        rpn[key] = value
+    a = dense_heads.build_rpn(rpn).anchors
+    assert (a.loc_threshold, a.center_ratio, a.ignore_ratio, a.loc_alpha, a.loc_gamma, a.loc_negative_weight,
+            a.shape_beta, a.shape_matcher.pos_iou_thr, a.shape_samples, a.shape_positive_fraction) == \
+        (0.2, 0.3, 0.6, 0.3, 1.5, 0.2, 0.3, 0.6, 64, 0.25)
+    assert a.anchor_stds == (0.1, 0.1, 0.2, 0.2) and a.strides == (4, 8, 16, 32, 64)
+    retina = dense_heads.build_retina(config("ga_retinanet").model.retina, 3)
+    assert retina.anchors.strides == (8, 16, 32, 64, 128) and retina.anchors.octave_base_scale == 4
+    assert (retina.anchors.shape_matcher.pos_iou_thr, retina.anchors.shape_matcher.neg_range[1]) == (0.5, 0.4)
+    assert (retina.matcher.pos_iou_thr, retina.matcher.neg_range[1], retina.matcher.min_pos_iou) == (0.5, 0.5, 0.0)
+
+
 @pytest.mark.parametrize("family", GA)
 def test_train_step_and_inference(family):
     model = model_for(family)

@@ -6,7 +6,9 @@ Per level, from the head's features x:
   x'    = ReLU(DeformConv3x3(x, offsets = 1x1 conv(stop_gradient(shape)))), 4 deformable groups;
   the box head (RPN objectness + deltas, or RetinaNet classes + deltas) runs on x'.
 Anchors are the squares of tfdet.ops.guided_anchoring with the predicted shape; at inference only the
-locations with sigmoid(loc) >= loc_threshold (0.01) give anchors, as a mask on static-shaped tensors.
+locations with sigmoid(loc) >= loc_threshold (0.01) give anchors, as a mask on static-shaped tensors
+(training proposals use every location, as mmdetection). GAAnchors holds every guided anchoring
+setting; GARPNSpec binds the head and these functions to a `model.rpn` config block of type "GARPN".
 
 Defaults (mmdetection ga_rpn_r50_fpn / ga_faster_r50_fpn): strides (4, 8, 16, 32, 64), approxes
 octave_base_scale 8 x 3 scales x ratios (0.5, 1, 2), squares of scale 8; anchor coder stds
@@ -142,12 +144,14 @@ class GAAnchors:
     @classmethod
     def from_block(cls, block):
         """From a config block of configs/guided_anchoring.py (levels, octave_base_scale, shape_pos_iou, ...)."""
-        return cls([2 ** lvl for lvl in block.levels], block.octave_base_scale, block.scales_per_octave,
-                   block.anchor_ratios, block.anchor_stds, block.loc_threshold, block.center_ratio,
-                   block.ignore_ratio, block.loc_focal_alpha, block.loc_focal_gamma, block.loc_negative_weight,
-                   block.shape_beta, MaxIoUMatcher(block.shape_pos_iou, block.shape_neg_iou,
-                                                   min_pos_iou=block.shape_min_pos_iou),
-                   block.shape_samples, block.shape_positive_fraction)
+        b = block
+        return cls([2 ** lvl for lvl in b.levels], octave_base_scale=b.octave_base_scale,
+                   scales_per_octave=b.scales_per_octave, ratios=b.anchor_ratios, anchor_stds=b.anchor_stds,
+                   loc_threshold=b.loc_threshold, center_ratio=b.center_ratio, ignore_ratio=b.ignore_ratio,
+                   loc_alpha=b.loc_focal_alpha, loc_gamma=b.loc_focal_gamma, loc_negative_weight=b.loc_negative_weight,
+                   shape_beta=b.shape_beta,
+                   shape_matcher=MaxIoUMatcher(b.shape_pos_iou, b.shape_neg_iou, min_pos_iou=b.shape_min_pos_iou),
+                   shape_samples=b.shape_samples, shape_positive_fraction=b.shape_positive_fraction)
 
     def squares(self, sizes):
         """List of [H_l * W_l, 4] for one (H_l, W_l) per level."""

@@ -9,6 +9,8 @@ Training: Max-IoU matching 0.5 / 0.4 with low-quality matches (min IoU 0); sigmo
 stds 1), both divided by the number of positive anchors (at least 1).
 Inference: per level the 1000 anchors with the highest class score, decoded and clipped, then
 class-wise NMS at 0.5 over all levels, score > 0.05, the best 100.
+The losses and detections also serve GA-RetinaNet (per-image guided anchors, masks, smooth L1, stds).
+RetinaSpec binds the head and these functions to a `model.retina` config block (type "Retina", default).
 """
 
 import math

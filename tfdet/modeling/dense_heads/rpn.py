@@ -9,6 +9,7 @@ ratios (0.5, 1, 2); matching 0.7 / 0.3 with low-quality matches >= 0.3; 256 samp
 sigmoid CE + L1 on deltas (means 0, stds 1), both divided by the number of sampled anchors;
 proposals: top-k per level before NMS (2000 train / 1000 test), NMS 0.7 within each level,
 the best 1000 after NMS (train and test, as mmdetection v2 and detectron2 FPN configs).
+RPNSpec binds the head and these functions to a `model.rpn` config block (type "RPN", the default).
 """
 
 from typing import NamedTuple
