@@ -16,12 +16,16 @@ The tables are printed and written as json to --metrics_output (default <output>
 <predictions>.metrics.json).
 """
 
+import os
 import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs/ importable
 
-from tfdet.evaluation import cli, loaders
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from tfdet.cli import config_flags_parser  # noqa: E402
+from tfdet.evaluation import cli, loaders  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "model config file (for --checkpoint / --watch)")
 flags.DEFINE_string("annotations", None, "COCO annotations json", required=True)
@@ -110,4 +114,4 @@ def _evaluate(s):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=config_flags_parser(_CONFIG, "evaluate.py"))

@@ -9,10 +9,15 @@ loads; --ops=fused uses tfdet's Tfdet> kernels (a server built with //:tfdet_ops
 """
 
 import json
+import os
 import sys
 
-from absl import app, flags
-from ml_collections import config_flags
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs/ importable
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from tfdet.cli import config_flags_parser  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "model config file", lock_config=False)
 flags.DEFINE_string("checkpoint", "", "checkpoint file/prefix, or a training folder (its latest); empty: "
@@ -69,4 +74,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    sys.exit(app.run(main, flags_parser=config_flags_parser(_CONFIG, "export.py")))

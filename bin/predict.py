@@ -108,21 +108,13 @@ def main(argv):
 
 
 def render(image, dets, names, path):
-    import numpy as np
-    from pycocotools import mask as mask_utils
-
     from tfdet.evaluation import visualize
 
-    boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in dets)]).reshape(-1, 4)
-    labels = [f"{names.get(d['category_id'], d['category_id'])} {d['score']:.2f}".upper() for d in dets]
-    colours = visualize.palette(max(len(dets), 1))[:len(dets)]
-    masks = None
-    if dets and all("segmentation" in d for d in dets):
-        masks = np.stack([mask_utils.decode(d["segmentation"]) for d in dets])
-    keypoints = None
-    if dets and all("keypoints" in d for d in dets):
-        keypoints = np.array([d["keypoints"] for d in dets]).reshape(len(dets), -1, 3) + [0.5, 0.5, 0]
-    visualize.write_png(path, visualize.draw_detections(image, boxes, labels, colours, masks, keypoints))
+    colours = visualize.palette(max(len(names), 1))
+    rank = {cat: i for i, cat in enumerate(sorted(names))}  # one colour per category
+    labels = [f"{names.get(d['category_id'], d['category_id'])} {d['score']:.2f}" for d in dets]
+    visualize.write_png(path, visualize.draw_results(
+        image, dets, labels, [colours[rank.get(d["category_id"], 0) % len(colours)] for d in dets]))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from tfdet.cli import config_flags_parser  # noqa: E402
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:arg]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints and summaries (resumed when present).")
 _STRATEGY = flags.DEFINE_enum("strategy", "one_device", ["one_device", "mirrored", "multi_worker", "tpu"],
@@ -28,30 +30,6 @@ _TPU = flags.DEFINE_string("tpu", "", "tpu: TPU name or address.")
 _VERBOSE = flags.DEFINE_enum("verbose", "1", ["0", "1", "2"],
                              "0 silent, 1 progress bar with ETA, 2 a line every train.log_every steps (log files).")
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-def _fail(message):
-    print(f"train.py: error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
-
-
-def parse_flags(argv):
-    """absl parsing, with config_flags' deferred errors (missing file, unknown field) made one clear line."""
-    overrides = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
-    try:
-        rest = flags.FLAGS(argv)
-        _CONFIG.value.to_dict()  # config_flags defers a load failure to the first use
-    except (KeyError, AttributeError) as err:
-        _fail(f"unknown config field {err} in the overrides {overrides}: every --config.x.y must name a field of "
-              "the config file.")
-    except flags.Error as err:
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        if len(lines) > 2:  # a traceback of the config file: its first and last lines say it
-            lines = [lines[0], lines[-1]]
-        _fail(" ".join(lines) + "\nPass --helpshort to see the flags.")
-    except (OSError, ImportError, SyntaxError, ValueError, TypeError) as err:
-        _fail(f"cannot load the --config file: {' '.join(str(err).split())}")
-    return rest
 
 
 def main(argv):
@@ -72,4 +50,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=config_flags_parser(_CONFIG, "train.py"))

@@ -71,7 +71,7 @@ def test_render_results_draws_detections(reader, tmp_path):
     dets = [{"image_id": rec.image_id, "category_id": reader.category_ids[0], "score": 0.9,
              "bbox": [x1, y1, x2 - x1, y2 - y1]},
             {"image_id": rec.image_id, "category_id": reader.category_ids[0], "score": 0.1, "bbox": [0, 0, 5, 5]}]
-    (path,) = visualize.render_results(reader, dets, str(tmp_path), 1, score_threshold=0.5)
+    (path,) = visualize.render_results(reader, dets, str(tmp_path), 1, score_threshold=0.5, min_size=0)
     drawn = tf.io.decode_png(tf.io.read_file(path)).numpy()
     original = tf.io.decode_image(tf.io.read_file(rec.file_name), channels=3).numpy()
     assert drawn.shape == original.shape
@@ -84,3 +84,22 @@ def test_render_results_draws_detections(reader, tmp_path):
     top = int(y1) - visualize.GLYPH_H - 2 if y1 >= visualize.GLYPH_H + 2 else int(y1)
     region[max(top, 0):int(y2) + 1, int(x1):max(int(x2), int(x1) + label_w) + 1] = True
     assert changed.any() and not (changed & ~region).any()
+
+
+def test_render_results_enlarges_small_images(reader, tmp_path):
+    """A small image is drawn at an integer multiple of its size: every original pixel becomes a
+    factor x factor block, the box lands on the scaled coordinates."""
+    rec = reader.records[0]
+    x1, y1, x2, y2 = (float(v) for v in rec.boxes[0])
+    det = {"image_id": rec.image_id, "category_id": reader.category_ids[0], "score": 0.9,
+           "bbox": [x1, y1, x2 - x1, y2 - y1]}
+    original = tf.io.decode_image(tf.io.read_file(rec.file_name), channels=3).numpy()
+    h, w = original.shape[:2]
+    (path,) = visualize.render_results(reader, [det], str(tmp_path), 1, min_size=4 * max(h, w))
+    drawn = tf.io.decode_png(tf.io.read_file(path)).numpy()
+    assert drawn.shape == (4 * h, 4 * w, 3)
+    untouched = np.repeat(np.repeat(original, 4, axis=0), 4, axis=1)
+    changed = np.any(drawn != untouched, axis=-1)
+    assert not changed[int(4 * y2) + 4:].any()  # nothing below the scaled box
+    colour = visualize.palette(reader.num_classes)[0]
+    assert np.all(drawn[int(4 * y2) - 1, int(4 * x1) + 2:int(4 * x2) - 2] == colour)  # its bottom edge

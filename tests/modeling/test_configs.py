@@ -66,7 +66,7 @@ def test_every_variant_loads(family, backbone, dcn, carafe):
 def test_tiny_variant_is_small(family):
     cfg = load(family, "tiny")
     assert cfg.model.backbone.type == "TinyConvNet" and cfg.data.source == "shapes" and tuple(cfg.data.scale) == (160, 128)
-    assert cfg.model.neck.out_channels <= 32 and cfg.train.batch_size == 2
+    assert cfg.model.neck.out_channels <= 32 and cfg.train.batch_size == 4
 
 
 def test_bad_variants_fail_clearly():

@@ -44,7 +44,7 @@ def test_export_then_predict_round_trip(trained, tmp_path):
                                        {"id": 7, "name": "dog"}, {"id": 11, "name": "cow"}]}))
     export_dir = tmp_path / "export"
     proc = run_bin("export.py", "--config=configs/mask_rcnn.py:tiny", f"--checkpoint={checkpoint}",
-                   f"--export_dir={export_dir}", f"--annotations={annotations}")
+                   f"--export_dir={export_dir}", f"--annotations={annotations}", "--scale=96x64")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert os.path.isfile(export_dir / "1" / "saved_model.pb")
     images, paths = write_images(str(tmp_path))
@@ -64,7 +64,8 @@ def test_export_then_predict_round_trip(trained, tmp_path):
         assert abs(got["score"] - want["score"]) < 1e-5 and "segmentation" in got
     for name in ("img0.png", "img1.png"):
         png = tf.io.decode_png(tf.io.read_file(str(tmp_path / "png" / name))).numpy()
-        assert png.shape == (60, 90, 3) and (png != images[int(name[3])]).any()  # something was drawn
+        enlarged = np.repeat(np.repeat(images[int(name[3])], 6, axis=0), 6, axis=1)  # legible labels: 6 x 90 >= 480
+        assert png.shape == (360, 540, 3) and (png != enlarged).any()  # something was drawn
 
 
 class _FakeServing(BaseHTTPRequestHandler):

@@ -119,9 +119,31 @@ def write_png(path, image):
     tf.io.write_file(path, tf.io.encode_png(np.asarray(image, np.uint8)))
 
 
-def render_results(reader, results, folder, count, score_threshold=0.3):
+def _enlarge(array, factor):
+    """Nearest-neighbour upscaling of the two leading pixel axes of `array` by an integer factor."""
+    return np.repeat(np.repeat(array, factor, axis=0), factor, axis=1) if factor > 1 else array
+
+
+def draw_results(image, dets, labels, colours, skeleton=(), min_size=480):
+    """A copy of `image` (uint8 [H, W, 3]) with COCO-format results `dets` (bbox xywh; segmentation RLE
+    and keypoints when every result has them) drawn with `labels` and `colours` (one per result).
+    Images whose long edge is under `min_size` are enlarged by an integer factor first (nearest,
+    pixel-exact) so that the labels stay legible."""
+    factor = max(1, -(-int(min_size) // max(image.shape[:2])))
+    boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in dets)], np.float64).reshape(-1, 4)
+    masks = keypoints = None
+    if dets and all("segmentation" in d for d in dets):
+        masks = [_enlarge(mask_utils.decode(_rle(d["segmentation"])), factor) for d in dets]
+    if dets and all("keypoints" in d for d in dets):
+        keypoints = np.array([d["keypoints"] for d in dets], np.float64).reshape(len(dets), -1, 3)
+        keypoints[..., :2] = (keypoints[..., :2] + 0.5) * factor  # COCO pixel indices -> pixel centres
+    colours = np.asarray(colours, np.uint8).reshape(-1, 3)
+    return draw_detections(_enlarge(image, factor), boxes * factor, labels, colours, masks, keypoints, skeleton)
+
+
+def render_results(reader, results, folder, count, score_threshold=0.3, min_size=480):
     """Writes PNGs of the first `count` images of `reader` with their COCO `results` (score >=
-    threshold) to `folder` as <image id>.png; returns the paths."""
+    threshold) to `folder` as <image id>.png (see draw_results for `min_size`); returns the paths."""
     by_image = {}
     for r in results:
         if r["score"] >= score_threshold:
@@ -132,18 +154,10 @@ def render_results(reader, results, folder, count, score_threshold=0.3):
     for rec in reader.records[:count]:
         image = tf.io.decode_image(tf.io.read_file(rec.file_name), channels=3, expand_animations=False).numpy()
         dets = sorted(by_image.get(rec.image_id, []), key=lambda r: r["score"])
-        boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in dets)]).reshape(-1, 4)
         classes = [reader.category_to_class[d["category_id"]] for d in dets]
         labels = [f"{reader.class_names[c]} {d['score']:.2f}" for c, d in zip(classes, dets)]
-        masks = keypoints = None
-        if dets and all("segmentation" in d for d in dets):
-            masks = [mask_utils.decode(_rle(d["segmentation"])) for d in dets]
-        if dets and all("keypoints" in d for d in dets):
-            keypoints = np.array([d["keypoints"] for d in dets], np.float64).reshape(len(dets), -1, 3)
-            keypoints[..., :2] += 0.5  # COCO pixel indices -> pixel centres
         skeleton = [(a - 1, b - 1) for a, b in cats[dets[0]["category_id"]].get("skeleton", [])] if dets else []
-        drawn = draw_detections(image, boxes, labels, colours[classes] if classes else np.zeros((0, 3), np.uint8),
-                                masks, keypoints, skeleton)
+        drawn = draw_results(image, dets, labels, colours[classes], skeleton, min_size)
         path = os.path.join(folder, f"{rec.image_id}.png")
         write_png(path, drawn)
         paths.append(path)
