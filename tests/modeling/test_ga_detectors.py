@@ -17,6 +17,7 @@ from tests.modeling.test_detectors import B, check_detections, check_round_trip,
 from tests.modeling.test_detectors import make_batch, train_on_fixed_batch
 from tfdet.data import shapes
 from tfdet.evaluation import cli, loaders
+from tfdet.layers.deform_conv import DeformConv2D
 from tfdet.modeling import dense_heads
 from tfdet.modeling.dense_heads.ga_head import GARPNHead
 from tfdet.modeling.dense_heads.ga_retina_head import GARetinaHead
@@ -205,3 +206,41 @@ def test_rpn_detector_proposal_recall_through_the_evaluation_cli(tmp_path):
     images = {r["image_id"] for r in results}
     assert len(images) == 3 and len(results) <= 3 * max_detections("ga_rpn")
     assert len({r["category_id"] for r in results}) == 1
+
+
+@pytest.mark.parametrize("family", ["ga_rpn", "ga_retinanet"])
+def test_ops_impl_reaches_the_feature_adaption(family):
+    """model.ops_impl = "composite" (SavedModel export for stock TF Serving) reaches every deformable conv,
+    and the composite model computes what the default one does with the same weights."""
+    cfg = config(family).model
+    cfg.ops_impl = "composite"
+    model = build_detector(cfg)
+    model.build()
+    convs = [layer for layer in model._flatten_layers() if isinstance(layer, DeformConv2D)]
+    assert convs and all(layer.impl == "composite" for layer in convs)
+    reference = model_for(family)
+    model.set_weights(reference.get_weights())
+    batch = make_batch()
+    want, got = reference.predict_step(batch), model.predict_step(batch)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_ga_rpn_exports_with_stock_ops_only(tmp_path):
+    from tfdet.serving import ServingModule, export
+    from tfdet.serving.graph_ops import saved_model_op_types
+
+    cfg = config("ga_rpn").model
+    cfg.ops_impl = "composite"
+    model = build_detector(cfg)
+    model.build()
+    model.set_weights(model_for("ga_rpn").get_weights())
+    module = ServingModule(model, scale=(96, 64), category_ids=[1, 2, 3])
+    path = export(module, str(tmp_path), version=1, with_warmup=False)
+    ops = saved_model_op_types(path)
+    assert "NonMaxSuppressionV4" in ops and not [op for op in ops if op.startswith("Tfdet")]
+    images = tf.constant(np.random.default_rng(5).uniform(0, 255, (1, 60, 90, 3)).astype(np.uint8))
+    out = tf.saved_model.load(path).signatures["image_tensor"](images=images)
+    n = int(out["num_detections"][0])
+    assert n > 0 and out["detection_boxes"].shape[1] == cfg.rpn.max_proposals_test

@@ -1,8 +1,8 @@
 """Per-location heads (RPN, GA-RPN, RetinaNet, GA-RetinaNet) and the specs that bind them to a config block.
 
 A config block's `type` picks the spec: model.rpn.type "RPN" (default) or "GARPN"; model.retina.type
-"Retina" (default) or "GARetina". Detectors build the head with `spec.make_head(name)` and call
-`spec.losses(...)` / `spec.proposals(...)` / `spec.detections(...)` on its outputs.
+"Retina" (default) or "GARetina". Detectors build the head with `spec.make_head(name, impl=model.ops_impl)`
+and call `spec.losses(...)` / `spec.proposals(...)` / `spec.detections(...)` on its outputs.
 """
 
 from tfdet.modeling.dense_heads.rpn import RPNHead, RPNSpec

@@ -43,16 +43,18 @@ class FeatureAdaption(keras.layers.Layer):
     (both without bias, as mmcv's DeformConv2d and mmdetection's conv_offset).
 
     Call: layer(x [B, H, W, C], shape [B, H, W, 2]) -> [B, H, W, filters]; C divisible by deformable_groups.
+    impl: the deformable conv's implementation (None, "fused", "composite"; tfdet.ops.deform_conv2d).
     """
 
-    def __init__(self, filters, kernel_size=3, deformable_groups=4, **kwargs):
+    def __init__(self, filters, kernel_size=3, deformable_groups=4, impl=None, **kwargs):
         super().__init__(**kwargs)
         self.filters, self.kernel_size, self.deformable_groups = int(filters), int(kernel_size), int(deformable_groups)
+        self.impl = impl
         self.conv_offset = keras.layers.Conv2D(2 * self.deformable_groups * self.kernel_size ** 2, 1, use_bias=False,
                                                kernel_initializer=_normal(0.1), name="conv_offset")
         self.conv_adaption = DeformConv2D(self.filters, self.kernel_size, deformable_groups=self.deformable_groups,
                                           use_offset_conv=False, use_bias=False, kernel_initializer=_normal(0.01),
-                                          name="conv_adaption")
+                                          impl=impl, name="conv_adaption")
 
     def build(self, inputs_shape, shape_shape=None):
         self.conv_offset.build((*inputs_shape[:-1], 2))
@@ -68,7 +70,8 @@ class FeatureAdaption(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(filters=self.filters, kernel_size=self.kernel_size, deformable_groups=self.deformable_groups)
+        config.update(filters=self.filters, kernel_size=self.kernel_size, deformable_groups=self.deformable_groups,
+                      impl=self.impl)
         return config
 
 
@@ -76,18 +79,19 @@ class FeatureAdaption(keras.layers.Layer):
 class GARPNHead(keras.layers.Layer):
     """GA-RPN head shared by all levels. Call on a list of [B, H_l, W_l, C] maps; returns a dict of lists
     (one per level): "loc" [B, H, W, 1], "shape" [B, H, W, 2], "objectness" [B, H, W, 1], "deltas"
-    [B, H, W, 4]."""
+    [B, H, W, 4]. impl: the feature adaption's deformable conv implementation."""
 
-    def __init__(self, feat_channels=256, deformable_groups=4, **kwargs):
+    def __init__(self, feat_channels=256, deformable_groups=4, impl=None, **kwargs):
         super().__init__(**kwargs)
-        self.feat_channels, self.deformable_groups = int(feat_channels), int(deformable_groups)
+        self.feat_channels, self.deformable_groups, self.impl = int(feat_channels), int(deformable_groups), impl
         prior = float(-tf.math.log((1 - 0.01) / 0.01))
         self.conv = keras.layers.Conv2D(self.feat_channels, 3, padding="same", activation="relu",
                                         kernel_initializer=_normal(0.01), name="rpn_conv")
         self.conv_loc = keras.layers.Conv2D(1, 1, kernel_initializer=_normal(0.01),
                                             bias_initializer=keras.initializers.Constant(prior), name="conv_loc")
         self.conv_shape = keras.layers.Conv2D(2, 1, kernel_initializer=_normal(0.01), name="conv_shape")
-        self.adaption = FeatureAdaption(self.feat_channels, 3, self.deformable_groups, name="feature_adaption")
+        self.adaption = FeatureAdaption(self.feat_channels, 3, self.deformable_groups, impl=impl,
+                                        name="feature_adaption")
         self.cls = keras.layers.Conv2D(1, 1, kernel_initializer=_normal(0.01), name="conv_cls")
         self.reg = keras.layers.Conv2D(4, 1, kernel_initializer=_normal(0.01), name="conv_reg")
 
@@ -113,7 +117,7 @@ class GARPNHead(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(feat_channels=self.feat_channels, deformable_groups=self.deformable_groups)
+        config.update(feat_channels=self.feat_channels, deformable_groups=self.deformable_groups, impl=self.impl)
         return config
 
 
@@ -241,8 +245,8 @@ class GARPNSpec:
         self.anchors = GAAnchors.from_block(block)
         self.matcher = matcher_from(block, RPN_MATCHER)
 
-    def make_head(self, name="rpn_head"):
-        return GARPNHead(self.block.feat_channels, self.block.deformable_groups, name=name)
+    def make_head(self, name="rpn_head", impl=None):
+        return GARPNHead(self.block.feat_channels, self.block.deformable_groups, impl=impl, name=name)
 
     def losses(self, outputs, gt_boxes, gt_classes, image_sizes, gt_is_crowd=None):
         b = self.block

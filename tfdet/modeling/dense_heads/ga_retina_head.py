@@ -27,10 +27,13 @@ GA_RETINA_MATCHER = MaxIoUMatcher(pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=
 @keras.saving.register_keras_serializable(package="tfdet")
 class GARetinaHead(keras.layers.Layer):
     """Call on a list of [B, H_l, W_l, C_in] maps; returns a dict of per-level lists: "loc" [B, H, W, 1],
-    "shape" [B, H, W, 2], "cls" [B, H, W, num_classes], "deltas" [B, H, W, 4]."""
+    "shape" [B, H, W, 2], "cls" [B, H, W, num_classes], "deltas" [B, H, W, 4]. impl: the feature
+    adaptions' deformable conv implementation."""
 
-    def __init__(self, num_classes, feat_channels=256, num_convs=4, deformable_groups=4, prior_prob=0.01, **kwargs):
+    def __init__(self, num_classes, feat_channels=256, num_convs=4, deformable_groups=4, prior_prob=0.01, impl=None,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.impl = impl
         self.num_classes, self.feat_channels, self.num_convs = int(num_classes), int(feat_channels), int(num_convs)
         self.deformable_groups, self.prior_prob = int(deformable_groups), float(prior_prob)
         prior = keras.initializers.Constant(float(-tf.math.log((1 - self.prior_prob) / self.prior_prob)))
@@ -43,8 +46,8 @@ class GARetinaHead(keras.layers.Layer):
         self.reg_convs = [conv(self.feat_channels, 3, f"reg_conv{i}", activation="relu") for i in range(num_convs)]
         self.conv_loc = conv(1, 1, "conv_loc", bias_initializer=prior)
         self.conv_shape = conv(2, 1, "conv_shape")
-        self.adaption_cls = FeatureAdaption(self.feat_channels, 3, self.deformable_groups, name="adaption_cls")
-        self.adaption_reg = FeatureAdaption(self.feat_channels, 3, self.deformable_groups, name="adaption_reg")
+        self.adaption_cls = FeatureAdaption(self.feat_channels, 3, self.deformable_groups, impl=impl, name="adaption_cls")
+        self.adaption_reg = FeatureAdaption(self.feat_channels, 3, self.deformable_groups, impl=impl, name="adaption_reg")
         self.cls = conv(self.num_classes, 3, "retina_cls", bias_initializer=prior)
         self.reg = conv(4, 3, "retina_reg")
 
@@ -79,7 +82,7 @@ class GARetinaHead(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(num_classes=self.num_classes, feat_channels=self.feat_channels, num_convs=self.num_convs,
-                      deformable_groups=self.deformable_groups, prior_prob=self.prior_prob)
+                      deformable_groups=self.deformable_groups, prior_prob=self.prior_prob, impl=self.impl)
         return config
 
 
@@ -115,10 +118,10 @@ class GARetinaSpec:
         self.anchors = GAAnchors.from_block(block)
         self.matcher = matcher_from(block, GA_RETINA_MATCHER)
 
-    def make_head(self, name="retina_head"):
+    def make_head(self, name="retina_head", impl=None):
         b = self.block
         return GARetinaHead(self.num_classes, b.feat_channels, b.num_convs, b.deformable_groups, b.prior_prob,
-                            name=name)
+                            impl=impl, name=name)
 
     def losses(self, outputs, gt_boxes, gt_classes, image_sizes, gt_is_crowd=None):
         return ga_retina_losses(outputs, self.anchors, gt_boxes, gt_classes, image_sizes, self.num_classes,

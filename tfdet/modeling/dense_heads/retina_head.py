@@ -152,7 +152,7 @@ def loss_settings(block):
 class RetinaSpec:
     """RetinaNet's head from a config block (`model.retina`, type "Retina"): its anchors and settings,
     bound to the pure functions above. GARetinaSpec (ga_retina_head.py) has the same interface:
-      make_head(name) -> keras layer; outputs = head(maps)
+      make_head(name, impl=None) -> keras layer (impl as model.ops_impl, for heads with a custom op)
       losses(outputs, gt_boxes, gt_classes, image_sizes, gt_is_crowd=None) -> {name: scalar}
       detections(outputs, image_sizes) -> nms.Detections
     """
@@ -164,7 +164,7 @@ class RetinaSpec:
                                                 scales_per_octave=block.scales_per_octave)
         self.matcher = matcher_from(block, RETINA_MATCHER)
 
-    def make_head(self, name="retina_head"):
+    def make_head(self, name="retina_head", impl=None):
         b = self.block
         return RetinaHead(self.num_classes, self.anchor_generator.num_anchors, b.feat_channels, b.num_convs,
                           b.prior_prob, name=name)

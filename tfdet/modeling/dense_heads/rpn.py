@@ -182,7 +182,8 @@ def proposal_settings(block, training):
 class RPNSpec:
     """The plain RPN of a config block (`model.rpn`, type "RPN"): its head, anchors and settings, bound to
     the pure functions above. Detectors only compose; GARPNSpec (ga_head.py) has the same interface:
-      make_head(name) -> keras layer; outputs = head(maps)
+      make_head(name, impl=None) -> keras layer (impl: custom-op implementation of heads with one, as
+        model.ops_impl); outputs = head(maps)
       losses(outputs, gt_boxes, gt_classes, image_sizes, gt_is_crowd=None) -> {name: scalar}
       proposals(outputs, image_sizes, training=False) -> Proposals
     """
@@ -193,7 +194,7 @@ class RPNSpec:
                                                 scales=block.anchor_scales, ratios=block.anchor_ratios)
         self.matcher = matcher_from(block, RPN_MATCHER)
 
-    def make_head(self, name="rpn_head"):
+    def make_head(self, name="rpn_head", impl=None):
         return RPNHead(self.anchor_generator.num_anchors, self.block.feat_channels, name=name)
 
     def losses(self, outputs, gt_boxes, gt_classes, image_sizes, gt_is_crowd=None):

@@ -14,7 +14,7 @@ class RetinaNet(Detector):
     def __init__(self, config, **kwargs):
         super().__init__(config, **kwargs)
         self.retina = build_retina(self.model_config.retina, self.num_classes)
-        self.head = self.retina.make_head("retina_head")
+        self.head = self.retina.make_head("retina_head", impl=self.model_config.get("ops_impl"))
 
     def _outputs(self, images, training):
         features = self.features(images, training=training)

@@ -30,7 +30,7 @@ class RPN(Detector):
     def __init__(self, config, **kwargs):
         super().__init__(config, **kwargs)
         self.rpn = build_rpn(self.model_config.rpn)
-        self.rpn_head = self.rpn.make_head("rpn_head")
+        self.rpn_head = self.rpn.make_head("rpn_head", impl=self.model_config.get("ops_impl"))
 
     def _rpn_outputs(self, features):
         return self.rpn_head([features[lvl] for lvl in self.model_config.rpn.levels])
