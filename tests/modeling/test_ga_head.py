@@ -70,7 +70,7 @@ def test_sparse_anchors_mask_and_static_shapes():
     loc = [tf.constant(np.full((2, h, w, 1), -10.0), tf.float32) for h, w in SIZES]
     loc[0] = tf.tensor_scatter_nd_update(loc[0], [[0, 3, 5, 0], [1, 0, 0, 0]], [0.0, -4.5])  # p = .5, .011
     shape = [tf.zeros((2, h, w, 2)) for h, w in SIZES]
-    boxes, masks = ga_head.sparse_anchors(loc, shape, ANCHORS, loc_threshold=0.01)
+    boxes, masks = ga_head.sparse_anchors(loc, shape, ANCHORS)  # loc_threshold 0.01
     assert [b.shape for b in boxes] == [(2, 256, 4), (2, 64, 4)] and [m.shape for m in masks] == [(2, 256), (2, 64)]
     m0 = masks[0].numpy()
     assert m0.sum() == 2 and m0[0, 3 * 16 + 5] and m0[1, 0] and masks[1].numpy().sum() == 0
@@ -90,6 +90,9 @@ def test_proposals_only_from_unmasked_locations():
     valid = props.valid.numpy()[0]
     assert valid.sum() == 2  # only the two kept locations; the rest is padding
     assert (props.boxes.numpy()[0, 2:] == 0).all()
+    # training proposals (mmdetection): every location, no location filter
+    train_props = ga_head.ga_rpn_proposals(outputs, ANCHORS, [[64, 64]], use_loc_filter=False, max_proposals=20)
+    assert train_props.valid.numpy().sum() == 20
     # the two proposals are the decoded guided anchors of those locations
     boxes, _ = ga_head.sparse_anchors(outputs["loc"], outputs["shape"], ANCHORS)
     want = []

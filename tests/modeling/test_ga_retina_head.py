@@ -7,11 +7,12 @@ import tensorflow as tf
 
 from tests.modeling.test_ga_head import gt_batch
 from tfdet import losses as L
-from tfdet.modeling.dense_heads.ga_head import GAAnchors, sparse_anchors
+from tfdet.modeling.dense_heads.ga_head import GA_RETINA_SHAPE_MATCHER, GAAnchors, sparse_anchors
 from tfdet.modeling.dense_heads.ga_retina_head import GARetinaHead, ga_retina_detections, ga_retina_losses
+from tfdet.modeling.dense_heads.retina_head import UNIT_STDS
 from tfdet.ops import box_ops
 
-ANCHORS = GAAnchors(strides=(8, 16), octave_base_scale=4)
+ANCHORS = GAAnchors(strides=(8, 16), octave_base_scale=4, anchor_stds=UNIT_STDS, shape_matcher=GA_RETINA_SHAPE_MATCHER)
 SIZES = [(8, 8), (4, 4)]  # a 64 x 64 image
 
 
@@ -47,7 +48,7 @@ def test_class_and_box_losses_match_a_direct_computation():
     gt_classes = np.minimum(gt_classes, 2)
     got = ga_retina_losses(out, ANCHORS, gt_boxes, gt_classes, [[64, 64], [64, 64]], num_classes=3, seed=[1, 1])
     # Direct: guided anchors of every location, NumPy Max-IoU 0.5 / 0.5 with low-quality matches >= 0.
-    guided, _ = sparse_anchors(out["loc"], out["shape"], ANCHORS, anchor_stds=(1.0, 1.0, 1.0, 1.0))
+    guided, _ = sparse_anchors(out["loc"], out["shape"], ANCHORS)
     anchors = np.concatenate([g.numpy() for g in guided], 1)
     cls = np.concatenate([c.numpy().reshape(2, -1, 3) for c in out["cls"]], 1)
     deltas = np.concatenate([d.numpy().reshape(2, -1, 4) for d in out["deltas"]], 1)
@@ -70,8 +71,8 @@ def test_class_and_box_losses_match_a_direct_computation():
             num_pos += pos.sum()
         total_cls += float(L.sigmoid_focal_loss(cls[b], targets, weights=weights, reduction="sum"))
     assert num_pos >= 2
-    assert float(got["loss_cls"]) == pytest.approx(total_cls / num_pos, rel=1e-4)
-    assert float(got["loss_box"]) == pytest.approx(total_box / num_pos, rel=1e-4)
+    assert float(got["retina_cls"]) == pytest.approx(total_cls / num_pos, rel=1e-4)
+    assert float(got["retina_box"]) == pytest.approx(total_box / num_pos, rel=1e-4)
     assert np.isfinite(float(got["loss_loc"])) and float(got["loss_shape"]) > 0
 
 
@@ -119,7 +120,7 @@ def test_training_reduces_the_losses_on_a_fixed_batch():
     total = np.array([sum(h.values()) for h in history])
     assert np.all(np.isfinite(total))
     assert total[-5:].mean() < 0.7 * total[:5].mean(), total
-    for key in ("loss_loc", "loss_shape", "loss_cls"):
+    for key in ("loss_loc", "loss_shape", "retina_cls"):
         values = [h[key] for h in history]
         assert np.mean(values[-5:]) < np.mean(values[:5]), (key, values)
     c3 = stem[0](images)

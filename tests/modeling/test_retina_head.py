@@ -108,3 +108,46 @@ def test_detections_match_numpy_pipeline():
         np.testing.assert_allclose(got.scores[b, :k], [d[0] for d in want], rtol=1e-4)
         np.testing.assert_array_equal(got.classes[b, :k], [d[1] for d in want])
         np.testing.assert_allclose(got.boxes[b, :k], [d[2] for d in want], rtol=1e-4, atol=1e-3)
+
+
+def test_per_image_anchors_masks_and_smooth_l1():
+    """The GA-RetinaNet generalizations: [B, N, 4] anchors equal shared ones; masked anchors never detect;
+    beta > 0 is smooth L1 (against a NumPy reference), stds scale the targets."""
+    rng = np.random.default_rng(62)
+    c = 3
+    anchors = GEN(SIZES)
+    cls_out = [rng.normal(-2, 1.5, (2, h, w, 9 * c)).astype(np.float32) for h, w in SIZES]
+    reg_out = [rng.normal(0, 0.3, (2, h, w, 36)).astype(np.float32) for h, w in SIZES]
+    sizes = np.array([[64, 64], [50, 60]], np.float32)
+    batched = [tf.broadcast_to(a[None], [2, *a.shape]) for a in anchors]
+    shared = retina_detections(cls_out, reg_out, anchors, sizes, c, max_detections=15)
+    all_kept = [tf.ones(a.shape[:2], tf.bool) for a in batched]
+    per_image = retina_detections(cls_out, reg_out, batched, sizes, c, max_detections=15, masks=all_kept)
+    for a, b in zip(shared, per_image):
+        np.testing.assert_array_equal(a, b)
+    # only the first level's anchors kept: every detection comes from that level's boxes
+    masks = [tf.ones(batched[0].shape[:2], tf.bool), tf.zeros(batched[1].shape[:2], tf.bool)]
+    level0 = retina_detections(cls_out[:1], reg_out[:1], anchors[:1], sizes, c, max_detections=15)
+    masked = retina_detections(cls_out, reg_out, batched, sizes, c, max_detections=15, masks=masks)
+    assert level0.num_valid.numpy().min() > 0 and not np.array_equal(shared.boxes, masked.boxes)
+    for a, b in zip(level0, masked):
+        np.testing.assert_array_equal(a, b)
+    flat = tf.concat(anchors, 0)
+    logits = rng.normal(-2, 1, (2, flat.shape[0], c)).astype(np.float32)
+    deltas = rng.normal(0, 0.5, (2, flat.shape[0], 4)).astype(np.float32)
+    gt_boxes = np.array([[[8, 8, 40, 36], [30, 20, 62, 60]], [[4, 4, 30, 30], [0, 0, 0, 0]]], np.float32)
+    gt_classes = np.array([[1, 2], [0, -1]], np.int32)
+    stds = (0.5, 0.5, 1.0, 1.0)
+    one = retina_losses(logits, deltas, flat, gt_boxes, gt_classes, c, beta=0.04, stds=stds)
+    two = retina_losses(logits, deltas, tf.broadcast_to(flat[None], [2, *flat.shape]), gt_boxes, gt_classes, c,
+                        beta=0.04, stds=stds)
+    for key in one:
+        np.testing.assert_allclose(one[key], two[key], rtol=1e-6)
+    match = RETINA_MATCHER(flat, gt_boxes, gt_classes)
+    pos = match.labels.numpy() == 1
+    b_idx, n_idx = np.nonzero(pos)
+    targets = np_encode(gt_boxes[b_idx, match.matched_gt.numpy()[b_idx, n_idx]].astype(np.float64),
+                        flat.numpy()[n_idx].astype(np.float64), (0,) * 4, stds)
+    diff = np.abs(deltas[b_idx, n_idx] - targets)
+    want = np.where(diff < 0.04, 0.5 * diff ** 2 / 0.04, diff - 0.02).sum() / pos.sum()
+    np.testing.assert_allclose(one["retina_box"], want, rtol=1e-4)

@@ -55,7 +55,7 @@ def region_mask(gt_boxes, ratio, stride, feature_size):
     edge = (1.0 - ratio) / 2.0
     lo = tf.round((1.0 - edge) * box[..., :2] + edge * box[..., 2:])  # x1, y1
     hi = tf.round(edge * box[..., :2] + (1.0 - edge) * box[..., 2:])  # x2, y2
-    limit = tf.constant([width, height], tf.float32)
+    limit = tf.cast(tf.stack([width, height]), tf.float32)
     lo, hi = tf.clip_by_value(lo, 0.0, limit), tf.clip_by_value(hi, 0.0, limit)
     xs = tf.range(width, dtype=tf.float32)[None, None, None, :]
     ys = tf.range(height, dtype=tf.float32)[None, None, :, None]
@@ -77,7 +77,7 @@ def ga_loc_targets(gt_boxes, gt_valid, feature_sizes, strides, octave_base_scale
 
     Args:
       gt_boxes: [B, G, 4]. gt_valid: [B, G] bool (False for padding).
-      feature_sizes: one static (H, W) per level. strides: one int per level (equal in x and y).
+      feature_sizes: one (H, W) per level (ints or scalar tensors). strides: one int per level (equal in x and y).
     Returns:
       LocationTargets.
     """
@@ -97,7 +97,7 @@ def ga_loc_targets(gt_boxes, gt_valid, feature_sizes, strides, octave_base_scale
         ignored = tf.reduce_any(ignore & (here | near), axis=1)
         targets.append(tf.cast(centre, tf.float32))
         weights.append(tf.where(centre, 1.0, tf.where(ignored, 0.0, negative_weight)))
-        count += size[0] * size[1]
+        count += tf.cast(size[0] * size[1], tf.float32)
     batch = tf.cast(tf.shape(gt_boxes)[0], tf.float32)
     return LocationTargets(targets, weights, batch * count / 200.0)
 

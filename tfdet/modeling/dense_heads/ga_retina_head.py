@@ -15,24 +15,25 @@ class targets MaxIoU 0.5 / 0.5 (min 0) on the guided anchors; focal loss (0.25, 
 import keras
 import tensorflow as tf
 
-from tfdet import losses
-from tfdet.modeling.dense_heads.ga_head import GA_RETINA_SHAPE_MATCHER, FeatureAdaption, guided_anchor_losses
-from tfdet.modeling.dense_heads.ga_head import sparse_anchors
-from tfdet.modeling.dense_heads.rpn import flatten_levels
-from tfdet.ops import box_ops, nms
+from tfdet.modeling.dense_heads.ga_head import FeatureAdaption, GAAnchors, guided_anchor_losses, sparse_anchors
+from tfdet.modeling.dense_heads.retina_head import UNIT_STDS, detection_settings, loss_settings, retina_detections
+from tfdet.modeling.dense_heads.retina_head import retina_losses
+from tfdet.modeling.dense_heads.rpn import flatten_levels, matcher_from
 from tfdet.ops.matching import MaxIoUMatcher
 
-RETINA_MATCHER = MaxIoUMatcher(pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0.0)
-UNIT_STDS = (1.0, 1.0, 1.0, 1.0)
+GA_RETINA_MATCHER = MaxIoUMatcher(pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0.0)
 
 
 @keras.saving.register_keras_serializable(package="tfdet")
 class GARetinaHead(keras.layers.Layer):
     """Call on a list of [B, H_l, W_l, C_in] maps; returns a dict of per-level lists: "loc" [B, H, W, 1],
-    "shape" [B, H, W, 2], "cls" [B, H, W, num_classes], "deltas" [B, H, W, 4]."""
+    "shape" [B, H, W, 2], "cls" [B, H, W, num_classes], "deltas" [B, H, W, 4]. impl: the feature
+    adaptions' deformable conv implementation."""
 
-    def __init__(self, num_classes, feat_channels=256, num_convs=4, deformable_groups=4, prior_prob=0.01, **kwargs):
+    def __init__(self, num_classes, feat_channels=256, num_convs=4, deformable_groups=4, prior_prob=0.01, impl=None,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.impl = impl
         self.num_classes, self.feat_channels, self.num_convs = int(num_classes), int(feat_channels), int(num_convs)
         self.deformable_groups, self.prior_prob = int(deformable_groups), float(prior_prob)
         prior = keras.initializers.Constant(float(-tf.math.log((1 - self.prior_prob) / self.prior_prob)))
@@ -45,8 +46,8 @@ class GARetinaHead(keras.layers.Layer):
         self.reg_convs = [conv(self.feat_channels, 3, f"reg_conv{i}", activation="relu") for i in range(num_convs)]
         self.conv_loc = conv(1, 1, "conv_loc", bias_initializer=prior)
         self.conv_shape = conv(2, 1, "conv_shape")
-        self.adaption_cls = FeatureAdaption(self.feat_channels, 3, self.deformable_groups, name="adaption_cls")
-        self.adaption_reg = FeatureAdaption(self.feat_channels, 3, self.deformable_groups, name="adaption_reg")
+        self.adaption_cls = FeatureAdaption(self.feat_channels, 3, self.deformable_groups, impl=impl, name="adaption_cls")
+        self.adaption_reg = FeatureAdaption(self.feat_channels, 3, self.deformable_groups, impl=impl, name="adaption_reg")
         self.cls = conv(self.num_classes, 3, "retina_cls", bias_initializer=prior)
         self.reg = conv(4, 3, "retina_reg")
 
@@ -81,48 +82,50 @@ class GARetinaHead(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(num_classes=self.num_classes, feat_channels=self.feat_channels, num_convs=self.num_convs,
-                      deformable_groups=self.deformable_groups, prior_prob=self.prior_prob)
+                      deformable_groups=self.deformable_groups, prior_prob=self.prior_prob, impl=self.impl)
         return config
 
 
-def ga_retina_losses(outputs, anchors, gt_boxes, gt_classes, image_sizes, num_classes, seed=None,
-                     matcher=RETINA_MATCHER, smooth_l1_beta=0.04, alpha=0.25, gamma=2.0):
-    """{"loss_loc", "loss_shape", "loss_cls", "loss_box"} (float32 scalars). anchors: GAAnchors(strides
-    (8, ..., 128), octave_base_scale=4)."""
+def ga_retina_losses(outputs, anchors, gt_boxes, gt_classes, image_sizes, num_classes, gt_is_crowd=None, seed=None,
+                     matcher=GA_RETINA_MATCHER, alpha=0.25, gamma=2.0, beta=0.04, stds=UNIT_STDS):
+    """{"loss_loc", "loss_shape", "retina_cls", "retina_box"} (float32 scalars): the guided anchor losses,
+    then RetinaNet's (retina_losses) on the guided anchors. anchors: GAAnchors(strides (8, ..., 128),
+    octave_base_scale=4, anchor_stds=UNIT_STDS, shape_matcher=GA_RETINA_SHAPE_MATCHER)."""
     out, guided, valid = guided_anchor_losses(outputs["loc"], outputs["shape"], anchors, gt_boxes, gt_classes,
-                                              image_sizes, shape_matcher=GA_RETINA_SHAPE_MATCHER,
-                                              anchor_stds=UNIT_STDS, seed=seed)
-    gt_boxes = tf.cast(gt_boxes, tf.float32)
-    match = matcher(guided, gt_boxes, gt_classes, box_valid=valid)
-    positive = tf.equal(match.labels, 1)
-    num_pos = tf.maximum(tf.reduce_sum(tf.cast(positive, tf.float32)), 1.0)
-    gt_index = tf.maximum(match.matched_gt, 0)
-    classes = tf.where(positive, tf.gather(tf.convert_to_tensor(gt_classes), gt_index, batch_dims=1), -1)
-    targets = tf.one_hot(classes, num_classes)
-    out["loss_cls"] = losses.sigmoid_focal_loss(flatten_levels(outputs["cls"], num_classes), targets, alpha=alpha,
-                                                gamma=gamma, weights=match.labels >= 0, avg_factor=num_pos)
-    box_targets = tf.stop_gradient(box_ops.encode_boxes(tf.gather(gt_boxes, gt_index, batch_dims=1), guided))
-    out["loss_box"] = losses.smooth_l1_loss(flatten_levels(outputs["deltas"], 4), box_targets, beta=smooth_l1_beta,
-                                            weights=positive, avg_factor=num_pos)
+                                              image_sizes, gt_is_crowd=gt_is_crowd, seed=seed)
+    out.update(retina_losses(flatten_levels(outputs["cls"], num_classes), flatten_levels(outputs["deltas"], 4), guided,
+                             gt_boxes, gt_classes, num_classes, anchor_valid=valid, gt_is_crowd=gt_is_crowd,
+                             matcher=matcher, alpha=alpha, gamma=gamma, beta=beta, stds=stds))
     return out
 
 
-def ga_retina_detections(outputs, anchors, image_sizes, loc_threshold=0.01, pre_nms_top_k=1000,
-                         score_threshold=0.05, nms_iou=0.5, max_detections=100):
-    """Detections (tfdet.ops.nms.Detections, padded to max_detections) from the sparse guided anchors:
-    per level the pre_nms_top_k locations with the best class score among those kept by the location
-    mask, decoded and clipped, then class-wise NMS."""
-    guided, masks = sparse_anchors(outputs["loc"], outputs["shape"], anchors, loc_threshold, UNIT_STDS)
-    boxes, scores = [], []
-    for logits, deltas, level_anchors, mask in zip(outputs["cls"], outputs["deltas"], guided, masks):
-        batch = tf.shape(logits)[0]
-        probs = tf.sigmoid(tf.reshape(tf.cast(logits, tf.float32), [batch, -1, logits.shape[-1]]))
-        probs = tf.where(mask[..., None], probs, 0.0)  # masked locations can never pass score_threshold
-        deltas = tf.reshape(tf.cast(deltas, tf.float32), [batch, -1, 4])
-        k = min(pre_nms_top_k, probs.shape[1])
-        _, top = tf.math.top_k(tf.reduce_max(probs, axis=-1), k=k)
-        boxes.append(box_ops.decode_boxes(tf.gather(deltas, top, batch_dims=1),
-                                          tf.gather(level_anchors, top, batch_dims=1), max_shape=image_sizes))
-        scores.append(tf.gather(probs, top, batch_dims=1))
-    return nms.multiclass_nms(tf.concat(boxes, 1), tf.concat(scores, 1), max_detections, iou_threshold=nms_iou,
-                              score_threshold=score_threshold)
+def ga_retina_detections(outputs, anchors, image_sizes, pre_nms_top_k=1000, score_threshold=0.05, nms_iou=0.5,
+                         max_detections=100, stds=UNIT_STDS):
+    """Detections (tfdet.ops.nms.Detections, padded to max_detections): retina_detections on the sparse
+    guided anchors (locations with sigmoid(loc) >= anchors.loc_threshold)."""
+    guided, masks = sparse_anchors(outputs["loc"], outputs["shape"], anchors)
+    return retina_detections(outputs["cls"], outputs["deltas"], guided, image_sizes, outputs["cls"][0].shape[-1],
+                             pre_nms_top_k=pre_nms_top_k, score_threshold=score_threshold, nms_iou=nms_iou,
+                             max_detections=max_detections, stds=stds, masks=masks)
+
+
+class GARetinaSpec:
+    """GA-RetinaNet from a config block (`model.retina` with type "GARetina", configs/guided_anchoring.py);
+    the interface of retina_head.RetinaSpec."""
+
+    def __init__(self, block, num_classes):
+        self.block, self.num_classes = block, int(num_classes)
+        self.anchors = GAAnchors.from_block(block)
+        self.matcher = matcher_from(block, GA_RETINA_MATCHER)
+
+    def make_head(self, name="retina_head", impl=None):
+        b = self.block
+        return GARetinaHead(self.num_classes, b.feat_channels, b.num_convs, b.deformable_groups, b.prior_prob,
+                            impl=impl, name=name)
+
+    def losses(self, outputs, gt_boxes, gt_classes, image_sizes, gt_is_crowd=None):
+        return ga_retina_losses(outputs, self.anchors, gt_boxes, gt_classes, image_sizes, self.num_classes,
+                                gt_is_crowd=gt_is_crowd, matcher=self.matcher, **loss_settings(self.block))
+
+    def detections(self, outputs, image_sizes):
+        return ga_retina_detections(outputs, self.anchors, image_sizes, **detection_settings(self.block))

@@ -9,6 +9,8 @@ Training: Max-IoU matching 0.5 / 0.4 with low-quality matches (min IoU 0); sigmo
 stds 1), both divided by the number of positive anchors (at least 1).
 Inference: per level the 1000 anchors with the highest class score, decoded and clipped, then
 class-wise NMS at 0.5 over all levels, score > 0.05, the best 100.
+The losses and detections also serve GA-RetinaNet (per-image guided anchors, masks, smooth L1, stds).
+RetinaSpec binds the head and these functions to a `model.retina` config block (type "Retina", default).
 """
 
 import math
@@ -17,11 +19,13 @@ import keras
 import tensorflow as tf
 
 from tfdet import losses
-from tfdet.modeling.dense_heads.rpn import flatten_levels
+from tfdet.modeling.dense_heads.rpn import feature_sizes, flatten_levels, matcher_from
 from tfdet.ops import box_ops, nms
+from tfdet.ops.anchors import AnchorGenerator
 from tfdet.ops.matching import MaxIoUMatcher
 
 RETINA_MATCHER = MaxIoUMatcher(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.0, match_low_quality=True)
+UNIT_STDS = (1.0, 1.0, 1.0, 1.0)
 
 
 @keras.saving.register_keras_serializable(package="tfdet")
@@ -74,12 +78,14 @@ class RetinaHead(keras.layers.Layer):
 
 
 def retina_losses(cls_logits, deltas, anchors, gt_boxes, gt_classes, num_classes, anchor_valid=None,
-                  gt_is_crowd=None, matcher=RETINA_MATCHER, alpha=0.25, gamma=2.0):
-    """Focal and box losses.
+                  gt_is_crowd=None, matcher=RETINA_MATCHER, alpha=0.25, gamma=2.0, beta=0.0, stds=UNIT_STDS):
+    """Focal and box losses (RetinaNet; GA-RetinaNet on its guided anchors).
 
     Args:
-      cls_logits: [B, N, C] (flatten_levels(..., C)); deltas: [B, N, 4]; anchors: [N, 4].
+      cls_logits: [B, N, C] (flatten_levels(..., C)); deltas: [B, N, 4].
+      anchors: [N, 4], or [B, N, 4] per image (Guided Anchoring).
       gt_boxes: [B, G, 4]; gt_classes: [B, G] int (< 0 padding); anchor_valid: optional [B, N] bool.
+      beta: smooth-L1 beta of the box loss (0: L1, RetinaNet; 0.04 GA-RetinaNet). stds: the box coder's.
     Returns:
       {"retina_cls", "retina_box"}, sums over the batch divided by max(1, number of positives).
     """
@@ -93,25 +99,86 @@ def retina_losses(cls_logits, deltas, anchors, gt_boxes, gt_classes, num_classes
     num_pos = tf.maximum(tf.reduce_sum(tf.cast(positive, tf.float32)), 1.0)
     loss_cls = losses.sigmoid_focal_loss(cls_logits, targets, alpha=alpha, gamma=gamma,
                                          weights=tf.cast(match.labels >= 0, tf.float32), avg_factor=num_pos)
-    box_targets = box_ops.encode_boxes(tf.gather(gt_boxes, gt_index, batch_dims=1), anchors[None])
-    loss_box = losses.l1_loss(deltas, tf.stop_gradient(box_targets), weights=tf.cast(positive, tf.float32),
-                              avg_factor=num_pos)
+    batched_anchors = anchors if anchors.shape.rank == 3 else anchors[None]
+    box_targets = box_ops.encode_boxes(tf.gather(gt_boxes, gt_index, batch_dims=1), batched_anchors, stds=stds)
+    loss_box = losses.smooth_l1_loss(deltas, tf.stop_gradient(box_targets), beta=beta,
+                                     weights=tf.cast(positive, tf.float32), avg_factor=num_pos)
     return {"retina_cls": loss_cls, "retina_box": loss_box}
 
 
 def retina_detections(cls_outputs, reg_outputs, anchors, image_sizes, num_classes, pre_nms_top_k=1000,
-                      score_threshold=0.05, nms_iou=0.5, max_detections=100):
-    """Detections from per-level head outputs (lists as RetinaHead returns; anchors per level [N_l, 4]).
-    Returns nms.Detections padded to max_detections."""
+                      score_threshold=0.05, nms_iou=0.5, max_detections=100, stds=UNIT_STDS, masks=None):
+    """Detections from per-level head outputs: per level the pre_nms_top_k anchors with the best class
+    score, decoded and clipped, then class-wise NMS over all levels. Returns nms.Detections padded to
+    max_detections.
+
+    Args:
+      cls_outputs, reg_outputs: lists as RetinaHead returns ([B, H, W, A * C], [B, H, W, A * 4]).
+      anchors: per level [N_l, 4], or [B, N_l, 4] per image (Guided Anchoring's guided anchors).
+      masks: optional per level [B, N_l] bool; False anchors never become detections (Guided Anchoring's
+        sparse anchors).
+    """
     boxes, scores = [], []
-    for logits, level_deltas, level_anchors in zip(cls_outputs, reg_outputs, anchors):
+    for level, (logits, level_deltas, level_anchors) in enumerate(zip(cls_outputs, reg_outputs, anchors)):
         probs = tf.sigmoid(flatten_levels([tf.cast(logits, tf.float32)], num_classes))  # [B, N_l, C]
+        if masks is not None:  # masked anchors score 0: they never pass score_threshold
+            probs = tf.where(masks[level][..., None], probs, 0.0)
         level_deltas = flatten_levels([tf.cast(level_deltas, tf.float32)], 4)
         count = probs.shape[1]
         k = min(pre_nms_top_k, count) if count is not None else tf.minimum(pre_nms_top_k, tf.shape(probs)[1])
         _, top = tf.math.top_k(tf.reduce_max(probs, axis=-1), k=k)
-        boxes.append(box_ops.decode_boxes(tf.gather(level_deltas, top, batch_dims=1),
-                                          tf.gather(tf.cast(level_anchors, tf.float32), top), max_shape=image_sizes))
+        level_anchors = tf.cast(level_anchors, tf.float32)
+        top_anchors = (tf.gather(level_anchors, top) if level_anchors.shape.rank == 2
+                       else tf.gather(level_anchors, top, batch_dims=1))
+        boxes.append(box_ops.decode_boxes(tf.gather(level_deltas, top, batch_dims=1), top_anchors, stds=stds,
+                                          max_shape=image_sizes))
         scores.append(tf.gather(probs, top, batch_dims=1))
     return nms.multiclass_nms(tf.concat(boxes, 1), tf.concat(scores, 1), max_detections, iou_threshold=nms_iou,
                               score_threshold=score_threshold)
+
+
+def detection_settings(block):
+    """retina_detections' keyword arguments from a retina config block."""
+    return dict(pre_nms_top_k=block.pre_nms_top_k, score_threshold=block.score_threshold, nms_iou=block.nms_iou,
+                max_detections=block.max_detections, stds=block.get("box_stds", UNIT_STDS))
+
+
+def loss_settings(block):
+    """retina_losses' keyword arguments (but the matcher) from a retina config block."""
+    return dict(alpha=block.focal_alpha, gamma=block.focal_gamma, beta=block.get("smooth_l1_beta", 0.0),
+                stds=block.get("box_stds", UNIT_STDS))
+
+
+class RetinaSpec:
+    """RetinaNet's head from a config block (`model.retina`, type "Retina"): its anchors and settings,
+    bound to the pure functions above. GARetinaSpec (ga_retina_head.py) has the same interface:
+      make_head(name, impl=None) -> keras layer (impl as model.ops_impl, for heads with a custom op)
+      losses(outputs, gt_boxes, gt_classes, image_sizes, gt_is_crowd=None) -> {name: scalar}
+      detections(outputs, image_sizes) -> nms.Detections
+    """
+
+    def __init__(self, block, num_classes):
+        self.block, self.num_classes = block, int(num_classes)
+        self.anchor_generator = AnchorGenerator(strides=[2 ** lvl for lvl in block.levels], ratios=block.anchor_ratios,
+                                                octave_base_scale=block.octave_base_scale,
+                                                scales_per_octave=block.scales_per_octave)
+        self.matcher = matcher_from(block, RETINA_MATCHER)
+
+    def make_head(self, name="retina_head", impl=None):
+        b = self.block
+        return RetinaHead(self.num_classes, self.anchor_generator.num_anchors, b.feat_channels, b.num_convs,
+                          b.prior_prob, name=name)
+
+    def losses(self, outputs, gt_boxes, gt_classes, image_sizes, gt_is_crowd=None):
+        cls_outputs, reg_outputs = outputs
+        sizes = feature_sizes(cls_outputs)
+        valid = tf.concat(self.anchor_generator.valid_flags(sizes, image_sizes), axis=1)
+        return retina_losses(flatten_levels(cls_outputs, self.num_classes), flatten_levels(reg_outputs, 4),
+                             tf.concat(self.anchor_generator(sizes), 0), gt_boxes, gt_classes, self.num_classes,
+                             anchor_valid=valid, gt_is_crowd=gt_is_crowd, matcher=self.matcher,
+                             **loss_settings(self.block))
+
+    def detections(self, outputs, image_sizes):
+        cls_outputs, reg_outputs = outputs
+        return retina_detections(cls_outputs, reg_outputs, self.anchor_generator(feature_sizes(cls_outputs)),
+                                 image_sizes, self.num_classes, **detection_settings(self.block))

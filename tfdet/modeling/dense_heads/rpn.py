@@ -9,6 +9,7 @@ ratios (0.5, 1, 2); matching 0.7 / 0.3 with low-quality matches >= 0.3; 256 samp
 sigmoid CE + L1 on deltas (means 0, stds 1), both divided by the number of sampled anchors;
 proposals: top-k per level before NMS (2000 train / 1000 test), NMS 0.7 within each level,
 the best 1000 after NMS (train and test, as mmdetection v2 and detectron2 FPN configs).
+RPNSpec binds the head and these functions to a `model.rpn` config block (type "RPN", the default).
 """
 
 from typing import NamedTuple
@@ -18,6 +19,7 @@ import tensorflow as tf
 
 from tfdet import losses
 from tfdet.ops import box_ops, nms
+from tfdet.ops.anchors import AnchorGenerator
 from tfdet.ops.matching import MaxIoUMatcher
 from tfdet.ops.sampling import sample
 
@@ -58,6 +60,18 @@ class RPNHead(keras.layers.Layer):
         config = super().get_config()
         config.update(num_anchors=self.num_anchors, feat_channels=self.feat_channels)
         return config
+
+
+def feature_sizes(maps):
+    """One (H, W) per [B, H, W, C] map: Python ints where the shape is static, scalar tensors otherwise."""
+    return [tuple(m.shape[i] if m.shape[i] is not None else tf.shape(m)[i] for i in (1, 2)) for m in maps]
+
+
+def matcher_from(block, default):
+    """A MaxIoUMatcher from a config block's pos_iou / neg_iou / min_pos_iou, `default`'s where absent."""
+    return MaxIoUMatcher(block.get("pos_iou", default.pos_iou_thr), block.get("neg_iou", default.neg_range[1]),
+                         min_pos_iou=block.get("min_pos_iou", default.min_pos_iou),
+                         match_low_quality=default.match_low_quality)
 
 
 def flatten_levels(outputs, depth):
@@ -156,3 +170,43 @@ def rpn_proposals(objectness, deltas, anchors, image_sizes, pre_nms_top_k=1000, 
     scores_for_nms = tf.where(big_enough, scores, float("-inf"))
     kept = nms.batched_nms(boxes, scores_for_nms, max_proposals, nms_iou, groups=levels)
     return Proposals(boxes=kept.boxes, scores=tf.where(kept.valid, kept.scores, 0.0), valid=kept.valid)
+
+
+def proposal_settings(block, training):
+    """rpn_proposals' keyword arguments from an rpn config block, for training or test."""
+    phase = "train" if training else "test"
+    return dict(pre_nms_top_k=block[f"pre_nms_top_k_{phase}"], max_proposals=block[f"max_proposals_{phase}"],
+                nms_iou=block.nms_iou, min_size=block.get("min_size", 0.0))
+
+
+class RPNSpec:
+    """The plain RPN of a config block (`model.rpn`, type "RPN"): its head, anchors and settings, bound to
+    the pure functions above. Detectors only compose; GARPNSpec (ga_head.py) has the same interface:
+      make_head(name, impl=None) -> keras layer (impl: custom-op implementation of heads with one, as
+        model.ops_impl); outputs = head(maps)
+      losses(outputs, gt_boxes, gt_classes, image_sizes, gt_is_crowd=None) -> {name: scalar}
+      proposals(outputs, image_sizes, training=False) -> Proposals
+    """
+
+    def __init__(self, block):
+        self.block = block
+        self.anchor_generator = AnchorGenerator(strides=[2 ** lvl for lvl in block.levels],
+                                                scales=block.anchor_scales, ratios=block.anchor_ratios)
+        self.matcher = matcher_from(block, RPN_MATCHER)
+
+    def make_head(self, name="rpn_head", impl=None):
+        return RPNHead(self.anchor_generator.num_anchors, self.block.feat_channels, name=name)
+
+    def losses(self, outputs, gt_boxes, gt_classes, image_sizes, gt_is_crowd=None):
+        objectness, deltas = outputs
+        sizes = feature_sizes(objectness)
+        valid = tf.concat(self.anchor_generator.valid_flags(sizes, image_sizes), axis=1)
+        return rpn_losses(flatten_levels(objectness, 1)[..., 0], flatten_levels(deltas, 4),
+                          tf.concat(self.anchor_generator(sizes), 0), gt_boxes, gt_classes, anchor_valid=valid,
+                          gt_is_crowd=gt_is_crowd, matcher=self.matcher, num_samples=self.block.num_samples,
+                          positive_fraction=self.block.positive_fraction)
+
+    def proposals(self, outputs, image_sizes, training=False):
+        objectness, deltas = outputs
+        return rpn_proposals(objectness, deltas, self.anchor_generator(feature_sizes(objectness)), image_sizes,
+                             **proposal_settings(self.block, training))

@@ -3,10 +3,11 @@
 from tfdet.modeling.detectors.base import Detector
 from tfdet.modeling.detectors.cascade import CascadeMaskRCNN, CascadeRCNN, HybridTaskCascade
 from tfdet.modeling.detectors.retinanet import RetinaNet
+from tfdet.modeling.detectors.rpn import RPN
 from tfdet.modeling.detectors.two_stage import FasterRCNN, KeypointRCNN, MaskRCNN
 
-DETECTORS = {"FasterRCNN": FasterRCNN, "MaskRCNN": MaskRCNN, "KeypointRCNN": KeypointRCNN, "RetinaNet": RetinaNet,
-             "CascadeRCNN": CascadeRCNN, "CascadeMaskRCNN": CascadeMaskRCNN, "HybridTaskCascade": HybridTaskCascade}
+DETECTORS = {"RPN": RPN, "FasterRCNN": FasterRCNN, "MaskRCNN": MaskRCNN, "KeypointRCNN": KeypointRCNN,
+             "RetinaNet": RetinaNet, "CascadeRCNN": CascadeRCNN, "CascadeMaskRCNN": CascadeMaskRCNN, "HybridTaskCascade": HybridTaskCascade}
 
 
 def build_detector(model_config):
@@ -16,4 +17,4 @@ def build_detector(model_config):
     return DETECTORS[model_config.type](model_config)
 
 
-__all__ = ["DETECTORS", "CascadeMaskRCNN", "CascadeRCNN", "Detector", "HybridTaskCascade", "FasterRCNN", "KeypointRCNN", "MaskRCNN", "RetinaNet", "build_detector"]
+__all__ = ["DETECTORS", "CascadeMaskRCNN", "CascadeRCNN", "Detector", "HybridTaskCascade", "FasterRCNN", "KeypointRCNN", "MaskRCNN", "RPN", "RetinaNet", "build_detector"]

@@ -47,6 +47,12 @@ def image_sizes_of(batch):
     return tf.cast(tf.tile(shape[None, 1:3], [shape[0], 1]), tf.float32)
 
 
+def detection_outputs(dets):
+    """The padded outputs dict (num_detections, detection_boxes / scores / classes) of nms.Detections."""
+    return {"num_detections": dets.num_valid, "detection_boxes": dets.boxes, "detection_scores": dets.scores,
+            "detection_classes": dets.classes}
+
+
 class Detector(keras.Model):
     """Backbone + FPN + whatever a subclass adds. `config` is the model ConfigDict (or a plain dict)."""
 

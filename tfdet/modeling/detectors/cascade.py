@@ -21,7 +21,7 @@ the mask of the last stage, run with the flow of all previous stages.
 import keras
 import tensorflow as tf
 
-from tfdet.modeling.detectors.base import image_sizes_of
+from tfdet.modeling.detectors.base import detection_outputs, image_sizes_of
 from tfdet.modeling.detectors.two_stage import TwoStageDetector
 from tfdet.modeling.roi_heads import bbox_head, htc_heads, mask_head
 from tfdet.ops import box_ops
@@ -172,8 +172,7 @@ class CascadeDetector(TwoStageDetector):
                                          score_threshold=c.roi.score_threshold, nms_iou=c.roi.nms_iou,
                                          max_detections=c.roi.max_detections, nms_method=c.roi.nms_method,
                                          soft_nms_sigma=c.roi.soft_nms_sigma)
-        out = {"num_detections": dets.num_valid, "detection_boxes": dets.boxes, "detection_scores": dets.scores,
-               "detection_classes": dets.classes}
+        out = detection_outputs(dets)
         if self.with_mask:
             pooled = self._pool(self.mask_roi_align, maps, dets.boxes, semantic_features)
             if self.htc:

@@ -1,6 +1,7 @@
 """Two-stage detectors: Faster R-CNN, Mask R-CNN, Keypoint R-CNN (FPN, RPN, RoI heads).
 
-Composition only: the math lives in tfdet.modeling.dense_heads.rpn and tfdet.modeling.roi_heads.
+Composition only: the math lives in tfdet.modeling.dense_heads (the proposal head, plain RPN or GA-RPN by
+model.rpn.type, see detectors/rpn.py) and tfdet.modeling.roi_heads.
 Mask and keypoint branches train on the first num_samples * positive_fraction sampled RoIs (the
 sampler puts every sampled positive there) weighted by is_positive, and run at inference on the
 detected boxes.
@@ -10,25 +11,20 @@ import keras
 import tensorflow as tf
 
 from tfdet.layers.roi_align import MultiLevelRoIAlign
-from tfdet.modeling.dense_heads.rpn import RPNHead, flatten_levels, rpn_losses, rpn_proposals
-from tfdet.modeling.detectors.base import Detector, image_sizes_of
+from tfdet.modeling.detectors.base import detection_outputs
+from tfdet.modeling.detectors.rpn import RPN
 from tfdet.modeling.roi_heads import bbox_head, keypoint_head, mask_head
-from tfdet.ops.anchors import AnchorGenerator
 from tfdet.ops.matching import MaxIoUMatcher
 
 
-class TwoStageDetector(Detector):
-    """Backbone + FPN + RPN + box head (+ mask head when `with_mask`, + keypoint head when `with_keypoints`)."""
+class TwoStageDetector(RPN):
+    """RPN (plain or GA-RPN) + box head (+ mask head when `with_mask`, + keypoint head when `with_keypoints`)."""
 
     with_mask = False
     with_keypoints = False
 
     def __init__(self, config, **kwargs):
         super().__init__(config, **kwargs)
-        c = self.model_config
-        self.anchor_generator = AnchorGenerator(strides=[2 ** lvl for lvl in c.rpn.levels], scales=c.rpn.anchor_scales,
-                                                ratios=c.rpn.anchor_ratios)
-        self.rpn_head = RPNHead(self.anchor_generator.num_anchors, c.rpn.feat_channels, name="rpn_head")
         self._build_roi_heads()
 
     def _aligner(self, size, name):
@@ -54,38 +50,8 @@ class TwoStageDetector(Detector):
             self.keypoint_head = keypoint_head.KeypointHead(k.num_keypoints, k.num_convs, k.channels,
                                                             name="keypoint_head")
 
-    def _rpn(self, features):
-        maps = [features[lvl] for lvl in self.model_config.rpn.levels]
-        objectness, deltas = self.rpn_head(maps)
-        sizes = [(tf.shape(m)[1], tf.shape(m)[2]) for m in maps]
-        return objectness, deltas, sizes, self.anchor_generator(sizes)
-
     def _roi_maps(self, features):
         return [features[lvl] for lvl in self.model_config.roi.levels]
-
-    def _train_proposals(self, batch, training):
-        """RPN losses and training proposals: (losses dict, proposals, RoI feature maps)."""
-        c = self.model_config
-        sizes = image_sizes_of(batch)
-        gt_boxes, gt_classes = tf.cast(batch["gt_boxes"], tf.float32), tf.cast(batch["gt_classes"], tf.int32)
-        features = self.features(batch["images"], training=training)
-        objectness, deltas, feature_sizes, anchors = self._rpn(features)
-        valid = tf.concat(self.anchor_generator.valid_flags(feature_sizes, sizes), axis=1)
-        out = rpn_losses(flatten_levels(objectness, 1)[..., 0], flatten_levels(deltas, 4), tf.concat(anchors, 0),
-                         gt_boxes, gt_classes, anchor_valid=valid, gt_is_crowd=batch.get("gt_is_crowd"),
-                         num_samples=c.rpn.num_samples, positive_fraction=c.rpn.positive_fraction)
-        proposals = rpn_proposals(objectness, deltas, anchors, sizes, pre_nms_top_k=c.rpn.pre_nms_top_k_train,
-                                  max_proposals=c.rpn.max_proposals_train, nms_iou=c.rpn.nms_iou)
-        return out, proposals, features
-
-    def _test_proposals(self, images, image_sizes):
-        """Inference proposals and the FPN features."""
-        c = self.model_config
-        features = self.features(images, training=False)
-        objectness, deltas, _, anchors = self._rpn(features)
-        proposals = rpn_proposals(objectness, deltas, anchors, image_sizes, pre_nms_top_k=c.rpn.pre_nms_top_k_test,
-                                  max_proposals=c.rpn.max_proposals_test, nms_iou=c.rpn.nms_iou)
-        return proposals, features
 
     def _mask_targets(self, batch, rois, matched_gt):
         layout = self.model_config.mask.get("gt_masks", "box")
@@ -132,8 +98,7 @@ class TwoStageDetector(Detector):
                                          self.num_classes, stds=c.roi.bbox_stds, score_threshold=c.roi.score_threshold,
                                          nms_iou=c.roi.nms_iou, max_detections=c.roi.max_detections,
                                          nms_method=c.roi.nms_method, soft_nms_sigma=c.roi.soft_nms_sigma)
-        out = {"num_detections": dets.num_valid, "detection_boxes": dets.boxes, "detection_scores": dets.scores,
-               "detection_classes": dets.classes}
+        out = detection_outputs(dets)
         valid = (dets.classes >= 0)
         if self.with_mask:
             mask_logits = self.mask_head(self.mask_roi_align(maps, dets.boxes))
