@@ -59,9 +59,10 @@ def make_norm(norm, name):
 def _deform_layer(dcn, name):
     """Imports the deformable conv layer class lazily; DCN lives in tfdet.layers (separate op)."""
     dcn = dict(dcn)
-    unknown = set(dcn) - {"modulated", "deformable_groups"}
+    unknown = set(dcn) - {"modulated", "deformable_groups", "impl"}
     if unknown:
-        raise ValueError(f"dcn for '{name}' takes keys 'modulated' and 'deformable_groups', got {sorted(unknown)}.")
+        raise ValueError(f"dcn for '{name}' takes keys 'modulated', 'deformable_groups' and 'impl', got "
+                         f"{sorted(unknown)}.")
     class_name = "ModulatedDeformConv2D" if dcn.get("modulated", False) else "DeformConv2D"
     try:
         import tfdet.layers as tfdet_layers
@@ -70,21 +71,22 @@ def _deform_layer(dcn, name):
         raise ImportError(f"'{name}' asks for deformable convolution (dcn={dcn}), but tfdet.layers.{class_name} "
                           f"is not available ({err}). Build tfdet with the deformable-conv op, or drop the "
                           "dcn / stage_with_dcn options.") from err
-    return cls, int(dcn.get("deformable_groups", 1))
+    return cls, int(dcn.get("deformable_groups", 1)), dcn.get("impl")
 
 
 def conv(x, filters, kernel_size, name, strides=1, dilation=1, groups=1, use_bias=False, dcn=None):
     """Applies a conv named `name` to x with PyTorch-style symmetric padding dilation * (k - 1) // 2.
 
-    With `dcn` = {"modulated": bool, "deformable_groups": int} the conv is tfdet.layers.DeformConv2D /
-    ModulatedDeformConv2D (imported lazily; a clear ImportError when the op is not built).
+    With `dcn` = {"modulated": bool, "deformable_groups": int, optional "impl": None | "fused" |
+    "composite"} the conv is tfdet.layers.DeformConv2D / ModulatedDeformConv2D (imported lazily; a clear
+    ImportError when the op is not built).
     """
     pad = dilation * (kernel_size - 1) // 2
     if dcn is not None:
-        cls, deformable_groups = _deform_layer(dcn, name)
+        cls, deformable_groups, impl = _deform_layer(dcn, name)
         return cls(filters, kernel_size, strides=strides, padding=pad, dilation_rate=dilation, groups=groups,
                    deformable_groups=deformable_groups, use_bias=use_bias, kernel_initializer=CONV_INIT,
-                   name=name)(x)
+                   impl=impl, name=name)(x)
     if pad and strides > 1:
         x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
         padding = "valid"

@@ -61,8 +61,12 @@ class Detector(keras.Model):
         config = ml_collections.ConfigDict(config.to_dict() if hasattr(config, "to_dict") else config)
         self.model_config = config
         self.num_classes = int(config.num_classes)
-        self.backbone = build_backbone(config.backbone)
-        self.neck = FPN(**config.neck.to_dict())
+        impl = config.get("ops_impl")  # every custom op of the model: None (fused when loaded) | fused | composite
+        backbone = config.backbone.to_dict()
+        if backbone.get("dcn"):
+            backbone["dcn"] = {**backbone["dcn"], "impl": impl}
+        self.backbone = build_backbone(backbone)
+        self.neck = FPN(**config.neck.to_dict(), impl=impl)
         self.pixel_mean = tf.constant(config.get("pixel_mean", _DEFAULT_MEAN), tf.float32)
         self.pixel_std = tf.constant(config.get("pixel_std", _DEFAULT_STD), tf.float32)
 

@@ -68,7 +68,7 @@ class CascadeDetector(TwoStageDetector):
             m = c.mask
             self.mask_roi_align = self._aligner(m.pooled_size, "mask_roi_align")
             self.mask_heads = [htc_heads.HTCMaskHead(self.num_classes, m.num_convs, m.channels, upsample=m.upsample,
-                                                     class_agnostic=m.class_agnostic,
+                                                     class_agnostic=m.class_agnostic, impl=c.get("ops_impl"),
                                                      with_flow=self.mask_flow and t > 0, name=f"mask_head{t + 1}")
                                for t in range(len(self.stage_settings))]
         if self.with_semantic:

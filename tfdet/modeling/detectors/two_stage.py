@@ -43,7 +43,8 @@ class TwoStageDetector(RPN):
             m = c.mask
             self.mask_roi_align = self._aligner(m.pooled_size, "mask_roi_align")
             self.mask_head = mask_head.MaskHead(self.num_classes, m.num_convs, m.channels, upsample=m.upsample,
-                                                class_agnostic=m.class_agnostic, name="mask_head")
+                                                class_agnostic=m.class_agnostic, impl=c.get("ops_impl"),
+                                                name="mask_head")
         if self.with_keypoints:
             k = c.keypoint
             self.keypoint_roi_align = self._aligner(k.pooled_size, "keypoint_roi_align")

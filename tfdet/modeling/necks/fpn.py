@@ -3,20 +3,11 @@
 import keras
 import tensorflow as tf
 
+from tfdet.layers.carafe import make_upsampler
 from tfdet.modeling.factory import make_norm, norm_spec
 
 UPSAMPLE_KINDS = ("nearest", "carafe")
 EXTRA_KINDS = ("maxpool", "conv")
-
-
-def _carafe_upsampler(channels):
-    """CARAFE lives in tfdet.layers.carafe (a custom op); imported lazily, no silent fallback."""
-    try:
-        from tfdet.layers.carafe import make_upsampler
-    except ImportError as err:
-        raise ImportError(f"FPN(upsample='carafe') needs tfdet.layers.carafe.make_upsampler, which is not "
-                          f"available ({err}). Build tfdet with the CARAFE op or use upsample='nearest'.") from err
-    return make_upsampler("carafe", scale_factor=2, channels=channels)
 
 
 @keras.saving.register_keras_serializable(package="tfdet")
@@ -39,7 +30,7 @@ class FPN(keras.layers.Layer):
     """
 
     def __init__(self, out_channels=256, min_level=2, max_level=6, extra="maxpool", extra_source="input",
-                 relu_before_extra=True, upsample="nearest", norm=None, **kwargs):
+                 relu_before_extra=True, upsample="nearest", norm=None, impl=None, **kwargs):
         super().__init__(**kwargs)
         if min_level > max_level:
             raise ValueError(f"FPN: min_level {min_level} > max_level {max_level}.")
@@ -51,7 +42,7 @@ class FPN(keras.layers.Layer):
             raise ValueError(f"FPN: upsample must be one of {UPSAMPLE_KINDS}, got {upsample!r}.")
         self.out_channels, self.min_level, self.max_level = int(out_channels), int(min_level), int(max_level)
         self.extra, self.extra_source, self.relu_before_extra = extra, extra_source, bool(relu_before_extra)
-        self.upsample, self.norm = upsample, norm_spec(norm)
+        self.upsample, self.norm, self.impl = upsample, norm_spec(norm), impl
 
     def _conv(self, kernel_size, name, strides=1):
         return keras.layers.Conv2D(self.out_channels, kernel_size, strides=strides,
@@ -88,7 +79,8 @@ class FPN(keras.layers.Layer):
             layer.build((None, None, None, self.out_channels))
         self.upsamplers = []
         if self.upsample == "carafe":
-            self.upsamplers = [_carafe_upsampler(self.out_channels) for _ in self.levels[:-1]]
+            self.upsamplers = [make_upsampler("carafe", scale_factor=2, channels=self.out_channels, impl=self.impl)
+                               for _ in self.levels[:-1]]
             for layer in self.upsamplers:
                 layer.build((None, None, None, self.out_channels))
         super().build(input_shape)
@@ -144,5 +136,5 @@ class FPN(keras.layers.Layer):
         config = super().get_config()
         config.update(out_channels=self.out_channels, min_level=self.min_level, max_level=self.max_level,
                       extra=self.extra, extra_source=self.extra_source, relu_before_extra=self.relu_before_extra,
-                      upsample=self.upsample, norm=self.norm)
+                      upsample=self.upsample, norm=self.norm, impl=self.impl)
         return config

@@ -15,38 +15,35 @@ import keras
 import tensorflow as tf
 
 from tfdet import losses
+from tfdet.layers.carafe import make_upsampler
 from tfdet.ops.roi_align import roi_align
 
 UPSAMPLE_KINDS = ("deconv", "carafe")
 
 
-def _upsampler(kind, channels):
+def _upsampler(kind, channels, impl):
     if kind == "deconv":
         return keras.layers.Conv2DTranspose(channels, 2, strides=2, name="upsample",
                                             kernel_initializer=keras.initializers.HeNormal())
-    try:
-        from tfdet.layers.carafe import make_upsampler
-    except ImportError as err:
-        raise ImportError(f"MaskHead(upsample='carafe') needs tfdet.layers.carafe.make_upsampler, which is not "
-                          f"available ({err}). Build tfdet with the CARAFE op or use upsample='deconv'.") from err
-    return make_upsampler("carafe", scale_factor=2, channels=channels)
+    return make_upsampler("carafe", scale_factor=2, channels=channels, impl=impl)
 
 
 @keras.saving.register_keras_serializable(package="tfdet")
 class MaskHead(keras.layers.Layer):
     """Call on RoI features [B, K, S, S, C_in]; returns mask logits [B, K, 2S, 2S, num_classes]
-    ([..., 1] when class_agnostic)."""
+    ([..., 1] when class_agnostic). `impl`: the CARAFE op's implementation (None | "fused" | "composite")."""
 
-    def __init__(self, num_classes, num_convs=4, channels=256, upsample="deconv", class_agnostic=False, **kwargs):
+    def __init__(self, num_classes, num_convs=4, channels=256, upsample="deconv", class_agnostic=False, impl=None,
+                 **kwargs):
         super().__init__(**kwargs)
         if upsample not in UPSAMPLE_KINDS:
             raise ValueError(f"MaskHead: upsample must be one of {UPSAMPLE_KINDS}, got {upsample!r}.")
         self.num_classes, self.num_convs, self.channels = int(num_classes), int(num_convs), int(channels)
-        self.upsample, self.class_agnostic = upsample, bool(class_agnostic)
+        self.upsample, self.class_agnostic, self.impl = upsample, bool(class_agnostic), impl
         init = keras.initializers.HeNormal()
         self.convs = [keras.layers.Conv2D(self.channels, 3, padding="same", activation="relu", kernel_initializer=init,
                                           name=f"conv{i + 1}") for i in range(self.num_convs)]
-        self.upsampler = _upsampler(upsample, self.channels)
+        self.upsampler = _upsampler(upsample, self.channels, impl)
         self.logits = keras.layers.Conv2D(1 if self.class_agnostic else self.num_classes, 1, name="logits",
                                           kernel_initializer=init)
 
@@ -71,7 +68,7 @@ class MaskHead(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(num_classes=self.num_classes, num_convs=self.num_convs, channels=self.channels,
-                      upsample=self.upsample, class_agnostic=self.class_agnostic)
+                      upsample=self.upsample, class_agnostic=self.class_agnostic, impl=self.impl)
         return config
 
 
