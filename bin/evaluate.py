@@ -39,7 +39,8 @@ flags.DEFINE_float("watch_timeout", 3600.0, "--watch stops after this many secon
 flags.DEFINE_integer("watch_last_step", None, "--watch stops after the checkpoint of this step")
 flags.DEFINE_string("output", "", "results json (COCO format) written by the model paths")
 flags.DEFINE_string("metrics_output", "", "tables json (default <output or predictions>.metrics.json)")
-flags.DEFINE_list("eval_types", [], "bbox,segm,keypoints,proposal (default: what the results hold)")
+flags.DEFINE_list("eval_types", [], "bbox,segm,keypoints,proposal (default: what the results hold; proposal for "
+                  "an RPN config)")
 flags.DEFINE_integer("batch_size", 1, "images per model call (split across the strategy's replicas)")
 flags.DEFINE_enum("strategy", "default", list(loaders.STRATEGIES), "tf.distribute strategy of the --checkpoint / "
                   "--watch paths: default, one_device or mirrored (all local GPUs)")
@@ -80,9 +81,12 @@ def settings():
     tta_scales = cli.parse_scales(FLAGS.tta_scales) or tuple(tuple(s) for s in test.get("tta_scales", ()))
     tta_flip = FLAGS.tta_flip or bool(test.get("tta_flip", False))
     tta_merge = FLAGS.tta_merge if FLAGS["tta_merge"].present else test.get("tta_merge", FLAGS.tta_merge)
+    eval_types = tuple(FLAGS.eval_types)
+    if not eval_types and _CONFIG.value is not None and _CONFIG.value.model.get("type") == "RPN":
+        eval_types = ("proposal",)  # an RPN-only detector's boxes are proposals: class-agnostic recall
     return cli.EvalSettings(
         annotations=FLAGS.annotations, images=FLAGS.images, tfrecords=FLAGS.tfrecords, predictions=FLAGS.predictions,
-        output=FLAGS.output, metrics_output=FLAGS.metrics_output, eval_types=tuple(FLAGS.eval_types), batch_size=FLAGS.batch_size,
+        output=FLAGS.output, metrics_output=FLAGS.metrics_output, eval_types=eval_types, batch_size=FLAGS.batch_size,
         scale=scale, score_threshold=FLAGS.score_threshold, tta_scales=tta_scales,
         tta_flip=tta_flip, tta_merge=tta_merge, visualize=FLAGS.visualize,
         visualize_dir=FLAGS.visualize_dir)

@@ -1,6 +1,7 @@
 """bin/evaluate.py and bin/export.py: the model configs load from any working directory, and a bad
 --config (missing file, unknown override field, unknown variant) is one clear line with exit status 2."""
 
+import json
 import os
 import re
 import subprocess
@@ -39,3 +40,20 @@ def test_export_loads_a_config_from_another_directory(tmp_path):
                              "--nowarmup"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert os.path.isfile(tmp_path / "export" / "1" / "saved_model.pb")
+
+
+def test_rpn_config_evaluates_proposal_recall(tmp_path):
+    """An RPN-only config's boxes are proposals: without --eval_types, evaluate.py reports recall."""
+    ann = {"images": [{"id": 1, "file_name": "a.png", "height": 100, "width": 100}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 40, 30], "area": 1200,
+                            "iscrowd": 0}],
+           "categories": [{"id": 1, "name": "thing"}]}
+    (tmp_path / "ann.json").write_text(json.dumps(ann))
+    (tmp_path / "dets.json").write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [10, 10, 40, 30],
+                                                     "score": 0.9}]))
+    for config, table in ((os.path.join(ROOT, "configs", "rpn.py") + ":tiny", "proposal (class-agnostic recall)"),
+                          (MASK + ":tiny", "bbox (COCO)")):
+        out = _run("evaluate.py", [f"--config={config}", f"--annotations={tmp_path / 'ann.json'}",
+                                   f"--predictions={tmp_path / 'dets.json'}"], cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert table in out.stdout, out.stdout[-2000:]
