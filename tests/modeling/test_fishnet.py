@@ -22,6 +22,19 @@ def test_classifier_parameter_count_equals_official_code(depth):
     assert model.output.shape[-1] == 1000
 
 
+# The counts the backbone issue quotes for "the official models" differ from the code's by 1408 in both
+# depths: exactly biases on the 4 projection-shortcut convs (128 + 256 + 512 + 512 output channels).
+ISSUE_COUNTS = {99: 16_630_312, 150: 24_960_808}
+
+
+@pytest.mark.parametrize("depth", [99, 150])
+def test_shortcut_biases_give_the_issues_counts(depth):
+    model = fishnet(depth, include_top=True, norm="bn", shortcut_bias=True)
+    assert count_parameters(model) == ISSUE_COUNTS[depth]
+    biased = [layer.filters for layer in model.layers if "shortcut_conv" in layer.name and layer.use_bias]
+    assert sorted(biased) == [128, 256, 512, 512]
+
+
 def test_classifier_runs_on_a_small_image():
     model = fishnet(99, include_top=True, num_classes=7)
     logits = model(np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype("float32"))

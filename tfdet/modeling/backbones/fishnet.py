@@ -12,7 +12,8 @@ stride 4, then ten stages over 128, 256, 512 | 512, 512, 384, 256 | 320, 832, 16
 The classifier ends with BN-ReLU-1x1 conv to half the channels, BN-ReLU, global pooling and `fc`.
 Classifier parameter counts (PyTorch's count: no BN statistics) equal those of the official code:
 FishNet-99 16,628,904; FishNet-150 24,959,400 (the figures imgclsmob's test of the verbatim official
-model asserts); FishNet-201 (official config, no published count) 44,584,552.
+model asserts); FishNet-201 (official config, no published count) 44,584,552. With `shortcut_bias=True`
+(biased projection shortcuts): 16,630,312 / 24,960,808, the counts quoted in the project's issue.
 
 Feature maps for detection (`out_levels`): level 2 is the body's stride-4 output (320 channels),
 levels 3, 4, 5 the head's outputs at strides 8, 16, 32 (832, 1600, 2112 channels). Input height and
@@ -82,7 +83,7 @@ def _bn_relu(x, norm, name):
     return keras.layers.ReLU(name=f"{name}_relu")(make_norm(norm, name)(x))
 
 
-def _block(x, planes, name, norm, up_k=None, dilation=1):
+def _block(x, planes, name, norm, up_k=None, dilation=1, shortcut_bias=False):
     """Pre-activation bottleneck (BN-ReLU-conv x3, planes / 4 inner channels). up_k: the UP block,
     whose shortcut sums groups of up_k channels; otherwise a BN-ReLU-1x1 projection when channels change."""
     channels = x.shape[-1]
@@ -92,15 +93,17 @@ def _block(x, planes, name, norm, up_k=None, dilation=1):
     if up_k is not None:
         shortcut = x if up_k == 1 else ChannelGroupSum(up_k, name=f"{name}_squeeze")(x)
     elif channels != planes:
-        shortcut = conv(_bn_relu(x, norm, f"{name}_shortcut_bn"), planes, 1, f"{name}_shortcut_conv")
+        shortcut = conv(_bn_relu(x, norm, f"{name}_shortcut_bn"), planes, 1, f"{name}_shortcut_conv",
+                        use_bias=shortcut_bias)
     else:
         shortcut = x
     return keras.layers.Add(name=f"{name}_add")([y, shortcut])
 
 
-def _blocks(x, planes, count, name, norm, up_k=None, dilation=1):
+def _blocks(x, planes, count, name, norm, up_k=None, dilation=1, shortcut_bias=False):
     for i in range(count):
-        x = _block(x, planes, f"{name}{i}", norm, up_k=up_k if i == 0 else None, dilation=dilation)
+        x = _block(x, planes, f"{name}{i}", norm, up_k=up_k if i == 0 else None, dilation=dilation,
+                   shortcut_bias=shortcut_bias)
     return x
 
 
@@ -124,7 +127,7 @@ def _squeeze_excite(x, channels, name, norm):
 
 
 def fishnet(depth=99, norm="bn", frozen_stages=-1, out_levels=(2, 3, 4, 5), include_top=False, num_classes=1000,
-            input_shape=(None, None, 3), name=None):
+            shortcut_bias=False, input_shape=(None, None, 3), name=None):
     """Builds FishNet-99 / 150 / 201 as a functional keras.Model.
 
     Args:
@@ -134,6 +137,10 @@ def fishnet(depth=99, norm="bn", frozen_stages=-1, out_levels=(2, 3, 4, 5), incl
       frozen_stages: -1 trains everything; k in 0..3 freezes the stem and tail stages 1..k.
       out_levels: levels returned from {2, 3, 4, 5} (see module docstring).
       include_top: the ImageNet classifier returning logits [N, num_classes].
+      shortcut_bias: biases on the 4 projection-shortcut convs (tail stages 0-2 and the bridge: 128 +
+        256 + 512 + 512 = 1408 parameters). The official code has none; the counts the project's issue
+        quotes for "the official models" (16,630,312 / 24,960,808) are exactly these with them, so a
+        checkpoint that carries them loads with True.
 
     Returns a keras.Model mapping images [N, H, W, 3] (H, W multiples of 32) to
     {level: [N, H / 2**level, W / 2**level, C_level]} or logits.
@@ -157,12 +164,12 @@ def fishnet(depth=99, norm="bn", frozen_stages=-1, out_levels=(2, 3, 4, 5), incl
     for stage in range(len(PLANES)):
         x, planes, prefix = feats[stage], PLANES[stage], f"stage{stage}"
         if stage < NUM_DOWN:  # tail
-            x = _blocks(x, planes, res_blocks[stage], f"{prefix}_res", norm)
+            x = _blocks(x, planes, res_blocks[stage], f"{prefix}_res", norm, shortcut_bias=shortcut_bias)
             x = keras.layers.MaxPooling2D(2, name=f"{prefix}_pool")(x)
         elif stage == NUM_DOWN:  # bridge: score to 2C, SE gate, residual blocks
             score = _score(x, 2 * planes, f"{prefix}_score", norm, pool=False)
             gate = _squeeze_excite(score, planes, f"{prefix}_se", norm)
-            x = _blocks(score, planes, res_blocks[stage], f"{prefix}_res", norm)
+            x = _blocks(score, planes, res_blocks[stage], f"{prefix}_res", norm, shortcut_bias=shortcut_bias)
             x = keras.layers.Add(name=f"{prefix}_out")([keras.layers.Multiply(name=f"{prefix}_gated")([x, gate]),
                                                         gate])
         else:
@@ -171,12 +178,12 @@ def fishnet(depth=99, norm="bn", frozen_stages=-1, out_levels=(2, 3, 4, 5), incl
                 up_k, dilation = x.shape[-1] // planes, 2 ** (stage - NUM_DOWN - 1)
                 x = _blocks(x, planes, res_blocks[stage], f"{prefix}_res", norm, up_k=up_k, dilation=dilation)
                 x = keras.layers.UpSampling2D(2, name=f"{prefix}_up")(x)
-            else:  # head
-                x = _blocks(x, planes, res_blocks[stage], f"{prefix}_res", norm)
+            else:  # head (its blocks keep their channels: no projection shortcut)
+                x = _blocks(x, planes, res_blocks[stage], f"{prefix}_res", norm, shortcut_bias=shortcut_bias)
                 x = keras.layers.MaxPooling2D(2, name=f"{prefix}_pool")(x)
             transferred = feats[source]
             transferred = _blocks(transferred, transferred.shape[-1], trans_blocks[stage - NUM_DOWN - 1],
-                                  f"{prefix}_trans", norm)
+                                  f"{prefix}_trans", norm, shortcut_bias=shortcut_bias)
             x = keras.layers.Concatenate(name=f"{prefix}_concat")([x, transferred])
         feats.append(x)
     if include_top:
