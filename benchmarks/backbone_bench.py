@@ -9,6 +9,18 @@ the trainable weights. Both inside tf.function; median seconds in this one proce
 resnet50. DCN variants (c3-c5 deformable 3x3, as mmdetection's dconv/mdconv configs) run only when
 tfdet.layers has the deformable layers. Peak RSS comes from a fresh process per variant running
 fwd+bwd once (includes TensorFlow's own baseline).
+
+Measured 2026-11-21, idle 2-core CPU, TF 2.21, repeats 3 (one run):
+             backbone  fwd s/img  ratio  fwd+bwd s/img  ratio  peak RSS MiB
+             resnet50      0.805   1.00          1.912   1.00          1681
+            resnet101      1.562   1.94          3.628   1.90          2251
+     resnext101_32x4d      2.937   3.65        156.083  81.64          3189
+            fishnet99      0.882   1.10          2.128   1.11          2280
+           fishnet150      1.215   1.51          2.968   1.55          2869
+ resnet50_dconv_c3-c5      0.852   1.06          2.386   1.25          2312
+resnet50_mdconv_c3-c5      0.861   1.07          2.387   1.25          2293
+ResNeXt's backward is pathological on CPU: TensorFlow's gradient of a grouped Conv2D
+(feature_group_count 32) takes ~50x its forward here; GPUs (cuDNN) do not have this problem.
 """
 
 import argparse
