@@ -19,8 +19,13 @@ Measured 2026-11-21, idle 2-core CPU, TF 2.21, repeats 3 (one run):
            fishnet150      1.215   1.51          2.968   1.55          2869
  resnet50_dconv_c3-c5      0.852   1.06          2.386   1.25          2312
 resnet50_mdconv_c3-c5      0.861   1.07          2.387   1.25          2293
-ResNeXt's backward is pathological on CPU: TensorFlow's gradient of a grouped Conv2D
-(feature_group_count 32) takes ~50x its forward here; GPUs (cuDNN) do not have this problem.
+That ResNeXt row is Keras' own grouped Conv2D, which Keras compiles with XLA: on CPU XLA's gradient of
+a grouped conv is pathological. tfdet's ResNeXt now uses tfdet.layers.GroupedConv2D (TensorFlow's
+oneDNN grouped kernels); rerun (--variants resnet50,resnext101_32x4d, same day):
+        backbone  fwd s/img  ratio  fwd+bwd s/img  ratio  peak RSS MiB
+        resnet50      1.344   1.00          1.815   1.00          1667
+resnext101_32x4d      2.934   2.18          6.716   3.70          2621
+(fwd+bwd 156 s -> 6.7 s; resnet50's forward in this run was slower than in the table above.)
 """
 
 import argparse

@@ -127,7 +127,7 @@ class _FakeDeformConv2D(keras.layers.Conv2D):
     """Stands in for tfdet.layers.DeformConv2D (same constructor) to test the wiring only."""
 
     def __init__(self, filters, kernel_size, strides=1, padding=0, dilation_rate=1, groups=1,
-                 deformable_groups=1, **kwargs):
+                 deformable_groups=1, impl=None, **kwargs):
         self.pad, self.deformable_groups = padding, deformable_groups
         super().__init__(filters, kernel_size, strides=strides, padding="valid", dilation_rate=dilation_rate,
                          groups=groups, **kwargs)
