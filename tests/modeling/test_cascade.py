@@ -1,7 +1,6 @@
 """Cascade R-CNN, Cascade Mask R-CNN, HTC: per-stage assignment on refined boxes, gradient stopping,
 mask information flow, the semantic branch, train steps, inference, configs and serialization."""
 
-import importlib
 import json
 
 import keras
@@ -14,15 +13,9 @@ from tfdet.modeling.detectors import build_detector
 from tfdet.modeling.roi_heads import bbox_head, htc_heads
 from tfdet.ops import box_ops
 
-from tests.modeling.test_detectors import B, H, W, check_detections, make_batch
+from tests.modeling.test_detectors import B, H, W, check_detections, config, make_batch, model_for
 
 FAMILIES = {"cascade_rcnn": "CascadeRCNN", "cascade_mask_rcnn": "CascadeMaskRCNN", "htc": "HybridTaskCascade"}
-_MODELS = {}
-
-
-def config(family, arg="tiny"):
-    return importlib.import_module(f"configs.{family}").get_config(arg)
-
 
 def batch_with_semantic():
     batch = make_batch()
@@ -30,15 +23,6 @@ def batch_with_semantic():
     labels[:, 0] = 255
     batch["semantic"] = tf.constant(labels)
     return batch
-
-
-def model_for(family):
-    if family not in _MODELS:
-        keras.utils.set_random_seed(1)
-        model = build_detector(config(family).model)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3))
-        _MODELS[family] = model
-    return _MODELS[family]
 
 
 def iou_np(a, b):

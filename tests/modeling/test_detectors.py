@@ -16,8 +16,8 @@ FAMILIES = ["faster_rcnn", "mask_rcnn", "keypoint_rcnn", "retinanet"]
 B, H, W, M = 2, 64, 96, 4
 
 
-def config(family):
-    return importlib.import_module(f"configs.{family}").get_config("tiny")
+def config(family, arg="tiny"):
+    return importlib.import_module(f"configs.{family}").get_config(arg)
 
 
 def make_batch(empty=False):
@@ -46,13 +46,16 @@ def make_batch(empty=False):
 _MODELS = {}
 
 
-def model_for(family):
-    if family not in _MODELS:
-        keras.utils.set_random_seed(1)
+def model_for(family, seed=1, build=False):
+    """The tiny detector of `family`, compiled with Adam, created once per (family, seed) for the tests."""
+    if (family, seed) not in _MODELS:
+        keras.utils.set_random_seed(seed)
         model = build_detector(config(family).model)
+        if build:
+            model.build()
         model.compile(optimizer=keras.optimizers.Adam(1e-3))
-        _MODELS[family] = model
-    return _MODELS[family]
+        _MODELS[family, seed] = model
+    return _MODELS[family, seed]
 
 
 def check_detections(out, family, num_classes, max_det, score_threshold=0.05):

@@ -3,10 +3,8 @@ built from their tiny configs through build_detector train on the fixed tiny bat
 (losses finite, gradients into every head, losses falling), infer padded outputs (also with unknown
 image sizes), serialize; the RPN detector's outputs give proposal recall through the evaluation CLI."""
 
-import importlib
 import json
 
-import keras
 import ml_collections
 import numpy as np
 import pytest
@@ -14,7 +12,8 @@ import tensorflow as tf
 
 from tests.data.coco_files import TINY_SHAPES
 from tests.modeling.test_detectors import B, check_detections, check_round_trip, checked_losses_and_gradients
-from tests.modeling.test_detectors import make_batch, train_on_fixed_batch
+from tests.modeling.test_detectors import config, make_batch, train_on_fixed_batch
+from tests.modeling.test_detectors import model_for as detectors_model_for
 from tfdet.data import shapes
 from tfdet.evaluation import cli, loaders
 from tfdet.layers.deform_conv import DeformConv2D
@@ -35,21 +34,8 @@ LOSSES = {"ga_rpn": GA_LOSSES | {"rpn_cls", "rpn_box"}, "rpn": {"rpn_cls", "rpn_
           "ga_retinanet": GA_LOSSES | {"retina_cls", "retina_box"}}
 
 
-def config(family):
-    return importlib.import_module(f"configs.{family}").get_config("tiny")
-
-
-_MODELS = {}
-
-
 def model_for(family):
-    if family not in _MODELS:
-        keras.utils.set_random_seed(11)
-        model = build_detector(config(family).model)
-        model.build()
-        model.compile(optimizer=keras.optimizers.Adam(1e-3))
-        _MODELS[family] = model
-    return _MODELS[family]
+    return detectors_model_for(family, seed=11, build=True)
 
 
 def head_of(model):
