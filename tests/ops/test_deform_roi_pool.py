@@ -141,6 +141,12 @@ def test_bad_inputs(impl):
         deform_roi_pool(features[0], boxes, box_indices, offsets, (3, 2), impl=impl)
     with pytest.raises(tf.errors.InvalidArgumentError, match="box_indices"):
         deform_roi_pool(features, boxes, box_indices + 5, offsets, (3, 2), impl=impl)
+    with pytest.raises(ValueError, match="deform_roi_pool: boxes .* and box_indices .* differ in K"):
+        deform_roi_pool(features, boxes, box_indices[:-1], offsets, (3, 2), impl=impl)
+    with pytest.raises(ValueError, match="deform_roi_pool: features must be floating point"):
+        deform_roi_pool(tf.cast(features, tf.int32), boxes, box_indices, offsets, (3, 2), impl=impl)
+    with pytest.raises(ValueError, match="deform_roi_pool: output_size"):
+        deform_roi_pool(features, boxes, box_indices, offsets, (3, 0), impl=impl)
 
 
 def test_fused_kernel_rejects_bad_offsets_at_run_time():

@@ -3,8 +3,7 @@
 import tensorflow as tf
 
 from tfdet.ops import loader
-
-_COMPUTE_DTYPES = (tf.float32, tf.float64)
+from tfdet.ops._inputs import compute_dtype, floating
 
 
 def _check_args(kernel_size, group_size, scale_factor):
@@ -77,14 +76,10 @@ def carafe(features, masks, kernel_size, group_size, scale_factor, impl=None, na
     _check_args(kernel_size, group_size, scale_factor)
     impl = loader.resolve_impl(impl)
     with tf.name_scope(name or "carafe"):
-        features = tf.convert_to_tensor(features)
-        masks = tf.convert_to_tensor(masks)
-        for arg, tensor in (("features", features), ("masks", masks)):
-            if not tensor.dtype.is_floating:
-                raise ValueError(f"carafe: {arg} must be floating point, got {tensor.dtype.name}.")
+        features, masks = floating(features, "carafe", "features"), floating(masks, "carafe", "masks")
         _static_checks(features, masks, kernel_size, group_size, scale_factor)
         out_dtype = features.dtype
-        compute = out_dtype if out_dtype in _COMPUTE_DTYPES else tf.float32
+        compute = compute_dtype(out_dtype)
         features, masks = tf.cast(features, compute), tf.cast(masks, compute)
         if impl == "fused":
             out = loader.ops_module().tfdet_carafe(features, masks, kernel_size=kernel_size, group_size=group_size,

@@ -4,17 +4,9 @@ composite stock-TF twin."""
 import tensorflow as tf
 
 from tfdet.ops import loader
+from tfdet.ops._inputs import compute_dtype, floating, pair
 
-_COMPUTE_DTYPES = (tf.float32, tf.float64)
-
-
-def _pair(value, name, minimum):
-    if isinstance(value, int):
-        value = (value, value)
-    value = tuple(int(v) for v in value)
-    if len(value) != 2 or min(value) < minimum:
-        raise ValueError(f"deform_conv2d: {name} must be an int >= {minimum} or a pair of them, got {value!r}.")
-    return value
+_OP = "deform_conv2d"
 
 
 def _static_dim(tensor, axis):
@@ -23,8 +15,8 @@ def _static_dim(tensor, axis):
 
 def output_size(height, width, kernel_size, strides=1, padding=0, dilations=1):
     """(Ho, Wo) of a convolution with symmetric zero padding: floor((H + 2p - d(k-1) - 1) / s) + 1."""
-    (kh, kw), (sh, sw) = _pair(kernel_size, "kernel_size", 1), _pair(strides, "strides", 1)
-    (ph, pw), (dh, dw) = _pair(padding, "padding", 0), _pair(dilations, "dilations", 1)
+    (kh, kw), (sh, sw) = pair(kernel_size, _OP, "kernel_size"), pair(strides, _OP, "strides")
+    (ph, pw), (dh, dw) = pair(padding, _OP, "padding", 0), pair(dilations, _OP, "dilations")
     return (height + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (width + 2 * pw - dw * (kw - 1) - 1) // sw + 1
 
 
@@ -53,18 +45,16 @@ def deform_conv2d(inputs, offsets, kernel, mask=None, bias=None, strides=1, padd
       [N, Ho, Wo, Cout] with Ho, Wo = output_size(H, W, (kh, kw), strides, padding, dilations), the dtype
       of `inputs`. Differentiable w.r.t. inputs, offsets, mask, kernel and bias.
     """
-    strides, padding = _pair(strides, "strides", 1), _pair(padding, "padding", 0)
-    dilations = _pair(dilations, "dilations", 1)
+    strides, padding = pair(strides, _OP, "strides"), pair(padding, _OP, "padding", 0)
+    dilations = pair(dilations, _OP, "dilations")
     groups, deformable_groups = int(groups), int(deformable_groups)
     if groups < 1 or deformable_groups < 1:
         raise ValueError(f"deform_conv2d: groups ({groups}) and deformable_groups ({deformable_groups}) must be >= 1.")
     impl = loader.resolve_impl(impl)
     with tf.name_scope(name or "deform_conv2d"):
-        inputs = tf.convert_to_tensor(inputs)
-        if not inputs.dtype.is_floating:
-            raise ValueError(f"deform_conv2d: inputs must be floating point, got {inputs.dtype.name}.")
+        inputs = floating(inputs, _OP, "inputs")
         out_dtype = inputs.dtype
-        compute = out_dtype if out_dtype in _COMPUTE_DTYPES else tf.float32
+        compute = compute_dtype(out_dtype)
         inputs = tf.cast(inputs, compute)
         offsets = tf.cast(offsets, compute)
         kernel = tf.cast(kernel, compute)

@@ -3,9 +3,7 @@
 import tensorflow as tf
 
 from tfdet.ops import loader
-from tfdet.ops.roi_align import _pair
-
-_COMPUTE_DTYPES = (tf.float32, tf.float64)
+from tfdet.ops._inputs import pair, roi_inputs
 
 
 def deform_roi_pool(features, boxes, box_indices, offsets=None, output_size=7, spatial_scale=1.0, sampling_ratio=0,
@@ -31,25 +29,13 @@ def deform_roi_pool(features, boxes, box_indices, offsets=None, output_size=7, s
       [K, output_height, output_width, C], the dtype of `features`. Differentiable w.r.t. features and
       offsets.
     """
-    out_h, out_w = _pair(output_size, "output_size")
+    out_h, out_w = pair(output_size, "deform_roi_pool", "output_size")
     if sampling_ratio < 0:
         raise ValueError(f"deform_roi_pool: sampling_ratio must be >= 0, got {sampling_ratio}.")
     impl = loader.resolve_impl(impl)
     with tf.name_scope(name or "deform_roi_pool"):
-        features = tf.convert_to_tensor(features)
-        if not features.dtype.is_floating:
-            raise ValueError(f"deform_roi_pool: features must be floating point, got {features.dtype.name}.")
-        boxes = tf.convert_to_tensor(boxes)
-        box_indices = tf.cast(box_indices, tf.int32)
-        for tensor, arg, rank, layout in ((features, "features", 4, "[N, H, W, C]"), (boxes, "boxes", 2, "[K, 4]"),
-                                          (box_indices, "box_indices", 1, "[K]")):
-            if tensor.shape.rank is not None and tensor.shape.rank != rank:
-                raise ValueError(f"deform_roi_pool: {arg} must have rank {rank} {layout}, got shape {tensor.shape}.")
-        if boxes.shape[-1] is not None and boxes.shape[-1] != 4:
-            raise ValueError(f"deform_roi_pool: boxes must be [K, 4], got shape {boxes.shape}.")
-        out_dtype = features.dtype
-        compute = out_dtype if out_dtype in _COMPUTE_DTYPES else tf.float32
-        features, boxes = tf.cast(features, compute), tf.cast(boxes, compute)
+        features, boxes, box_indices, out_dtype = roi_inputs("deform_roi_pool", features, boxes, box_indices)
+        compute = features.dtype
         if offsets is not None:
             offsets = tf.cast(offsets, compute)
             expected = [boxes.shape[0], out_h, out_w, 2]
@@ -58,14 +44,6 @@ def deform_roi_pool(features, boxes, box_indices, offsets=None, output_size=7, s
                                                    for a, b in zip(offsets.shape, expected))):
                 raise ValueError(f"deform_roi_pool: offsets must be [K, {out_h}, {out_w}, 2], got shape "
                                  f"{offsets.shape}.")
-        batch = tf.shape(features, out_type=tf.int32)[0]
-        checks = [
-            tf.debugging.assert_non_negative(box_indices, message="deform_roi_pool: box_indices must be >= 0"),
-            tf.debugging.assert_less(box_indices, batch,
-                                     message="deform_roi_pool: box_indices must be < the features' batch size"),
-        ]
-        with tf.control_dependencies(checks):
-            box_indices = tf.identity(box_indices)
         if impl == "fused":
             out = loader.ops_module().tfdet_deform_roi_pool(
                 features, boxes, box_indices, tf.zeros([0], compute) if offsets is None else offsets,

@@ -3,23 +3,7 @@
 import tensorflow as tf
 
 from tfdet.ops import loader
-
-_COMPUTE_DTYPES = (tf.float32, tf.float64)
-
-
-def _pair(value, name):
-    if isinstance(value, int):
-        value = (value, value)
-    value = tuple(int(v) for v in value)
-    if len(value) != 2 or min(value) < 1:
-        raise ValueError(f"{name} must be a positive int or a pair of positive ints, got {value!r}.")
-    return value
-
-
-def _check_rank(tensor, rank, name, layout):
-    if tensor.shape.rank is not None and tensor.shape.rank != rank:
-        raise ValueError(f"roi_align: {name} must have rank {rank} {layout}, got shape {tensor.shape}.")
-
+from tfdet.ops._inputs import pair, roi_inputs
 
 def roi_align(features, boxes, box_indices, output_size, spatial_scale=1.0, sampling_ratio=0, aligned=True,
               impl=None, name=None):
@@ -38,35 +22,12 @@ def roi_align(features, boxes, box_indices, output_size, spatial_scale=1.0, samp
     Returns:
       [K, output_height, output_width, C], the dtype of `features`. Differentiable w.r.t. `features`.
     """
-    out_h, out_w = _pair(output_size, "output_size")
+    out_h, out_w = pair(output_size, "roi_align", "output_size")
     if sampling_ratio < 0:
         raise ValueError(f"roi_align: sampling_ratio must be >= 0, got {sampling_ratio}.")
     impl = loader.resolve_impl(impl)
     with tf.name_scope(name or "roi_align"):
-        features = tf.convert_to_tensor(features)
-        if not features.dtype.is_floating:
-            raise ValueError(f"roi_align: features must be floating point, got {features.dtype.name}.")
-        boxes = tf.convert_to_tensor(boxes)
-        box_indices = tf.cast(box_indices, tf.int32)
-        _check_rank(features, 4, "features", "[N, H, W, C]")
-        _check_rank(boxes, 2, "boxes", "[K, 4]")
-        _check_rank(box_indices, 1, "box_indices", "[K]")
-        if boxes.shape[-1] is not None and boxes.shape[-1] != 4:
-            raise ValueError(f"roi_align: boxes must be [K, 4], got shape {boxes.shape}.")
-        if boxes.shape[0] is not None and box_indices.shape[0] is not None and boxes.shape[0] != box_indices.shape[0]:
-            raise ValueError(f"roi_align: boxes {boxes.shape} and box_indices {box_indices.shape} differ in K.")
-        out_dtype = features.dtype
-        compute = out_dtype if out_dtype in _COMPUTE_DTYPES else tf.float32
-        features = tf.cast(features, compute)
-        boxes = tf.cast(boxes, compute)
-        batch = tf.shape(features, out_type=tf.int32)[0]
-        checks = [
-            tf.debugging.assert_non_negative(box_indices, message="roi_align: box_indices must be >= 0"),
-            tf.debugging.assert_less(box_indices, batch,
-                                     message="roi_align: box_indices must be < the features' batch size"),
-        ]
-        with tf.control_dependencies(checks):
-            box_indices = tf.identity(box_indices)
+        features, boxes, box_indices, out_dtype = roi_inputs("roi_align", features, boxes, box_indices)
         if impl == "fused":
             out = loader.ops_module().tfdet_roi_align(
                 features, boxes, box_indices, pooled_height=out_h, pooled_width=out_w,
