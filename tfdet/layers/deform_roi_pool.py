@@ -5,6 +5,7 @@ features)."""
 import keras
 import tensorflow as tf
 
+from tfdet.ops._inputs import flat_boxes
 from tfdet.ops.deform_roi_pool import deform_roi_pool
 
 
@@ -53,20 +54,15 @@ class DeformRoIPool(keras.layers.Layer):
                                self.sampling_ratio, self.gamma, impl=self.impl)
 
     def call(self, features, boxes):
-        boxes = tf.convert_to_tensor(boxes)
-        if boxes.shape.rank != 3 or boxes.shape[-1] != 4:
-            raise ValueError(f"{type(self).__name__}: boxes must be [B, K, 4], got shape {boxes.shape}.")
-        batch, num_boxes = tf.shape(boxes)[0], tf.shape(boxes)[1]
-        flat_boxes = tf.reshape(boxes, [-1, 4])
-        images = tf.repeat(tf.range(batch, dtype=tf.int32), num_boxes)
-        plain = self._pool(features, flat_boxes, images, None)
+        rois, images, batch, num_boxes = flat_boxes(boxes, type(self).__name__)
+        plain = self._pool(features, rois, images, None)
         channels = features.shape[-1]
         pooled_flat = tf.reshape(plain, [-1, self.output_size[0] * self.output_size[1] * channels])
         offsets = pooled_flat
         for dense in self.offset_fc:
             offsets = dense(offsets)
         offsets = tf.reshape(offsets, [-1, *self.output_size, 2])
-        out = self._pool(features, flat_boxes, images, offsets)
+        out = self._pool(features, rois, images, offsets)
         if self.modulated:
             mask = pooled_flat
             for dense in self.mask_fc:

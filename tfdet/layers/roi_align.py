@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from tfdet.ops._inputs import flat_boxes
 from tfdet.ops.roi_align import fpn_levels, roi_align
 
 
@@ -46,12 +47,7 @@ class MultiLevelRoIAlign(keras.layers.Layer):
 
     def call(self, features, boxes):
         maps = self._levels(features)
-        boxes = tf.convert_to_tensor(boxes)
-        if boxes.shape.rank != 3 or boxes.shape[-1] != 4:
-            raise ValueError(f"MultiLevelRoIAlign: boxes must be [B, K, 4], got shape {boxes.shape}.")
-        batch, num_boxes = tf.shape(boxes)[0], tf.shape(boxes)[1]
-        flat = tf.reshape(boxes, [-1, 4])
-        images = tf.repeat(tf.range(batch, dtype=tf.int32), num_boxes)
+        flat, images, batch, num_boxes = flat_boxes(boxes, "MultiLevelRoIAlign")
         level = fpn_levels(flat, self.min_level, self.max_level, self.canonical_level, self.canonical_size)
         partition = level - self.min_level
         positions = tf.dynamic_partition(tf.range(tf.shape(flat)[0]), partition, len(maps))

@@ -63,3 +63,13 @@ def roi_inputs(op, features, boxes, box_indices):
     with tf.control_dependencies(checks):
         box_indices = tf.identity(box_indices)
     return tf.cast(features, compute), tf.cast(boxes, compute), box_indices, features.dtype
+
+
+def flat_boxes(boxes, who):
+    """Padded per-image boxes [B, K, 4] as (the ops' flat [B * K, 4] boxes, their [B * K] image indices,
+    B, K), B and K as scalar tensors for reshaping the pooled result back."""
+    boxes = tf.convert_to_tensor(boxes)
+    if boxes.shape.rank != 3 or boxes.shape[-1] != 4:
+        raise ValueError(f"{who}: boxes must be [B, K, 4], got shape {boxes.shape}.")
+    batch, num_boxes = tf.shape(boxes)[0], tf.shape(boxes)[1]
+    return tf.reshape(boxes, [-1, 4]), tf.repeat(tf.range(batch, dtype=tf.int32), num_boxes), batch, num_boxes
