@@ -155,7 +155,6 @@ class CascadeDetector(TwoStageDetector):
 
     # Inference ---------------------------------------------------------------------------------------
     def detect(self, images, image_sizes):
-        c = self.model_config
         proposals, features = self._test_proposals(images, image_sizes)
         maps = self._roi_maps(features)
         _, semantic_features = self._semantic(features)
@@ -167,11 +166,8 @@ class CascadeDetector(TwoStageDetector):
             if t < last:
                 rois = refine_boxes(cls_logits, deltas, rois, image_sizes, self.num_classes,
                                     self.stage_settings[t]["bbox_stds"])
-        dets = bbox_head.bbox_detections(logits_sum / len(self.bbox_heads), deltas, rois, proposals.valid, image_sizes,
-                                         self.num_classes, stds=self.stage_settings[last]["bbox_stds"],
-                                         score_threshold=c.roi.score_threshold, nms_iou=c.roi.nms_iou,
-                                         max_detections=c.roi.max_detections, nms_method=c.roi.nms_method,
-                                         soft_nms_sigma=c.roi.soft_nms_sigma)
+        dets = self._detections(logits_sum / len(self.bbox_heads), deltas, rois, proposals.valid, image_sizes,
+                                self.stage_settings[last]["bbox_stds"])
         out = detection_outputs(dets)
         if self.with_mask:
             pooled = self._pool(self.mask_roi_align, maps, dets.boxes, semantic_features)

@@ -90,15 +90,20 @@ class TwoStageDetector(RPN):
             out["keypoint"] = c.keypoint.loss_weight * keypoint_head.keypoint_loss(heatmaps, kp_targets)
         return out
 
+    def _detections(self, cls_logits, deltas, rois, roi_valid, image_sizes, stds):
+        """The box head's final detections with the config's roi test settings (score threshold, NMS)."""
+        r = self.model_config.roi
+        return bbox_head.bbox_detections(cls_logits, deltas, rois, roi_valid, image_sizes,
+                                         self.num_classes, stds=stds, score_threshold=r.score_threshold,
+                                         nms_iou=r.nms_iou, max_detections=r.max_detections,
+                                         nms_method=r.nms_method, soft_nms_sigma=r.soft_nms_sigma)
+
     def detect(self, images, image_sizes):
         c = self.model_config
         proposals, features = self._test_proposals(images, image_sizes)
         maps = self._roi_maps(features)
         cls_logits, box_deltas = self.bbox_head(self.box_roi_align(maps, proposals.boxes))
-        dets = bbox_head.bbox_detections(cls_logits, box_deltas, proposals.boxes, proposals.valid, image_sizes,
-                                         self.num_classes, stds=c.roi.bbox_stds, score_threshold=c.roi.score_threshold,
-                                         nms_iou=c.roi.nms_iou, max_detections=c.roi.max_detections,
-                                         nms_method=c.roi.nms_method, soft_nms_sigma=c.roi.soft_nms_sigma)
+        dets = self._detections(cls_logits, box_deltas, proposals.boxes, proposals.valid, image_sizes, c.roi.bbox_stds)
         out = detection_outputs(dets)
         valid = (dets.classes >= 0)
         if self.with_mask:
