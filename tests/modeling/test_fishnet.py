@@ -22,8 +22,9 @@ def test_classifier_parameter_count_equals_official_code(depth):
     assert model.output.shape[-1] == 1000
 
 
-# The counts the backbone issue quotes for "the official models" differ from the code's by 1408 in both
-# depths: exactly biases on the 4 projection-shortcut convs (128 + 256 + 512 + 512 output channels).
+# The counts the backbone issue quotes for "the official models" are the glasses library's model table
+# (a reimplementation whose 1x1 shortcut convs keep PyTorch's default bias); they differ from the official
+# code's by 1408 in both depths: exactly biases on the 4 projection-shortcut convs (128 + 256 + 512 + 512).
 ISSUE_COUNTS = {99: 16_630_312, 150: 24_960_808}
 
 

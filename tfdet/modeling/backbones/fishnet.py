@@ -13,7 +13,10 @@ The classifier ends with BN-ReLU-1x1 conv to half the channels, BN-ReLU, global 
 Classifier parameter counts (PyTorch's count: no BN statistics) equal those of the official code:
 FishNet-99 16,628,904; FishNet-150 24,959,400 (the figures imgclsmob's test of the verbatim official
 model asserts); FishNet-201 (official config, no published count) 44,584,552. With `shortcut_bias=True`
-(biased projection shortcuts): 16,630,312 / 24,960,808, the counts quoted in the project's issue.
+(biased projection shortcuts): 16,630,312 / 24,960,808, the counts quoted in the project's issue. Those
+are the figures of the `glasses` library's model table (FrancescoSaverioZuppichini/glasses, a
+reimplementation after zsef123/Fishnet-PyTorch), whose pre-activation 1x1 shortcut conv keeps
+PyTorch's default bias=True where the official code sets bias=False.
 
 Feature maps for detection (`out_levels`): level 2 is the body's stride-4 output (320 channels),
 levels 3, 4, 5 the head's outputs at strides 8, 16, 32 (832, 1600, 2112 channels). Input height and
@@ -138,9 +141,9 @@ def fishnet(depth=99, norm="bn", frozen_stages=-1, out_levels=(2, 3, 4, 5), incl
       out_levels: levels returned from {2, 3, 4, 5} (see module docstring).
       include_top: the ImageNet classifier returning logits [N, num_classes].
       shortcut_bias: biases on the 4 projection-shortcut convs (tail stages 0-2 and the bridge: 128 +
-        256 + 512 + 512 = 1408 parameters). The official code has none; the counts the project's issue
-        quotes for "the official models" (16,630,312 / 24,960,808) are exactly these with them, so a
-        checkpoint that carries them loads with True.
+        256 + 512 + 512 = 1408 parameters). The official code (and so its released checkpoints) has
+        none; the `glasses` reimplementation has them (its counts 16,630,312 / 24,960,808 are the ones
+        the project's issue quotes), so weights converted from it load with True.
 
     Returns a keras.Model mapping images [N, H, W, 3] (H, W multiples of 32) to
     {level: [N, H / 2**level, W / 2**level, C_level]} or logits.
