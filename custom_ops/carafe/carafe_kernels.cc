@@ -5,18 +5,10 @@
 
 #include <cstdint>
 
-#include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/framework/register_types.h"
-#include "tensorflow/core/framework/tensor.h"
-#include "tensorflow/core/util/work_sharder.h"
-#include "custom_ops/common/op_utils.h"
+#include "custom_ops/common/kernel_utils.h"
 
 namespace tfdet {
 namespace carafe {
-
-namespace tf = ::tensorflow;
-using CPUDevice = Eigen::ThreadPoolDevice;
-using GPUDevice = Eigen::GpuDevice;
 
 // Multiply-adds of one pixel's k*k taps over all channels, for the thread pool's cost model.
 inline int64_t pixel_cost(const Shape& s) { return static_cast<int64_t>(s.taps()) * (2LL * s.channels + 10); }
@@ -71,25 +63,23 @@ TFDET_CPU_CLONES void backward_masks_range(const T* grad_output, const T* featur
 template <typename T>
 void Forward<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const T* features, const T* masks, const Shape& s,
                                        T* output) {
-  const auto& pool = *ctx->device()->tensorflow_cpu_worker_threads();
-  tf::Shard(pool.num_threads, pool.workers, static_cast<int64_t>(s.batch) * s.out_height() * s.out_width(),
-            pixel_cost(s), [&](int64_t begin, int64_t end) { forward_range(features, masks, s, begin, end, output); });
+  ShardOnCpu(ctx, static_cast<int64_t>(s.batch) * s.out_height() * s.out_width(), pixel_cost(s),
+             [&](int64_t begin, int64_t end) { forward_range(features, masks, s, begin, end, output); });
 }
 
 template <typename T>
 void Backward<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const T* grad_output, const T* features,
                                         const T* masks, const Shape& s, T* grad_features, T* grad_masks) {
-  const auto& pool = *ctx->device()->tensorflow_cpu_worker_threads();
   if (s.channels > 0) {  // no channels: grad_features is empty and grad_masks all zeros (below)
-    tf::Shard(pool.num_threads, pool.workers, static_cast<int64_t>(s.batch) * s.height * s.width,
-              pixel_cost(s) * s.scale_factor * s.scale_factor, [&](int64_t begin, int64_t end) {
-                backward_features_range(grad_output, masks, s, begin, end, grad_features);
-              });
+    ShardOnCpu(ctx, static_cast<int64_t>(s.batch) * s.height * s.width, pixel_cost(s) * s.scale_factor * s.scale_factor,
+               [&](int64_t begin, int64_t end) {
+                 backward_features_range(grad_output, masks, s, begin, end, grad_features);
+               });
   }
-  tf::Shard(pool.num_threads, pool.workers, static_cast<int64_t>(s.batch) * s.out_height() * s.out_width(),
-            pixel_cost(s), [&](int64_t begin, int64_t end) {
-              backward_masks_range(grad_output, features, s, begin, end, grad_masks);
-            });
+  ShardOnCpu(ctx, static_cast<int64_t>(s.batch) * s.out_height() * s.out_width(), pixel_cost(s),
+             [&](int64_t begin, int64_t end) {
+               backward_masks_range(grad_output, features, s, begin, end, grad_masks);
+             });
 }
 
 // Validates features [N, H, W, C] and masks [N, H*s, W*s, G*k*k] and fills *s. `op` names the op in errors.
@@ -197,29 +187,11 @@ class CarafeGradOp : public tf::OpKernel {
   int kernel_size_, group_size_, scale_factor_;
 };
 
-#define REGISTER_CPU(T)                                                                                  \
-  REGISTER_KERNEL_BUILDER(Name("Tfdet>Carafe").Device(tf::DEVICE_CPU).TypeConstraint<T>("T"),           \
-                          CarafeOp<CPUDevice, T>);                                                       \
-  REGISTER_KERNEL_BUILDER(Name("Tfdet>CarafeGrad").Device(tf::DEVICE_CPU).TypeConstraint<T>("T"),       \
-                          CarafeGradOp<CPUDevice, T>);
-REGISTER_CPU(float);
-REGISTER_CPU(double);
-#undef REGISTER_CPU
-
+TFDET_REGISTER_FLOAT_KERNELS(Name("Tfdet>Carafe").Device(tf::DEVICE_CPU), CarafeOp, CPUDevice);
+TFDET_REGISTER_FLOAT_KERNELS(Name("Tfdet>CarafeGrad").Device(tf::DEVICE_CPU), CarafeGradOp, CPUDevice);
 #if GOOGLE_CUDA
-extern template struct Forward<GPUDevice, float>;
-extern template struct Forward<GPUDevice, double>;
-extern template struct Backward<GPUDevice, float>;
-extern template struct Backward<GPUDevice, double>;
-
-#define REGISTER_GPU(T)                                                                                  \
-  REGISTER_KERNEL_BUILDER(Name("Tfdet>Carafe").Device(tf::DEVICE_GPU).TypeConstraint<T>("T"),           \
-                          CarafeOp<GPUDevice, T>);                                                       \
-  REGISTER_KERNEL_BUILDER(Name("Tfdet>CarafeGrad").Device(tf::DEVICE_GPU).TypeConstraint<T>("T"),       \
-                          CarafeGradOp<GPUDevice, T>);
-REGISTER_GPU(float);
-REGISTER_GPU(double);
-#undef REGISTER_GPU
+TFDET_REGISTER_FLOAT_KERNELS(Name("Tfdet>Carafe").Device(tf::DEVICE_GPU), CarafeOp, GPUDevice);
+TFDET_REGISTER_FLOAT_KERNELS(Name("Tfdet>CarafeGrad").Device(tf::DEVICE_GPU), CarafeGradOp, GPUDevice);
 #endif  // GOOGLE_CUDA
 
 }  // namespace carafe

@@ -2,37 +2,29 @@
 #if GOOGLE_CUDA
 #define EIGEN_USE_GPU
 
-#include "absl/strings/str_cat.h"
 #include "custom_ops/carafe/carafe_kernels.h"
 #include "custom_ops/carafe/kernels/carafe_cuda.cuh"
-#include "tensorflow/core/framework/op_kernel.h"
+#include "custom_ops/common/kernel_utils.h"
 #include "unsupported/Eigen/CXX11/Tensor"
 
 namespace tfdet {
 namespace carafe {
 
-namespace tf = ::tensorflow;
-using GPUDevice = Eigen::GpuDevice;
-
-inline void check_launch(tf::OpKernelContext* ctx, cudaError_t err, const char* what) {
-  if (err != cudaSuccess) {
-    ctx->SetStatus(absl::InternalError(absl::StrCat("carafe: ", what, " failed: ", cudaGetErrorString(err))));
-  }
-}
+constexpr char kOp[] = "carafe";
 
 template <typename T>
 void Forward<GPUDevice, T>::operator()(tf::OpKernelContext* ctx, const T* features, const T* masks, const Shape& s,
                                        T* output) {
   cudaStream_t stream = ctx->eigen_device<GPUDevice>().stream();
-  check_launch(ctx, launch_forward(features, masks, s, output, stream), "forward kernel launch");
+  CheckCuda(ctx, kOp, launch_forward(features, masks, s, output, stream), "forward kernel launch");
 }
 
 template <typename T>
 void Backward<GPUDevice, T>::operator()(tf::OpKernelContext* ctx, const T* grad_output, const T* features,
                                         const T* masks, const Shape& s, T* grad_features, T* grad_masks) {
   cudaStream_t stream = ctx->eigen_device<GPUDevice>().stream();
-  check_launch(ctx, launch_backward(grad_output, features, masks, s, grad_features, grad_masks, stream),
-               "backward kernel launch");
+  CheckCuda(ctx, kOp, launch_backward(grad_output, features, masks, s, grad_features, grad_masks, stream),
+            "backward kernel launch");
 }
 
 template struct Forward<GPUDevice, float>;

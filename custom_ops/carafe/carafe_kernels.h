@@ -2,13 +2,8 @@
 #ifndef TFDET_CARAFE_CARAFE_KERNELS_H_
 #define TFDET_CARAFE_CARAFE_KERNELS_H_
 
+#include "custom_ops/common/kernel_utils.h"
 #include "custom_ops/carafe/kernels/carafe.h"
-#include "tensorflow/core/framework/op_kernel.h"
-
-namespace Eigen {
-struct ThreadPoolDevice;
-struct GpuDevice;
-}  // namespace Eigen
 
 namespace tfdet {
 namespace carafe {
@@ -31,8 +26,8 @@ struct Backward;
     void operator()(::tensorflow::OpKernelContext* ctx, const T* grad_output, const T* features,          \
                     const T* masks, const Shape& s, T* grad_features, T* grad_masks);                    \
   };
-TFDET_CARAFE_FUNCTORS(Eigen::ThreadPoolDevice)
-TFDET_CARAFE_FUNCTORS(Eigen::GpuDevice)
+TFDET_CARAFE_FUNCTORS(CPUDevice)
+TFDET_CARAFE_FUNCTORS(GPUDevice)
 #undef TFDET_CARAFE_FUNCTORS
 
 }  // namespace carafe

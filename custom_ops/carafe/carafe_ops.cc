@@ -1,19 +1,13 @@
 // Op registration and shape functions for Tfdet>Carafe and its gradient.
-#include "tensorflow/core/framework/common_shape_fns.h"
+#include "custom_ops/common/op_utils.h"
 #include "tensorflow/core/framework/op.h"
-#include "tensorflow/core/framework/shape_inference.h"
 
 namespace tfdet {
-
-using ::tensorflow::Status;
-using ::tensorflow::shape_inference::DimensionHandle;
-using ::tensorflow::shape_inference::InferenceContext;
-using ::tensorflow::shape_inference::ShapeHandle;
 
 namespace {
 
 // Checks features [N, H, W, C] against masks [N, H*s, W*s, G*k*k]; sets *output to [N, H*s, W*s, C].
-Status CarafeShapes(InferenceContext* c, ShapeHandle features, ShapeHandle masks, ShapeHandle* output) {
+absl::Status CarafeShapes(InferenceContext* c, ShapeHandle features, ShapeHandle masks, ShapeHandle* output) {
   TF_RETURN_IF_ERROR(c->WithRank(features, 4, &features));
   TF_RETURN_IF_ERROR(c->WithRank(masks, 4, &masks));
   int kernel_size, group_size, scale_factor;
@@ -28,7 +22,7 @@ Status CarafeShapes(InferenceContext* c, ShapeHandle features, ShapeHandle masks
   TF_RETURN_IF_ERROR(c->Merge(scaled, c->Dim(masks, 2), &out_w));
   TF_RETURN_IF_ERROR(c->WithValue(c->Dim(masks, 3), group_size * kernel_size * kernel_size, &unused));
   *output = c->MakeShape({batch, out_h, out_w, c->Dim(features, 3)});
-  return Status();
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -41,11 +35,11 @@ REGISTER_OP("Tfdet>Carafe")
     .Attr("group_size: int >= 1")
     .Attr("scale_factor: int >= 1")
     .Attr("T: {float, double}")
-    .SetShapeFn([](InferenceContext* c) -> Status {
+    .SetShapeFn([](InferenceContext* c) -> absl::Status {
       ShapeHandle output;
       TF_RETURN_IF_ERROR(CarafeShapes(c, c->input(0), c->input(1), &output));
       c->set_output(0, output);
-      return Status();
+      return absl::OkStatus();
     })
     .Doc(R"doc(
 CARAFE feature reassembly on NHWC tensors (mmcv.ops.carafe semantics).
@@ -63,13 +57,13 @@ REGISTER_OP("Tfdet>CarafeGrad")
     .Attr("group_size: int >= 1")
     .Attr("scale_factor: int >= 1")
     .Attr("T: {float, double}")
-    .SetShapeFn([](InferenceContext* c) -> Status {
+    .SetShapeFn([](InferenceContext* c) -> absl::Status {
       ShapeHandle output, unused;
       TF_RETURN_IF_ERROR(CarafeShapes(c, c->input(1), c->input(2), &output));
       TF_RETURN_IF_ERROR(c->Merge(c->input(0), output, &unused));
       c->set_output(0, c->input(1));
       c->set_output(1, c->input(2));
-      return Status();
+      return absl::OkStatus();
     })
     .Doc("Gradients of Tfdet>Carafe with respect to its features and masks.");
 

@@ -9,18 +9,10 @@
 #include <string>
 #include <vector>
 
-#include "custom_ops/common/op_utils.h"
-#include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/framework/register_types.h"
-#include "tensorflow/core/framework/tensor.h"
-#include "tensorflow/core/util/work_sharder.h"
+#include "custom_ops/common/kernel_utils.h"
 
 namespace tfdet {
 namespace deform_conv {
-
-namespace tf = ::tensorflow;
-using CPUDevice = Eigen::ThreadPoolDevice;
-using GPUDevice = Eigen::GpuDevice;
 
 // Rows are independent: each writes its own row of columns.
 template <typename T>
@@ -38,9 +30,7 @@ void Im2col<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const Shape& s, 
       }
     }
   };
-  const auto& pool = *ctx->device()->tensorflow_cpu_worker_threads();
-  tf::Shard(pool.num_threads, pool.workers, s.rows(), 40LL * s.deformable_groups * s.taps() + 10LL * s.row_length(),
-            work);
+  ShardOnCpu(ctx, s.rows(), 40LL * s.deformable_groups * s.taps() + 10LL * s.row_length(), work);
 }
 
 // Threads own disjoint blocks of channels, so their scatter-adds into grad_inputs never meet. Each
@@ -55,8 +45,7 @@ void Col2im<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const Shape& s, 
   const int K = s.taps(), cd = s.deform_channels(), dgk = s.deformable_groups * K;
   const long long points = s.rows() * dgk;
   std::fill(grad_inputs, grad_inputs + s.batch * image_size, T(0));
-  const auto& pool = *ctx->device()->tensorflow_cpu_worker_threads();
-  const int blocks = std::max(1, std::min(pool.num_threads, s.in_channels / 16));
+  const int blocks = std::max(1, std::min(CpuThreads(ctx), s.in_channels / 16));
   std::vector<PointGrad<T>> partial(static_cast<size_t>(blocks) * points);
   auto work = [&](long long begin, long long end) {
     for (long long b = begin; b < end; ++b) {
@@ -77,8 +66,8 @@ void Col2im<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const Shape& s, 
       }
     }
   };
-  tf::Shard(pool.num_threads, pool.workers, blocks, s.rows() * (40LL * dgk + 24LL * s.row_length() / blocks), work);
-  tf::Shard(pool.num_threads, pool.workers, points, 6 * blocks, [&](long long begin, long long end) {
+  ShardOnCpu(ctx, blocks, s.rows() * (40LL * dgk + 24LL * s.row_length() / blocks), work);
+  ShardOnCpu(ctx, points, 6 * blocks, [&](long long begin, long long end) {
     for (long long i = begin; i < end; ++i) {
       PointGrad<T> sum{T(0), T(0), T(0)};
       for (int b = 0; b < blocks; ++b) {
@@ -122,12 +111,9 @@ struct Attrs {
 inline std::string shape_string(const tf::Tensor& t) { return t.shape().DebugString(); }
 
 // Validates inputs, offsets and mask against each other and the attributes, and fills *s.
-tf::Status make_shape(const Attrs& a, const tf::Tensor& inputs, const tf::Tensor& offsets, const tf::Tensor& mask,
+absl::Status make_shape(const Attrs& a, const tf::Tensor& inputs, const tf::Tensor& offsets, const tf::Tensor& mask,
                       Shape* s) {
-  if (inputs.dims() != 4) return InvalidArgument("deform_conv2d: inputs must be [N, H, W, C], got ", shape_string(inputs));
-  for (int d = 0; d < 4; ++d) {
-    if (inputs.dim_size(d) > INT_MAX / 4) return InvalidArgument("deform_conv2d: inputs dimension ", d, " is too large");
-  }
+  TF_RETURN_IF_ERROR(ValidateNhwc("deform_conv2d", "inputs", inputs, INT_MAX / 4));
   s->batch = static_cast<int>(inputs.dim_size(0));
   s->height = static_cast<int>(inputs.dim_size(1));
   s->width = static_cast<int>(inputs.dim_size(2));
@@ -171,7 +157,7 @@ tf::Status make_shape(const Attrs& a, const tf::Tensor& inputs, const tf::Tensor
     return InvalidArgument("deform_conv2d: mask must be [N, Ho, Wo, deformable_groups * kh * kw] = [", s->batch,
                            ", ", out_h, ", ", out_w, ", ", dgk, "], got ", shape_string(mask));
   }
-  return tf::Status();
+  return absl::OkStatus();
 }
 
 template <typename Device, typename T>
@@ -223,29 +209,11 @@ class DeformCol2imOp : public tf::OpKernel {
   Attrs attrs_;
 };
 
-#define REGISTER_CPU(T)                                                                                 \
-  REGISTER_KERNEL_BUILDER(Name("Tfdet>DeformIm2col").Device(tf::DEVICE_CPU).TypeConstraint<T>("T"),    \
-                          DeformIm2colOp<CPUDevice, T>);                                                \
-  REGISTER_KERNEL_BUILDER(Name("Tfdet>DeformCol2im").Device(tf::DEVICE_CPU).TypeConstraint<T>("T"),    \
-                          DeformCol2imOp<CPUDevice, T>);
-REGISTER_CPU(float);
-REGISTER_CPU(double);
-#undef REGISTER_CPU
-
+TFDET_REGISTER_FLOAT_KERNELS(Name("Tfdet>DeformIm2col").Device(tf::DEVICE_CPU), DeformIm2colOp, CPUDevice);
+TFDET_REGISTER_FLOAT_KERNELS(Name("Tfdet>DeformCol2im").Device(tf::DEVICE_CPU), DeformCol2imOp, CPUDevice);
 #if GOOGLE_CUDA
-extern template struct Im2col<GPUDevice, float>;
-extern template struct Im2col<GPUDevice, double>;
-extern template struct Col2im<GPUDevice, float>;
-extern template struct Col2im<GPUDevice, double>;
-
-#define REGISTER_GPU(T)                                                                                 \
-  REGISTER_KERNEL_BUILDER(Name("Tfdet>DeformIm2col").Device(tf::DEVICE_GPU).TypeConstraint<T>("T"),    \
-                          DeformIm2colOp<GPUDevice, T>);                                                \
-  REGISTER_KERNEL_BUILDER(Name("Tfdet>DeformCol2im").Device(tf::DEVICE_GPU).TypeConstraint<T>("T"),    \
-                          DeformCol2imOp<GPUDevice, T>);
-REGISTER_GPU(float);
-REGISTER_GPU(double);
-#undef REGISTER_GPU
+TFDET_REGISTER_FLOAT_KERNELS(Name("Tfdet>DeformIm2col").Device(tf::DEVICE_GPU), DeformIm2colOp, GPUDevice);
+TFDET_REGISTER_FLOAT_KERNELS(Name("Tfdet>DeformCol2im").Device(tf::DEVICE_GPU), DeformCol2imOp, GPUDevice);
 #endif  // GOOGLE_CUDA
 
 }  // namespace deform_conv

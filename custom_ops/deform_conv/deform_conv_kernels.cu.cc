@@ -3,26 +3,21 @@
 #if GOOGLE_CUDA
 #define EIGEN_USE_GPU
 
+#include "custom_ops/common/kernel_utils.h"
 #include "custom_ops/deform_conv/deform_conv_kernels.h"
 #include "custom_ops/deform_conv/kernels/deform_conv_cuda.cuh"
-#include "tensorflow/core/framework/op_kernel.h"
 #include "unsupported/Eigen/CXX11/Tensor"
 
 namespace tfdet {
 namespace deform_conv {
 
-namespace tf = ::tensorflow;
-using GPUDevice = Eigen::GpuDevice;
-
-inline void check_launch(tf::OpKernelContext* ctx, cudaError_t err, const char* what) {
-  if (err != cudaSuccess) ctx->SetStatus(tf::errors::Internal("deform_conv2d: ", what, " failed: ", cudaGetErrorString(err)));
-}
+constexpr char kOp[] = "deform_conv2d";
 
 template <typename T>
 void Im2col<GPUDevice, T>::operator()(tf::OpKernelContext* ctx, const Shape& s, const T* inputs, const T* offsets,
                                       const T* mask, T* columns) {
   cudaStream_t stream = ctx->eigen_device<GPUDevice>().stream();
-  check_launch(ctx, launch_im2col(s, inputs, offsets, mask, columns, stream), "im2col kernel launch");
+  CheckCuda(ctx, kOp, launch_im2col(s, inputs, offsets, mask, columns, stream), "im2col kernel launch");
 }
 
 template <typename T>
@@ -31,10 +26,10 @@ void Col2im<GPUDevice, T>::operator()(tf::OpKernelContext* ctx, const Shape& s, 
                                       T* grad_mask) {
   cudaStream_t stream = ctx->eigen_device<GPUDevice>().stream();
   const size_t bytes = sizeof(T) * static_cast<size_t>(s.batch) * s.height * s.width * s.in_channels;
-  check_launch(ctx, cudaMemsetAsync(grad_inputs, 0, bytes, stream), "zeroing the inputs' gradient");
-  if (!ctx->status().ok()) return;
-  check_launch(ctx, launch_col2im(s, inputs, offsets, mask, grad_columns, grad_inputs, grad_offsets, grad_mask, stream),
-               "col2im kernel launch");
+  if (!CheckCuda(ctx, kOp, cudaMemsetAsync(grad_inputs, 0, bytes, stream), "zeroing the inputs' gradient")) return;
+  CheckCuda(ctx, kOp,
+            launch_col2im(s, inputs, offsets, mask, grad_columns, grad_inputs, grad_offsets, grad_mask, stream),
+            "col2im kernel launch");
 }
 
 template struct Im2col<GPUDevice, float>;

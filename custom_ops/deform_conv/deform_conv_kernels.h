@@ -3,13 +3,8 @@
 #ifndef TFDET_DEFORM_CONV_DEFORM_CONV_KERNELS_H_
 #define TFDET_DEFORM_CONV_DEFORM_CONV_KERNELS_H_
 
+#include "custom_ops/common/kernel_utils.h"
 #include "custom_ops/deform_conv/kernels/deform_conv.h"
-#include "tensorflow/core/framework/op_kernel.h"
-
-namespace Eigen {
-struct ThreadPoolDevice;
-struct GpuDevice;
-}  // namespace Eigen
 
 namespace tfdet {
 namespace deform_conv {
@@ -33,8 +28,8 @@ struct Col2im;
     void operator()(::tensorflow::OpKernelContext* ctx, const Shape& s, const T* inputs, const T* offsets,    \
                     const T* mask, const T* grad_columns, T* grad_inputs, T* grad_offsets, T* grad_mask);     \
   };
-TFDET_DEFORM_CONV_FUNCTORS(Eigen::ThreadPoolDevice)
-TFDET_DEFORM_CONV_FUNCTORS(Eigen::GpuDevice)
+TFDET_DEFORM_CONV_FUNCTORS(CPUDevice)
+TFDET_DEFORM_CONV_FUNCTORS(GPUDevice)
 #undef TFDET_DEFORM_CONV_FUNCTORS
 
 }  // namespace deform_conv

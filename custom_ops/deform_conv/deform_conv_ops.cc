@@ -2,16 +2,9 @@
 // convolution) and Tfdet>DeformCol2im (its adjoint). tfdet.ops.deform_conv2d multiplies the columns
 // with the kernel using tf.matmul.
 #include "custom_ops/common/op_utils.h"
-#include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
-#include "tensorflow/core/framework/shape_inference.h"
 
 namespace tfdet {
-
-using ::tensorflow::Status;
-using ::tensorflow::shape_inference::DimensionHandle;
-using ::tensorflow::shape_inference::InferenceContext;
-using ::tensorflow::shape_inference::ShapeHandle;
 
 REGISTER_OP("Tfdet>DeformIm2col")
     .Input("inputs: T")
@@ -26,7 +19,7 @@ REGISTER_OP("Tfdet>DeformIm2col")
     .Attr("deformable_groups: int >= 1 = 1")
     .Attr("modulated: bool = false")
     .Attr("T: {float, double}")
-    .SetShapeFn([](InferenceContext* c) -> Status {
+    .SetShapeFn([](InferenceContext* c) -> absl::Status {
       ShapeHandle inputs, offsets;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &inputs));
       TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &offsets));
@@ -37,7 +30,7 @@ REGISTER_OP("Tfdet>DeformIm2col")
       TF_RETURN_IF_ERROR(c->Merge(c->Dim(inputs, 0), c->Dim(offsets, 0), &batch));
       TF_RETURN_IF_ERROR(c->Multiply(c->Dim(inputs, 3), kernel_size[0] * kernel_size[1], &length));
       c->set_output(0, c->MakeShape({batch, c->Dim(offsets, 1), c->Dim(offsets, 2), length}));
-      return Status();
+      return absl::OkStatus();
     })
     .Doc(R"doc(
 Bilinear im2col of a deformable 2-D convolution on NHWC inputs (torchvision.ops.deform_conv2d
@@ -62,9 +55,9 @@ REGISTER_OP("Tfdet>DeformCol2im")
     .Attr("deformable_groups: int >= 1 = 1")
     .Attr("modulated: bool = false")
     .Attr("T: {float, double}")
-    .SetShapeFn([](InferenceContext* c) -> Status {
+    .SetShapeFn([](InferenceContext* c) -> absl::Status {
       for (int i = 0; i < 3; ++i) c->set_output(i, c->input(i));
-      return Status();
+      return absl::OkStatus();
     })
     .Doc(R"doc(
 Adjoint of Tfdet>DeformIm2col: the gradients of inputs, offsets and mask (shape [0] unless modulated)

@@ -6,23 +6,10 @@
 #include <algorithm>
 #include <climits>
 
-#include "custom_ops/common/op_utils.h"
-#include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/framework/register_types.h"
-#include "tensorflow/core/framework/tensor.h"
-#include "tensorflow/core/util/work_sharder.h"
+#include "custom_ops/common/kernel_utils.h"
 
 namespace tfdet {
 namespace deform_roi_pool {
-
-namespace tf = ::tensorflow;
-using CPUDevice = Eigen::ThreadPoolDevice;
-using GPUDevice = Eigen::GpuDevice;
-
-inline long long bin_cost(const Shape& s, int channels) {
-  const int grid = s.sampling_ratio > 0 ? s.sampling_ratio * s.sampling_ratio : 4;
-  return static_cast<long long>(grid) * (40 + 8LL * channels);
-}
 
 template <typename T>
 const T* bin_offset(const T* offsets, long long bin) {
@@ -43,8 +30,7 @@ void Forward<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const Shape& s,
                              output + bin * s.channels);
     }
   };
-  const auto& pool = *ctx->device()->tensorflow_cpu_worker_threads();
-  tf::Shard(pool.num_threads, pool.workers, bins, bin_cost(s, s.channels), work);
+  ShardOnCpu(ctx, bins, RoiBinCost(s.sampling_ratio, s.channels), work);
 }
 
 // The features' gradient: threads own disjoint channel blocks (no two add to one address). The
@@ -56,13 +42,9 @@ void Backward<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const Shape& s
   const long long image_size = static_cast<long long>(s.height) * s.width * s.channels;
   const long long bins = static_cast<long long>(s.num_rois) * s.pooled_h * s.pooled_w;
   std::fill(grad_features, grad_features + s.batch * image_size, T(0));
-  const auto& pool = *ctx->device()->tensorflow_cpu_worker_threads();
-  if (s.channels > 0) {
-    const int blocks = std::min(s.channels, std::max(1, 4 * pool.num_threads));
-    const int block = (s.channels + blocks - 1) / blocks;
-    auto work = [&](long long begin, long long end) {
-      for (long long b = begin; b < end; ++b) {
-        const int c_begin = static_cast<int>(b) * block, c_end = std::min(s.channels, c_begin + block);
+  ShardChannelBlocks(
+      ctx, s.channels, 4 * CpuThreads(ctx), [&](int block) { return bins * RoiBinCost(s.sampling_ratio, block); },
+      [&](int c_begin, int c_end) {
         for (long long bin = 0; bin < bins; ++bin) {
           const Bin b = unflatten_bin(bin, s);
           const int pw = b.pw, ph = b.ph, k = b.k;
@@ -70,12 +52,9 @@ void Backward<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const Shape& s
           roi_align::backward_bin(grad_output + bin * s.channels, g, ph, pw, s, c_begin, c_end,
                                   grad_features + box_indices[k] * image_size);
         }
-      }
-    };
-    tf::Shard(pool.num_threads, pool.workers, (s.channels + block - 1) / block, bins * bin_cost(s, block), work);
-  }
+      });
   if (offsets == nullptr) return;
-  tf::Shard(pool.num_threads, pool.workers, bins, 2 * bin_cost(s, s.channels), [&](long long begin, long long end) {
+  ShardOnCpu(ctx, bins, 2 * RoiBinCost(s.sampling_ratio, s.channels), [&](long long begin, long long end) {
     for (long long bin = begin; bin < end; ++bin) {
       const Bin b = unflatten_bin(bin, s);
       const int pw = b.pw, ph = b.ph, k = b.k;
@@ -87,55 +66,28 @@ void Backward<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const Shape& s
 }
 
 // Checks shared by the forward and gradient kernels; fills *s (all but pooled_h / pooled_w).
-inline tf::Status validate(const tf::Tensor& features, const tf::Tensor& boxes, const tf::Tensor& box_indices,
+inline absl::Status validate(const tf::Tensor& features, const tf::Tensor& boxes, const tf::Tensor& box_indices,
                            bool on_host, Shape* s) {
-  if (features.dims() != 4) {
-    return InvalidArgument("deform_roi_pool: features must be [N, H, W, C], got ", features.shape().DebugString());
-  }
-  for (int d = 0; d < 4; ++d) {
-    if (features.dim_size(d) > INT_MAX / 4) return InvalidArgument("deform_roi_pool: features dimension ", d, " is too large");
-  }
-  if (boxes.dims() != 2 || boxes.dim_size(1) != 4) {
-    return InvalidArgument("deform_roi_pool: boxes must have shape [K, 4], got ", boxes.shape().DebugString());
-  }
-  if (box_indices.dims() != 1 || box_indices.dim_size(0) != boxes.dim_size(0)) {
-    return InvalidArgument("deform_roi_pool: box_indices must have shape [K] = [", boxes.dim_size(0),
-                           "] to match boxes, got ", box_indices.shape().DebugString());
-  }
-  if (boxes.dim_size(0) > INT_MAX) return InvalidArgument("deform_roi_pool: too many boxes");
+  TF_RETURN_IF_ERROR(ValidateNhwc("deform_roi_pool", "features", features, INT_MAX / 4));
+  TF_RETURN_IF_ERROR(ValidateBoxes("deform_roi_pool", boxes, box_indices));
   s->batch = static_cast<int>(features.dim_size(0));
   s->height = static_cast<int>(features.dim_size(1));
   s->width = static_cast<int>(features.dim_size(2));
   s->channels = static_cast<int>(features.dim_size(3));
   s->num_rois = static_cast<int>(boxes.dim_size(0));
   s->aligned = true;
-  if (s->num_rois > 0 && (s->height == 0 || s->width == 0)) {
-    return InvalidArgument("deform_roi_pool: features have an empty spatial size ", features.shape().DebugString(),
-                           " but boxes were given");
-  }
-  if (on_host) {
-    const int* idx = box_indices.flat<int>().data();
-    for (int k = 0; k < s->num_rois; ++k) {
-      if (idx[k] < 0 || idx[k] >= s->batch) {
-        return InvalidArgument("deform_roi_pool: box_indices[", k, "] = ", idx[k], " is out of range [0, ", s->batch,
-                               ") of the features' batch");
-      }
-    }
-  }
-  return tf::Status();
+  TF_RETURN_IF_ERROR(ValidateSpatialSizeForBoxes("deform_roi_pool", features, s->num_rois));
+  return on_host ? ValidateBoxIndices("deform_roi_pool", box_indices, s->batch) : absl::OkStatus();
 }
 
-inline tf::Status validate_offsets(const tf::Tensor& offsets, const Shape& s) {
+inline absl::Status validate_offsets(const tf::Tensor& offsets, const Shape& s) {
   if (offsets.dims() != 4 || offsets.dim_size(0) != s.num_rois || offsets.dim_size(1) != s.pooled_h ||
       offsets.dim_size(2) != s.pooled_w || offsets.dim_size(3) != 2) {
     return InvalidArgument("deform_roi_pool: offsets must be [K, ph, pw, 2] = [", s.num_rois, ", ",
                                        s.pooled_h, ", ", s.pooled_w, ", 2], got ", offsets.shape().DebugString());
   }
-  return tf::Status();
+  return absl::OkStatus();
 }
-
-template <typename Device>
-constexpr bool kOnHost = std::is_same<Device, CPUDevice>::value;
 
 template <typename Device, typename T>
 class DeformRoiPoolOp : public tf::OpKernel {
@@ -210,29 +162,11 @@ class DeformRoiPoolGradOp : public tf::OpKernel {
   bool has_offsets_;
 };
 
-#define REGISTER_CPU(T)                                                                                     \
-  REGISTER_KERNEL_BUILDER(Name("Tfdet>DeformRoiPool").Device(tf::DEVICE_CPU).TypeConstraint<T>("T"),      \
-                          DeformRoiPoolOp<CPUDevice, T>);                                                   \
-  REGISTER_KERNEL_BUILDER(Name("Tfdet>DeformRoiPoolGrad").Device(tf::DEVICE_CPU).TypeConstraint<T>("T"),  \
-                          DeformRoiPoolGradOp<CPUDevice, T>);
-REGISTER_CPU(float);
-REGISTER_CPU(double);
-#undef REGISTER_CPU
-
+TFDET_REGISTER_FLOAT_KERNELS(Name("Tfdet>DeformRoiPool").Device(tf::DEVICE_CPU), DeformRoiPoolOp, CPUDevice);
+TFDET_REGISTER_FLOAT_KERNELS(Name("Tfdet>DeformRoiPoolGrad").Device(tf::DEVICE_CPU), DeformRoiPoolGradOp, CPUDevice);
 #if GOOGLE_CUDA
-extern template struct Forward<GPUDevice, float>;
-extern template struct Forward<GPUDevice, double>;
-extern template struct Backward<GPUDevice, float>;
-extern template struct Backward<GPUDevice, double>;
-
-#define REGISTER_GPU(T)                                                                                     \
-  REGISTER_KERNEL_BUILDER(Name("Tfdet>DeformRoiPool").Device(tf::DEVICE_GPU).TypeConstraint<T>("T"),      \
-                          DeformRoiPoolOp<GPUDevice, T>);                                                   \
-  REGISTER_KERNEL_BUILDER(Name("Tfdet>DeformRoiPoolGrad").Device(tf::DEVICE_GPU).TypeConstraint<T>("T"),  \
-                          DeformRoiPoolGradOp<GPUDevice, T>);
-REGISTER_GPU(float);
-REGISTER_GPU(double);
-#undef REGISTER_GPU
+TFDET_REGISTER_FLOAT_KERNELS(Name("Tfdet>DeformRoiPool").Device(tf::DEVICE_GPU), DeformRoiPoolOp, GPUDevice);
+TFDET_REGISTER_FLOAT_KERNELS(Name("Tfdet>DeformRoiPoolGrad").Device(tf::DEVICE_GPU), DeformRoiPoolGradOp, GPUDevice);
 #endif  // GOOGLE_CUDA
 
 }  // namespace deform_roi_pool

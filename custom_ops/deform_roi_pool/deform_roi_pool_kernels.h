@@ -3,13 +3,8 @@
 #ifndef TFDET_DEFORM_ROI_POOL_DEFORM_ROI_POOL_KERNELS_H_
 #define TFDET_DEFORM_ROI_POOL_DEFORM_ROI_POOL_KERNELS_H_
 
+#include "custom_ops/common/kernel_utils.h"
 #include "custom_ops/deform_roi_pool/kernels/deform_roi_pool.h"
-#include "tensorflow/core/framework/op_kernel.h"
-
-namespace Eigen {
-struct ThreadPoolDevice;
-struct GpuDevice;
-}  // namespace Eigen
 
 namespace tfdet {
 namespace deform_roi_pool {
@@ -31,8 +26,8 @@ struct Backward;  // writes all of grad_features (zeroing it first) and, with of
                     const T* features, const T* boxes, const int* box_indices, const T* offsets,             \
                     T* grad_features, T* grad_offsets);                                                       \
   };
-TFDET_DEFORM_ROI_POOL_FUNCTORS(Eigen::ThreadPoolDevice)
-TFDET_DEFORM_ROI_POOL_FUNCTORS(Eigen::GpuDevice)
+TFDET_DEFORM_ROI_POOL_FUNCTORS(CPUDevice)
+TFDET_DEFORM_ROI_POOL_FUNCTORS(GPUDevice)
 #undef TFDET_DEFORM_ROI_POOL_FUNCTORS
 
 }  // namespace deform_roi_pool

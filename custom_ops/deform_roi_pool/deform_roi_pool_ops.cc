@@ -1,14 +1,8 @@
 // Op registration and shape functions for Tfdet>DeformRoiPool and its gradient.
-#include "tensorflow/core/framework/common_shape_fns.h"
+#include "custom_ops/common/op_utils.h"
 #include "tensorflow/core/framework/op.h"
-#include "tensorflow/core/framework/shape_inference.h"
 
 namespace tfdet {
-
-using ::tensorflow::Status;
-using ::tensorflow::shape_inference::DimensionHandle;
-using ::tensorflow::shape_inference::InferenceContext;
-using ::tensorflow::shape_inference::ShapeHandle;
 
 REGISTER_OP("Tfdet>DeformRoiPool")
     .Input("features: T")
@@ -23,20 +17,7 @@ REGISTER_OP("Tfdet>DeformRoiPool")
     .Attr("gamma: float = 0.1")
     .Attr("has_offsets: bool = true")
     .Attr("T: {float, double}")
-    .SetShapeFn([](InferenceContext* c) -> Status {
-      ShapeHandle features, boxes, box_indices;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &features));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &boxes));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 1, &box_indices));
-      DimensionHandle unused, num_rois;
-      TF_RETURN_IF_ERROR(c->WithValue(c->Dim(boxes, 1), 4, &unused));
-      TF_RETURN_IF_ERROR(c->Merge(c->Dim(boxes, 0), c->Dim(box_indices, 0), &num_rois));
-      int pooled_height, pooled_width;
-      TF_RETURN_IF_ERROR(c->GetAttr("pooled_height", &pooled_height));
-      TF_RETURN_IF_ERROR(c->GetAttr("pooled_width", &pooled_width));
-      c->set_output(0, c->MakeShape({num_rois, pooled_height, pooled_width, c->Dim(features, 3)}));
-      return Status();
-    })
+    .SetShapeFn(PooledRoisShape)
     .Doc(R"doc(
 Deformable RoI pooling on NHWC features (mmcv DeformRoIPool semantics: RoIAlign with half-pixel
 alignment whose bins move by gamma * RoI size * offset). features: [N, H, W, C]. boxes: [K, 4]
@@ -57,10 +38,10 @@ REGISTER_OP("Tfdet>DeformRoiPoolGrad")
     .Attr("gamma: float = 0.1")
     .Attr("has_offsets: bool = true")
     .Attr("T: {float, double}")
-    .SetShapeFn([](InferenceContext* c) -> Status {
+    .SetShapeFn([](InferenceContext* c) -> absl::Status {
       c->set_output(0, c->input(1));
       c->set_output(1, c->input(4));
-      return Status();
+      return absl::OkStatus();
     })
     .Doc("Gradient of Tfdet>DeformRoiPool w.r.t. its features and offsets (shape [0] without offsets).");
 

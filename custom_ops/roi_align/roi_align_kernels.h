@@ -2,13 +2,8 @@
 #ifndef TFDET_ROI_ALIGN_ROI_ALIGN_KERNELS_H_
 #define TFDET_ROI_ALIGN_ROI_ALIGN_KERNELS_H_
 
+#include "custom_ops/common/kernel_utils.h"
 #include "custom_ops/roi_align/kernels/roi_align.h"
-#include "tensorflow/core/framework/op_kernel.h"
-
-namespace Eigen {
-struct ThreadPoolDevice;
-struct GpuDevice;
-}  // namespace Eigen
 
 namespace tfdet {
 namespace roi_align {
@@ -31,8 +26,8 @@ struct Backward;  // writes the whole of grad_features (zeroing it first)
     void operator()(::tensorflow::OpKernelContext* ctx, const T* grad_output, const T* boxes,                \
                     const int* box_indices, const Shape& s, T* grad_features);                               \
   };
-TFDET_ROI_ALIGN_FUNCTORS(Eigen::ThreadPoolDevice)
-TFDET_ROI_ALIGN_FUNCTORS(Eigen::GpuDevice)
+TFDET_ROI_ALIGN_FUNCTORS(CPUDevice)
+TFDET_ROI_ALIGN_FUNCTORS(GPUDevice)
 #undef TFDET_ROI_ALIGN_FUNCTORS
 
 }  // namespace roi_align

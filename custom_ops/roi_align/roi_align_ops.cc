@@ -1,14 +1,8 @@
 // Op registration and shape functions for Tfdet>RoiAlign and its gradient.
-#include "tensorflow/core/framework/common_shape_fns.h"
+#include "custom_ops/common/op_utils.h"
 #include "tensorflow/core/framework/op.h"
-#include "tensorflow/core/framework/shape_inference.h"
 
 namespace tfdet {
-
-using ::tensorflow::Status;
-using ::tensorflow::shape_inference::DimensionHandle;
-using ::tensorflow::shape_inference::InferenceContext;
-using ::tensorflow::shape_inference::ShapeHandle;
 
 REGISTER_OP("Tfdet>RoiAlign")
     .Input("features: T")
@@ -21,20 +15,7 @@ REGISTER_OP("Tfdet>RoiAlign")
     .Attr("sampling_ratio: int >= 0 = 0")
     .Attr("aligned: bool = true")
     .Attr("T: {float, double}")
-    .SetShapeFn([](InferenceContext* c) -> Status {
-      ShapeHandle features, boxes, box_indices;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &features));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &boxes));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 1, &box_indices));
-      DimensionHandle unused, num_rois;
-      TF_RETURN_IF_ERROR(c->WithValue(c->Dim(boxes, 1), 4, &unused));
-      TF_RETURN_IF_ERROR(c->Merge(c->Dim(boxes, 0), c->Dim(box_indices, 0), &num_rois));
-      int pooled_height, pooled_width;
-      TF_RETURN_IF_ERROR(c->GetAttr("pooled_height", &pooled_height));
-      TF_RETURN_IF_ERROR(c->GetAttr("pooled_width", &pooled_width));
-      c->set_output(0, c->MakeShape({num_rois, pooled_height, pooled_width, c->Dim(features, 3)}));
-      return Status();
-    })
+    .SetShapeFn(PooledRoisShape)
     .Doc(R"doc(
 RoIAlign on NHWC features (torchvision.ops.roi_align semantics).
 features: [N, H, W, C]. boxes: [K, 4] (x1, y1, x2, y2) in input pixels. box_indices: [K] in [0, N).
@@ -51,13 +32,13 @@ REGISTER_OP("Tfdet>RoiAlignGrad")
     .Attr("sampling_ratio: int >= 0 = 0")
     .Attr("aligned: bool = true")
     .Attr("T: {float, double}")
-    .SetShapeFn([](InferenceContext* c) -> Status {
+    .SetShapeFn([](InferenceContext* c) -> absl::Status {
       ShapeHandle grad, shape;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &grad));
       TF_RETURN_IF_ERROR(c->MakeShapeFromShapeTensor(3, &shape));
       TF_RETURN_IF_ERROR(c->WithRank(shape, 4, &shape));
       c->set_output(0, shape);
-      return Status();
+      return absl::OkStatus();
     })
     .Doc("Gradient of Tfdet>RoiAlign with respect to its features.");
 

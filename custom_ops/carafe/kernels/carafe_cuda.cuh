@@ -8,19 +8,16 @@
 #include <cuda_runtime.h>
 
 #include "custom_ops/carafe/kernels/carafe.h"
+#include "custom_ops/common/kernels/cuda_launch.h"
 
 namespace tfdet {
 namespace carafe {
-
-#define TFDET_CARAFE_GRID_LOOP(i, total)                                                             \
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < (total); \
-       i += static_cast<long long>(blockDim.x) * gridDim.x)
 
 // output[n, y, x, c], i = ((n * Ho + y) * Wo + x) * C + c.
 template <typename T>
 __global__ void forward_kernel(const T* features, const T* masks, Shape s, T* output) {
   const long long total = static_cast<long long>(s.batch) * s.out_height() * s.out_width() * s.channels;
-  TFDET_CARAFE_GRID_LOOP(i, total) {
+  TFDET_GRID_STRIDE_LOOP(i, total) {
     const int c = static_cast<int>(i % s.channels);
     const long long p = i / s.channels;
     const int x = static_cast<int>(p % s.out_width());
@@ -34,7 +31,7 @@ __global__ void forward_kernel(const T* features, const T* masks, Shape s, T* ou
 template <typename T>
 __global__ void backward_features_kernel(const T* grad_output, const T* masks, Shape s, T* grad_features) {
   const long long total = static_cast<long long>(s.batch) * s.height * s.width * s.channels;
-  TFDET_CARAFE_GRID_LOOP(i, total) {
+  TFDET_GRID_STRIDE_LOOP(i, total) {
     const int c = static_cast<int>(i % s.channels);
     const long long p = i / s.channels;
     const int ix = static_cast<int>(p % s.width);
@@ -49,7 +46,7 @@ template <typename T>
 __global__ void backward_masks_kernel(const T* grad_output, const T* features, Shape s, T* grad_masks) {
   const int mc = s.mask_channels();
   const long long total = static_cast<long long>(s.batch) * s.out_height() * s.out_width() * mc;
-  TFDET_CARAFE_GRID_LOOP(i, total) {
+  TFDET_GRID_STRIDE_LOOP(i, total) {
     const int m = static_cast<int>(i % mc);
     const long long p = i / mc;
     const int x = static_cast<int>(p % s.out_width());
@@ -57,13 +54,6 @@ __global__ void backward_masks_kernel(const T* grad_output, const T* features, S
     const int n = static_cast<int>(p / (static_cast<long long>(s.out_width()) * s.out_height()));
     grad_masks[i] = backward_mask_value<1>(grad_output, features, s, n, y, x, m);
   }
-}
-
-#undef TFDET_CARAFE_GRID_LOOP
-
-inline int launch_blocks(long long total, int threads) {
-  const long long blocks = (total + threads - 1) / threads;
-  return static_cast<int>(blocks < 65535 * 8 ? (blocks > 0 ? blocks : 1) : 65535 * 8);
 }
 
 // Launchers: return the launch status (cudaSuccess when the kernels were queued). Shapes must be valid.

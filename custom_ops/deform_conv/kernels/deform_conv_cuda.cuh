@@ -8,14 +8,11 @@
 
 #include <cuda_runtime.h>
 
+#include "custom_ops/common/kernels/cuda_launch.h"
 #include "custom_ops/deform_conv/kernels/deform_conv.h"
 
 namespace tfdet {
 namespace deform_conv {
-
-#define TFDET_GRID_STRIDE_LOOP(i, total)                                                   \
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < (total); \
-       i += static_cast<long long>(blockDim.x) * gridDim.x)
 
 // Columns of rows [p0, p0 + count) into cols (count x row_length).
 template <typename T>
@@ -54,11 +51,6 @@ __global__ void col2im_kernel(Shape s, const T* inputs, const T* offsets, const 
   }
 }
 
-inline int launch_blocks(long long total, int threads) {
-  const long long blocks = (total + threads - 1) / threads;
-  return static_cast<int>(blocks < 65535 * 8 ? (blocks > 0 ? blocks : 1) : 65535 * 8);
-}
-
 // Launchers: return the launch status (cudaSuccess when the kernel was queued).
 template <typename T>
 cudaError_t launch_im2col(const Shape& s, const T* inputs, const T* offsets, const T* mask, T* columns,
@@ -82,8 +74,6 @@ cudaError_t launch_col2im(const Shape& s, const T* inputs, const T* offsets, con
       s, inputs, offsets, mask, grad_columns, 0, s.rows(), grad_inputs, grad_offsets, grad_mask);
   return cudaGetLastError();
 }
-
-#undef TFDET_GRID_STRIDE_LOOP
 
 }  // namespace deform_conv
 }  // namespace tfdet

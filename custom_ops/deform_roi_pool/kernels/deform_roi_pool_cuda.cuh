@@ -7,14 +7,11 @@
 
 #include <cuda_runtime.h>
 
+#include "custom_ops/common/kernels/cuda_launch.h"
 #include "custom_ops/deform_roi_pool/kernels/deform_roi_pool.h"
 
 namespace tfdet {
 namespace deform_roi_pool {
-
-#define TFDET_GRID_STRIDE_LOOP(i, total)                                                         \
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < (total); \
-       i += static_cast<long long>(blockDim.x) * gridDim.x)
 
 template <typename T>
 __global__ void forward_kernel(Shape s, T gamma, const T* features, const T* boxes, const int* box_indices,
@@ -70,13 +67,6 @@ __global__ void backward_offsets_kernel(Shape s, T gamma, const T* grad_output, 
     offset_grad_bin(features + static_cast<long long>(n) * s.height * s.width * s.channels, g, ph, pw, gamma, s, 0,
                     s.channels, grad_output + bin * s.channels, grad_offsets + 2 * bin);
   }
-}
-
-#undef TFDET_GRID_STRIDE_LOOP
-
-inline int launch_blocks(long long total, int threads) {
-  const long long blocks = (total + threads - 1) / threads;
-  return static_cast<int>(blocks < 65535 * 8 ? (blocks > 0 ? blocks : 1) : 65535 * 8);
 }
 
 // Launchers: return the launch status (cudaSuccess when the kernels were queued).

@@ -6,6 +6,7 @@
 
 #include <cuda_runtime.h>
 
+#include "custom_ops/common/kernels/cuda_launch.h"
 #include "custom_ops/roi_align/kernels/roi_align.h"
 
 namespace tfdet {
@@ -14,8 +15,7 @@ namespace roi_align {
 template <typename T>
 __global__ void forward_kernel(const T* features, const T* boxes, const int* box_indices, Shape s, T* output) {
   const long long total = static_cast<long long>(s.num_rois) * s.pooled_h * s.pooled_w * s.channels;
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<long long>(blockDim.x) * gridDim.x) {
+  TFDET_GRID_STRIDE_LOOP(i, total) {
     const int c = static_cast<int>(i % s.channels);
     const long long bin = i / s.channels;
     const Bin b = unflatten_bin(bin, s);
@@ -35,8 +35,7 @@ template <typename T>
 __global__ void backward_kernel(const T* grad_output, const T* boxes, const int* box_indices, Shape s,
                                 T* grad_features) {
   const long long total = static_cast<long long>(s.num_rois) * s.pooled_h * s.pooled_w * s.channels;
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<long long>(blockDim.x) * gridDim.x) {
+  TFDET_GRID_STRIDE_LOOP(i, total) {
     const int c = static_cast<int>(i % s.channels);
     const long long bin = i / s.channels;
     const Bin b = unflatten_bin(bin, s);
@@ -46,11 +45,6 @@ __global__ void backward_kernel(const T* grad_output, const T* boxes, const int*
     T* grad_image = grad_features + static_cast<long long>(n) * s.height * s.width * s.channels;
     backward_bin(grad_output + bin * s.channels, g, b.ph, b.pw, s, c, c + 1, grad_image);
   }
-}
-
-inline int launch_blocks(long long total, int threads) {
-  long long blocks = (total + threads - 1) / threads;
-  return static_cast<int>(blocks < 65535 * 8 ? (blocks > 0 ? blocks : 1) : 65535 * 8);
 }
 
 // Launchers: return the launch status (cudaSuccess when the kernel was queued).
