@@ -13,6 +13,7 @@ and the anchors' own recall: the fraction of ground-truth boxes whose best ancho
 has IoU >= 0.5 / 0.7 ("anc@.5", "anc@.7").
 
     python -m benchmarks.ga_rpn_recall [--steps 300] [--batch 4] [--heads rpn,ga_rpn] [--loc-thresholds 0.01 0]
+                                       [--seed 0]
 
 Measured (2-core CPU, batch 4, Adam 2e-3, from scratch, --steps 1200; shapes has no large objects, so
 ARl is -100; about 1 min for RPN, 3 min for GA-RPN):
@@ -147,13 +148,15 @@ def main():
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--heads", default="rpn,ga_rpn", help="comma-separated: rpn, ga_rpn")
+    parser.add_argument("--seed", type=int, default=0, help="initialisation seed of every head's run")
     parser.add_argument("--loc-thresholds", type=float, nargs="+", default=(0.01, 0.0),
                         help="GA-RPN location thresholds to evaluate (mmdetection 0.01; 0 keeps every location)")
     args = parser.parse_args()
     train, val, reader_val = datasets(args.batch)
     rows = []
     for kind in args.heads.split(","):
-        for name, metrics in run(kind, train, val, reader_val, args.steps, loc_thresholds=args.loc_thresholds):
+        for name, metrics in run(kind, train, val, reader_val, args.steps, seed=args.seed,
+                                 loc_thresholds=args.loc_thresholds):
             rows.append([name] + [f"{v:.0f}" if k == "anchors/img" else f"{v * 100:.1f}" for k, v in metrics.items()])
             names = list(metrics)
     print_table(["head"] + names, rows)
