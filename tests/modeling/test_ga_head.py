@@ -202,3 +202,61 @@ def test_rpn_helpers_accept_per_image_anchors_and_masks():
     two = rpn_losses(*args, tf.concat(batched, 1), gt_boxes, gt_classes, num_samples=32, seed=[5, 6], beta=1.0)
     for key in one:
         np.testing.assert_allclose(one[key], two[key], rtol=1e-6)
+
+
+def test_inference_anchors_are_the_boxes_the_shape_loss_trains():
+    """The guided anchor of a location (inference, and the RPN targets in training) is its square, centre
+    kept, sides 8 s exp(0.14 dw) / exp(0.14 dh); the shape loss is minimal in (dw, dh) exactly where that box
+    has the gt's sides."""
+    anchors = GAAnchors(strides=(4, 8))  # GA-RPN: squares of 32 / 64 px, stds 0.14 on dw, dh
+    gt = np.array([[[10.0, 15.0, 30.0, 41.0]]], np.float32)  # 20 x 26 about (20, 28): P2 location (5, 7)
+    best = np.log(np.array([20.0, 26.0]) / 32.0) / 0.14
+    loc = [tf.zeros((1, h, w, 1)) for h, w in SIZES]
+    rng = np.random.default_rng(46)
+    shape = [tf.constant(rng.normal(0, 2, (1, h, w, 2)), tf.float32) for h, w in SIZES]
+    shape[0] = tf.tensor_scatter_nd_update(shape[0], [[0, 7, 5]], [best.astype(np.float32)])
+    boxes, _ = ga_head.sparse_anchors(loc, shape, anchors)
+    np.testing.assert_allclose(boxes[0].numpy()[0, 7 * 16 + 5], gt[0, 0], atol=1e-4)
+    for level, stride in enumerate((4, 8)):  # written from the definition
+        h, w = SIZES[level]
+        ys, xs = np.meshgrid(np.arange(h) * stride, np.arange(w) * stride, indexing="ij")
+        half = 4 * stride * np.exp(0.14 * shape[level].numpy()[0].reshape(-1, 2))
+        ctr = np.stack([xs.ravel(), ys.ravel()], 1)
+        np.testing.assert_allclose(boxes[level].numpy()[0], np.concatenate([ctr - half, ctr + half], 1),
+                                   rtol=1e-5, atol=1e-3)
+
+    # the training losses see the same anchors (flat layout, all levels)
+    _, guided, _ = ga_head.guided_anchor_losses(loc, shape, anchors, gt, [[0]], [[64, 64]], seed=[3, 4])
+    np.testing.assert_allclose(guided.numpy(), tf.concat(boxes, 1).numpy(), rtol=1e-6, atol=1e-4)
+
+    def shape_loss_and_grad(dwdh):
+        var = [tf.Variable(tf.broadcast_to(tf.constant(dwdh, tf.float32), (1, h, w, 2))) for h, w in SIZES]
+        with tf.GradientTape() as tape:
+            loss = ga_head.guided_anchor_losses(loc, var, anchors, gt, [[0]], [[64, 64]], seed=[3, 4])[0]
+        grads = tape.gradient(loss["loss_shape"], var)
+        return float(loss["loss_shape"]), max(float(tf.reduce_max(tf.abs(g))) for g in grads)
+
+    at_best, grad_at_best = shape_loss_and_grad(best)
+    assert grad_at_best < 1e-4  # every positive (all on P2 here) has the gt's sides: only the centre terms remain
+    for other in (best + [0.5, 0.0], best - [0.0, 0.5], [0.0, 0.0]):
+        loss, grad = shape_loss_and_grad(other)
+        assert loss > at_best + 1e-4 and grad > 1e-4, other
+
+
+def test_the_box_head_runs_on_features_adapted_to_the_predicted_shape():
+    """objectness and deltas change with the shape prediction (feature adaption), loc does not; no gradient of
+    the box head's outputs reaches the shape branch (offsets from the gradient-stopped shape)."""
+    rng = np.random.default_rng(47)
+    head = GARPNHead(feat_channels=8)
+    x = features(rng)
+    before = head(x)
+    head.conv_shape.bias.assign([3.0, -3.0])
+    with tf.GradientTape() as tape:
+        after = head(x)
+        box_outputs = tf.add_n([tf.reduce_sum(o) for k in ("objectness", "deltas") for o in after[k]])
+    for k in ("objectness", "deltas"):
+        assert max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(after[k], before[k])) > 1e-6, k
+    for a, b in zip(after["loc"], before["loc"]):
+        np.testing.assert_array_equal(a, b)
+    grads = tape.gradient(box_outputs, [head.conv_shape.kernel, head.adaption.conv_offset.kernel])
+    assert grads[0] is None and grads[1] is not None

@@ -228,3 +228,52 @@ def test_bad_inputs():
         ga.ga_loc_targets(np.zeros([1, 1, 4], np.float32), np.ones([1, 1], bool), SIZES[:2], STRIDES)
     with pytest.raises(ValueError, match="center_ratio"):
         ga.ga_loc_targets(np.zeros([1, 1, 4], np.float32), np.ones([1, 1], bool), SIZES, STRIDES, center_ratio=0.6)
+
+
+def _np_approxes(strides, sizes, octave_base_scale=8.0):
+    """[N, 9, 4] approxes written from the definition: per location (x s, y s), sides s * scale / sqrt(r)
+    by s * scale * sqrt(r) for scale octave_base_scale * 2^(i / 3) and r (h / w) in (0.5, 1, 2)."""
+    out = []
+    for s, (h, w) in zip(strides, sizes):
+        ys, xs = np.meshgrid(np.arange(h) * s, np.arange(w) * s, indexing="ij")
+        ctr = np.stack([xs.ravel(), ys.ravel()], 1)[:, None, :].astype(np.float64)
+        half = np.array([[s * k / np.sqrt(r) / 2, s * k * np.sqrt(r) / 2] for r in (0.5, 1, 2)
+                         for k in octave_base_scale * 2.0 ** (np.arange(3) / 3)])[None]
+        out.append(np.concatenate([ctr - half, ctr + half], -1))
+    return np.concatenate(out, 0)
+
+
+@pytest.mark.parametrize("side", [16.0, 20.0, 24.0, 28.0])
+def test_shape_targets_of_small_boxes_live_on_p2(side):
+    """The shapes data's small objects (20-32 px on a 160-px image, P2-P5): every one gets location targets on
+    P2; its shape targets are P2 locations too, matched to the gt itself. A side-s box inside the 32-px square
+    of a location has approx IoU s^2 / 32^2 (the 32 x 32 approx contains it, no other approx does better);
+    below min_pos_iou 0.3 (s < 17.5 px) a gt gets no shape target at all, as in mmdetection."""
+    strides, sizes = (4, 8, 16, 32), [(40, 40), (20, 20), (10, 10), (5, 5)]
+    x1, y1 = 61.3, 47.9
+    gt = np.array([[[x1, y1, x1 + side, y1 + side]]], np.float32)
+    assert int(ga.assign_levels(gt, strides)[0, 0]) == 0
+    loc = ga.ga_loc_targets(gt, np.ones([1, 1], bool), sizes, strides)
+    assert loc.targets[0].numpy().sum() >= 1 and sum(t.numpy().sum() for t in loc.targets[1:]) == 0
+
+    approxes = _np_approxes(strides, sizes)
+    num = approxes.shape[0]
+    out = ga.approx_shape_targets(approxes, gt, np.zeros([1, 1], np.int32), np.ones([1, num], bool),
+                                  MaxIoUMatcher(0.7, 0.3, min_pos_iou=0.3), num_samples=None)
+    iou = _np_iou(approxes.reshape(-1, 4), gt[0]).reshape(num, 9).max(1)
+    pos = out.weights.numpy()[0] > 0
+    best = side ** 2 / 32.0 ** 2
+    assert iou.max() == pytest.approx(best, rel=1e-5)
+    if best < 0.3:
+        assert not pos.any()
+        return
+    # locations whose 32-px square contains the box reach exactly the best IoU
+    ctr = approxes[:, 3, :2] + 16.0  # approx 3 (ratio 1, scale 8) is the square
+    inside = ((ctr[:, 0] - 16 <= x1) & (x1 + side <= ctr[:, 0] + 16)
+              & (ctr[:, 1] - 16 <= y1) & (y1 + side <= ctr[:, 1] + 16))
+    inside[1600:] = False  # P2's 1600 locations come first; the others' approx 3 is no 32-px square
+    assert inside.sum() >= 1 and (np.abs(iou[inside] - best) < 1e-5).all()
+    expected = (iou >= 0.7) | (np.abs(iou - iou.max()) < 1e-6)
+    np.testing.assert_array_equal(pos, expected)
+    assert pos[inside].all() and pos[1600:].sum() == 0  # P2 only
+    np.testing.assert_allclose(out.gt_boxes.numpy()[0][pos], np.repeat(gt[0], pos.sum(), 0))
