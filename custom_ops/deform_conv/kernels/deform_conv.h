@@ -91,9 +91,27 @@ struct PointGrad {
   T y, x, mask;
 };
 
+// sum_i a[i] * b[i] with kDotLanes independent partial sums, so that the compiler can vectorize the
+// reduction (one running sum would be a serial chain: float addition is not reassociated).
+constexpr int kDotLanes = 8;
+template <typename T>
+TFDET_HOST_DEVICE T dot(const T* a, const T* b, int n) {
+  T lane[kDotLanes];
+  for (int l = 0; l < kDotLanes; ++l) lane[l] = T(0);
+  int i = 0;
+  for (; i + kDotLanes <= n; i += kDotLanes) {
+    for (int l = 0; l < kDotLanes; ++l) lane[l] += a[i + l] * b[i + l];
+  }
+  T sum = T(0);
+  for (int l = 0; l < kDotLanes; ++l) sum += lane[l];
+  for (; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
 // Adjoint of im2col_point: given the columns' gradient `grad_row` of row p, scatters into the image's
 // gradient (`grad_image` points at grad_inputs[n]) and returns the partial sums over channels
-// [c_begin, c_end) of the gradients w.r.t. the sample's y, x and mask value.
+// [c_begin, c_end) of the gradients w.r.t. the sample's y, x and mask value. All three are linear in
+// the four dot products d[t] = sum_c grad[c] * tap_t[c] of the gradient with the taps' pixels.
 template <typename T>
 TFDET_HOST_DEVICE PointGrad<T> col2im_point(const Shape& s, const T* image, const T* offsets, const T* mask,
                                             long long p, int g, int k, int c_begin, int c_end, const T* grad_row,
@@ -103,29 +121,28 @@ TFDET_HOST_DEVICE PointGrad<T> col2im_point(const Shape& s, const T* image, cons
   PointGrad<T> out{T(0), T(0), T(0)};
   if (!sample_point(s, offsets, mask, p, g, k, &taps, &m, dy, dx)) return out;
   const int cg = s.group_channels();
-  const T* src[4];
-  for (int t = 0; t < 4; ++t) src[t] = image + static_cast<long long>(taps.index[t]) * s.in_channels;
-  T sum_y = T(0), sum_x = T(0), sum_v = T(0);
+  T d[4] = {T(0), T(0), T(0), T(0)};
   for (int c = c_begin; c < c_end;) {
     const int run_end = min_of(c_end, (c / cg + 1) * cg);
     const T* gcol = grad_row + column_index(s, k, c) - c;
-    for (int t = 0; t < 4; ++t) {  // the scatter: one axpy per tap that lies on the map
-      if (taps.weight[t] == T(0)) continue;
-      const T a = m * taps.weight[t];
-      T* dst = grad_image + static_cast<long long>(taps.index[t]) * s.in_channels;
-      for (int i = c; i < run_end; ++i) accumulate(dst + i, a * gcol[i]);
+    for (int t = 0; t < 4; ++t) {
+      if (taps.weight[t] == T(0) && dy[t] == T(0) && dx[t] == T(0)) continue;  // contributes nothing
+      const long long pixel = static_cast<long long>(taps.index[t]) * s.in_channels;
+      if (taps.weight[t] != T(0)) {  // the scatter: one axpy per tap with weight
+        const T a = m * taps.weight[t];
+        for (int i = c; i < run_end; ++i) accumulate(grad_image + pixel + i, a * gcol[i]);
+      }
+      d[t] += dot(gcol + c, image + pixel + c, run_end - c);
     }
-    for (; c < run_end; ++c) {  // the sample's value and its derivatives, contracted with the gradient
-      const T gc = gcol[c];
-      const T in0 = src[0][c], in1 = src[1][c], in2 = src[2][c], in3 = src[3][c];
-      sum_v += gc * (taps.weight[0] * in0 + taps.weight[1] * in1 + taps.weight[2] * in2 + taps.weight[3] * in3);
-      sum_y += gc * (dy[0] * in0 + dy[1] * in1 + dy[2] * in2 + dy[3] * in3);
-      sum_x += gc * (dx[0] * in0 + dx[1] * in1 + dx[2] * in2 + dx[3] * in3);
-    }
+    c = run_end;
   }
-  out.y = m * sum_y;
-  out.x = m * sum_x;
-  out.mask = sum_v;
+  for (int t = 0; t < 4; ++t) {
+    out.mask += taps.weight[t] * d[t];
+    out.y += dy[t] * d[t];
+    out.x += dx[t] * d[t];
+  }
+  out.y *= m;
+  out.x *= m;
   return out;
 }
 
