@@ -12,18 +12,20 @@ sampling cost nothing. Forward+backward of any (deformable) convolution does the
 convolution does (output, grad input, grad kernel), and tf.nn.conv2d runs them through oneDNN, so
 no fused kernel built on the same GEMMs can beat the ceiling.
 
-Measured on the 2-core dev machine (idle, TF 2.21, 3 repeats, seconds; peak RSS MiB of one f+b):
+Measured on the 2-core dev machine (idle, TF 2.21, 5 repeats, seconds; peak RSS MiB of one f+b):
 
     case                  fused fwd  comp fwd  conv2d fwd  fused f+b  comp f+b  conv2d f+b  comp/fused f+b  ceiling
-    c3 1x100x168x256 dg1     0.0654    0.1785      0.0694     0.2175    0.6611      0.1534            3.04     4.31
-    c3 1x100x168x256 dg4     0.0722    0.1985      0.0668     0.2343    0.6762      0.1547            2.89     4.37
-    c4 1x50x84x512 dg1       0.0548    0.1173      0.0788     0.1484    0.3254      0.1383            2.19     2.35
-    c4 1x50x84x512 dg4       0.0571    0.1225      0.0822     0.1689    0.3729      0.1375            2.21     2.71
-    peak MiB (fused / composite / conv2d): c3 986 / 2385 / 973, 1004 / 2300 / 994; c4 830 / 1478 / 850, 822 / 1671 / 847
+    c3 1x100x168x256 dg1     0.0740    0.1933      0.0687     0.2131    0.6219      0.1556            2.92     4.00
+    c3 1x100x168x256 dg4     0.0707    0.2124      0.0708     0.2267    0.6752      0.1550            2.98     4.36
+    c4 1x50x84x512 dg1       0.0589    0.1136      0.0935     0.1449    0.3292      0.1370            2.27     2.40
+    c4 1x50x84x512 dg4       0.0565    0.1218      0.0855     0.1512    0.3684      0.1330            2.44     2.77
+    peak MiB (fused / composite / conv2d): c3 982 / 2124 / 974, 1002 / 2519 / 996; c4 823 / 1462 / 850, 822 / 1493 / 847
 
-Fused forward is 0.7-1.1x conv2d; fused f+b is 1.1-1.5x conv2d f+b, i.e. 66-93% of the ceiling, with
-the memory of a plain convolution. A 5x target is out of reach of any kernel here: a plain
-convolution's forward+backward alone is 23-43% of the composite's time.
+Fused forward is 0.6-1.1x conv2d (1.9-3.0x faster than the composite); fused f+b is 1.1-1.5x conv2d
+f+b, i.e. 68-95% of the ceiling, with the memory of a plain convolution (the composite needs 1.8-2.5x).
+A 5x target is out of reach of any kernel here: a plain convolution's forward+backward alone is 23-42%
+of the composite's time. Inside the fused f+b at c3 dg1: im2col 17 ms (twice: the backward recomputes
+the columns rather than keeping 155 MB alive), col2im 49 ms, the three GEMMs 50 + 56-66 + 66 ms.
 """
 
 import argparse
