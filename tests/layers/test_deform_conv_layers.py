@@ -1,7 +1,5 @@
 """DeformConv2D / ModulatedDeformConv2D: initial behaviour, explicit offsets, serialization, training."""
 
-import os
-
 import keras
 import numpy as np
 import pytest
@@ -9,6 +7,7 @@ import tensorflow as tf
 
 from tfdet.layers.deform_conv import DeformConv2D, ModulatedDeformConv2D
 from tfdet.ops.deform_conv import deform_conv2d
+from tests.keras_io import assert_round_trip
 
 
 def _images(seed=0, shape=(2, 8, 9, 4)):
@@ -73,10 +72,7 @@ def test_serialization_round_trip(cls, tmp_path):
         w.assign(rng.normal(size=w.shape, scale=0.3).astype(np.float32))
     clone = cls.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
-    path = os.path.join(tmp_path, "dcn.keras")
-    model.save(path)
-    restored = keras.models.load_model(path)
-    np.testing.assert_allclose(restored(x), model(x), rtol=1e-6, atol=1e-6)
+    restored = assert_round_trip(model, x, tmp_path, rtol=1e-6, atol=1e-6)
     assert isinstance(restored.get_layer("dcn"), cls)
 
 

@@ -1,6 +1,5 @@
 """DeformRoIPool / ModulatedDeformRoIPoolPack: initial behaviour, serialization, gradients, training."""
 
-import os
 
 import keras
 import numpy as np
@@ -9,6 +8,7 @@ import tensorflow as tf
 
 from tfdet.layers.deform_roi_pool import DeformRoIPool, ModulatedDeformRoIPoolPack
 from tfdet.ops.roi_align import roi_align
+from tests.keras_io import assert_round_trip
 
 
 def _inputs(seed=0, batch=2, num_boxes=3, channels=4):
@@ -40,10 +40,7 @@ def test_serialization_round_trip(cls, tmp_path):
         w.assign(rng.normal(size=w.shape, scale=0.3).astype(np.float32))
     clone = cls.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
-    path = os.path.join(tmp_path, "pool.keras")
-    model.save(path)
-    restored = keras.models.load_model(path)
-    np.testing.assert_allclose(restored([features, boxes]), model([features, boxes]), rtol=1e-5, atol=1e-5)
+    restored = assert_round_trip(model, [features, boxes], tmp_path, rtol=1e-5, atol=1e-5)
     assert isinstance(restored.get_layer("pool"), cls)
 
 

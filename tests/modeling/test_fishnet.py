@@ -9,6 +9,7 @@ import tensorflow as tf
 from tfdet.modeling.backbones import build_backbone, fishnet
 from tfdet.modeling.backbones.fishnet import ChannelGroupSum, CheckSizeMultiple
 from tfdet.modeling.factory import count_parameters
+from tests.keras_io import assert_round_trip
 
 # The official code (kevin-ssy/FishNet models/fishnet.py + net_factory.py) builds classifiers with
 # these parameter counts; imgclsmob's test of a verbatim copy of that code asserts the same figures.
@@ -90,12 +91,7 @@ def test_frozen_stages_receive_no_updates():
 def test_registry_and_serialization_round_trip(tmp_path):
     model = build_backbone({"type": "FishNet", "depth": 99, "norm": "frozen_bn", "out_levels": (3, 4)})
     x = np.random.default_rng(3).normal(size=(1, 64, 64, 3)).astype("float32")
-    expected = model(x)
-    path = str(tmp_path / "fishnet.keras")
-    model.save(path)
-    got = {int(k): v for k, v in keras.models.load_model(path)(x).items()}
-    for level in (3, 4):
-        np.testing.assert_allclose(got[level].numpy(), expected[level].numpy(), rtol=1e-4, atol=1e-4)
+    assert_round_trip(model, x, tmp_path, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("kwargs,match", [({"depth": 100}, "depth"), ({"frozen_stages": 4}, "frozen_stages"),

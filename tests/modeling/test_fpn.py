@@ -10,6 +10,7 @@ import tensorflow as tf
 import tfdet  # noqa: F401
 from tfdet.modeling.backbones import resnet
 from tfdet.modeling.necks import FPN
+from tests.keras_io import assert_round_trip
 
 
 def _conv_np(x, kernel, bias=None, stride=1, pad=0):
@@ -146,12 +147,7 @@ def test_backbone_fpn_train_step_and_serialization(tmp_path):
         optimizer.apply(tape.gradient(loss, model.trainable_weights), model.trainable_weights)
         losses.append(float(loss))
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
-    path = str(tmp_path / "fpn.keras")
-    model.save(path)
-    loaded = keras.models.load_model(path)
-    expected, got = model(x), {int(k): v for k, v in loaded(x).items()}
-    for lvl in range(3, 8):
-        np.testing.assert_allclose(got[lvl].numpy(), expected[lvl].numpy(), rtol=1e-4, atol=1e-4)
+    assert_round_trip(model, x, tmp_path, rtol=1e-4, atol=1e-4)
     clone = FPN.from_config(FPN(norm="gn", extra="conv", max_level=7, min_level=3).get_config())
     assert clone.norm == {"type": "gn"} and clone.extra == "conv"
 
@@ -168,8 +164,4 @@ def test_real_carafe_upsampler_and_round_trip(tmp_path):
     x = np.random.default_rng(6).normal(size=(1, 68, 100, 3)).astype("float32")
     expected = model(x)
     assert tuple(expected[2].shape) == (1, 17, 25, 16) and tuple(expected[6].shape) == (1, 2, 2, 16)
-    path = str(tmp_path / "carafe_fpn.keras")
-    model.save(path)
-    got = {int(k): v for k, v in keras.models.load_model(path)(x).items()}
-    for lvl in range(2, 7):
-        np.testing.assert_allclose(got[lvl].numpy(), expected[lvl].numpy(), rtol=1e-5, atol=1e-5)
+    assert_round_trip(model, x, tmp_path, rtol=1e-5, atol=1e-5)

@@ -9,6 +9,7 @@ from tfdet.modeling.dense_heads import ga_head
 from tfdet.modeling.dense_heads.ga_head import FeatureAdaption, GAAnchors, GARPNHead
 from tfdet.ops import box_ops
 from tfdet.ops import guided_anchoring as ga
+from tests.keras_io import assert_round_trip
 
 ANCHORS = GAAnchors(strides=(4, 8), octave_base_scale=4)
 SIZES = [(16, 16), (8, 8)]  # a 64 x 64 image
@@ -39,11 +40,7 @@ def test_head_shapes_and_serialization(tmp_path):
     np.testing.assert_allclose(tf.sigmoid(out["loc"][0]).numpy().mean(), 0.01, rtol=0.2)
     clone = GARPNHead.from_config(head.get_config())
     assert clone.get_config() == head.get_config()
-    path = str(tmp_path / "ga_rpn.keras")
-    model.save(path)
-    loaded = keras.models.load_model(path)
-    for a, b in zip(keras.tree.flatten(model(feats)), keras.tree.flatten(loaded(feats))):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert_round_trip(model, feats, tmp_path, rtol=1e-5, atol=1e-7)
 
 
 def test_feature_adaption_offsets_come_from_the_stopped_shape():

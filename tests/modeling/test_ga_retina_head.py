@@ -11,6 +11,7 @@ from tfdet.modeling.dense_heads.ga_head import GA_RETINA_SHAPE_MATCHER, GAAnchor
 from tfdet.modeling.dense_heads.ga_retina_head import GARetinaHead, ga_retina_detections, ga_retina_losses
 from tfdet.modeling.dense_heads.retina_head import UNIT_STDS
 from tfdet.ops import box_ops
+from tests.keras_io import assert_round_trip
 
 ANCHORS = GAAnchors(strides=(8, 16), octave_base_scale=4, anchor_stds=UNIT_STDS, shape_matcher=GA_RETINA_SHAPE_MATCHER)
 SIZES = [(8, 8), (4, 4)]  # a 64 x 64 image
@@ -31,11 +32,7 @@ def test_head_shapes_and_serialization(tmp_path):
     assert [o.shape for o in out["shape"]] == [(2, 8, 8, 2), (2, 4, 4, 2)]
     assert [o.shape for o in out["loc"]] == [(2, 8, 8, 1), (2, 4, 4, 1)]
     assert GARetinaHead.from_config(head.get_config()).get_config() == head.get_config()
-    path = str(tmp_path / "ga_retina.keras")
-    model.save(path)
-    loaded = keras.models.load_model(path)
-    for a, b in zip(keras.tree.flatten(model(feats)), keras.tree.flatten(loaded(feats))):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert_round_trip(model, feats, tmp_path, rtol=1e-5, atol=1e-7)
 
 
 def test_class_and_box_losses_match_a_direct_computation():

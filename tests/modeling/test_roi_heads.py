@@ -13,6 +13,7 @@ from tests.ops.test_nms import np_multiclass
 
 from tfdet.modeling.roi_heads import bbox_head, keypoint_head, mask_head
 from tfdet.ops.sampling import sample
+from tests.keras_io import assert_round_trip
 
 STDS = (0.1, 0.1, 0.2, 0.2)
 
@@ -23,11 +24,7 @@ def roundtrip(layer, inputs, tmp_path):
     assert clone.get_config() == layer.get_config()
     x = keras.Input(inputs.shape[1:])
     model = keras.Model(x, layer(x))
-    path = str(tmp_path / "layer.keras")
-    model.save(path)
-    loaded = keras.models.load_model(path)
-    for a, b in zip(keras.tree.flatten(model(inputs)), keras.tree.flatten(loaded(inputs))):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert_round_trip(model, inputs, tmp_path)
 
 
 def test_bbox_head_shapes_and_serialization(tmp_path):

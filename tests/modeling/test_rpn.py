@@ -12,6 +12,7 @@ from tfdet.modeling.dense_heads.rpn import RPNHead, flatten_levels, rpn_losses, 
 from tfdet.ops.anchors import AnchorGenerator
 from tfdet.ops.matching import MaxIoUMatcher
 from tfdet.ops.sampling import sample
+from tests.keras_io import assert_round_trip
 
 GEN = AnchorGenerator(strides=[4, 8], scales=[4], ratios=[0.5, 1.0, 2.0])
 SIZES = [(16, 16), (8, 8)]
@@ -31,11 +32,7 @@ def test_head_shapes_and_serialization(tmp_path):
     assert [d.shape for d in deltas] == [(2, 16, 16, 12), (2, 8, 8, 12)]
     clone = RPNHead.from_config(head.get_config())
     assert clone.get_config() == head.get_config()
-    path = str(tmp_path / "rpn.keras")
-    model.save(path)
-    loaded = keras.models.load_model(path)
-    for a, b in zip(keras.tree.flatten(model(feats)), keras.tree.flatten(loaded(feats))):
-        np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert_round_trip(model, feats, tmp_path, rtol=1e-6, atol=0)
     # The conv is shared: identical maps on two levels give identical outputs.
     same = head([feats[0], feats[0]])
     np.testing.assert_array_equal(same[0][0], same[0][1])
