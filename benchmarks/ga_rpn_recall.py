@@ -31,18 +31,19 @@ ARl is -100 and left out here). --steps 1200 (about 1 min for RPN, 3 min for GA-
   ga_rpn loc>=0.01    77.0    77.0     77.0      73.7      82.1         1215   100.0    98.2
 With enough training GA-RPN matches or beats RPN (+6.9 AR@1000 with seed 0, -0.4 with seed 1; the paper
 +9.1 AR1000 on COCO after 12 epochs from ImageNet weights) with 81-83% fewer anchors (1074-1215 vs 6375
-per image); its guided anchors alone cover 98-99% of the boxes at IoU >= 0.7 against 50% for RPN's
-fixed anchors, and it is better on medium objects (ARm +3.5 / +10.0) while small ones still trail with
-seed 1 (ARs -3.8). Two seeds are not enough to put a number on the gain on this data.
-At 1200 steps GA-RPN is simply not trained yet: in the seed-0 3000-step run its loss stays between 0.5 and 0.9 until step ~1400, then drops
-within 300 steps (0.56 at 1400, 0.31 at 1500, 0.23 at 1700, 0.17 at 3000) while RPN's falls steadily
-(0.11 at 1200); with seed 1 the drop comes later (0.80 at 1400, 0.59 at 1500, 0.16 at 3000). The shape branch is the slow part: in a GA-RPN-only run of 1200 steps (another data
+per image); its guided anchors alone cover 98-99% of the boxes at IoU >= 0.7 against 50% for RPN's fixed
+anchors, and it is better on medium objects (ARm +3.5 / +10.0) while small ones still trail with seed 1
+(ARs -3.8). Two seeds are not enough to put a number on the gain on this data.
+At 1200 steps GA-RPN is simply not trained yet: in the seed-0 3000-step run its loss stays between 0.5
+and 0.9 until step ~1400, then drops within 300 steps (0.56 at 1400, 0.31 at 1500, 0.23 at 1700, 0.17 at
+3000) while RPN's falls steadily (0.11 at 1200); with seed 1 the drop comes later (0.80 at 1400, 0.59 at
+1500, 0.16 at 3000). The shape branch is the slow part: in a GA-RPN-only run of 1200 steps (another data
 order; AR@100 / 300 / 1000 44.5 / 52.5 / 53.9, anc@.5 97.0) its loss went from 0.033 to only 0.030, and
 the guided anchors at the centres of 20-40 px objects (all assigned to P2) were 35-41 px wide whatever
 the object's size, so the small objects lose most. The 1200-step figures are noisy (that run vs the
-table's 38.0 AR@1000; an earlier revision's run 47.7 / 52.6 / 54.1 against RPN 65.1 / 67.5 / 67.8).
-The location threshold changes nothing here (at 3000 steps the location branch drops half of the
-locations at 0.01 and none of the objects).
+table's 38.0 AR@1000; an earlier revision's run 47.7 / 52.6 / 54.1 against RPN 65.1 / 67.5 / 67.8). The
+location threshold changes nothing here (at 3000 steps the location branch drops half of the locations
+at 0.01 and none of the objects).
 The implementation was audited against mmdetection's GuidedAnchorHead / GARPNHead (targets, assigner,
 decoding, losses, feature adaption, proposals) and matches: see tests/ops/test_guided_anchoring.py and
 tests/modeling/test_ga_head.py.
