@@ -16,7 +16,9 @@ model asserts); FishNet-201 (official config, no published count) 44,584,552. Wi
 (biased projection shortcuts): 16,630,312 / 24,960,808, the counts quoted in the project's issue. Those
 are the figures of the `glasses` library's model table (FrancescoSaverioZuppichini/glasses, a
 reimplementation after zsef123/Fishnet-PyTorch), whose pre-activation 1x1 shortcut conv keeps
-PyTorch's default bias=True where the official code sets bias=False.
+PyTorch's default bias=True where the official code sets bias=False. The released checkpoints agree with
+the code: a public conversion script loads fishnet150_ckpt_welltrained.tar into the official model with
+strict=True after renaming a few keys (fish.fish.3.x, fish.fish.9.x), so it holds no shortcut biases.
 
 Feature maps for detection (`out_levels`): level 2 is the body's stride-4 output (320 channels),
 levels 3, 4, 5 the head's outputs at strides 8, 16, 32 (832, 1600, 2112 channels). Input height and
