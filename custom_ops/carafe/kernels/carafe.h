@@ -12,17 +12,8 @@
 #ifndef TFDET_CARAFE_KERNELS_CARAFE_H_
 #define TFDET_CARAFE_KERNELS_CARAFE_H_
 
+#include "custom_ops/common/kernels/dot.h"
 #include "custom_ops/common/kernels/platform.h"
-
-// Like TFDET_HOST_DEVICE, but forced inline on the host too: the CPU kernels compile their pixel loops
-// once per instruction set (function multiversioning), and only inlined code follows the clone's ISA.
-#if defined(__CUDACC__)
-#define TFDET_CARAFE_INLINE __host__ __device__ __forceinline__
-#elif defined(__GNUC__)
-#define TFDET_CARAFE_INLINE inline __attribute__((always_inline))
-#else
-#define TFDET_CARAFE_INLINE inline
-#endif
 
 namespace tfdet {
 namespace carafe {
@@ -33,16 +24,16 @@ struct Shape {
   int group_size;                      // G (divides C)
   int scale_factor;                    // s; masks and output are [N, H*s, W*s, .]
 
-  TFDET_CARAFE_INLINE int out_height() const { return height * scale_factor; }
-  TFDET_CARAFE_INLINE int out_width() const { return width * scale_factor; }
-  TFDET_CARAFE_INLINE int taps() const { return kernel_size * kernel_size; }
-  TFDET_CARAFE_INLINE int mask_channels() const { return group_size * kernel_size * kernel_size; }
-  TFDET_CARAFE_INLINE int group_channels() const { return channels / group_size; }
+  TFDET_FORCE_INLINE int out_height() const { return height * scale_factor; }
+  TFDET_FORCE_INLINE int out_width() const { return width * scale_factor; }
+  TFDET_FORCE_INLINE int taps() const { return kernel_size * kernel_size; }
+  TFDET_FORCE_INLINE int mask_channels() const { return group_size * kernel_size * kernel_size; }
+  TFDET_FORCE_INLINE int group_channels() const { return channels / group_size; }
   // Flat pixel index of features[n, y, x] and of output/masks[n, y, x].
-  TFDET_CARAFE_INLINE long long in_pixel(int n, int y, int x) const {
+  TFDET_FORCE_INLINE long long in_pixel(int n, int y, int x) const {
     return (static_cast<long long>(n) * height + y) * width + x;
   }
-  TFDET_CARAFE_INLINE long long out_pixel(int n, int y, int x) const {
+  TFDET_FORCE_INLINE long long out_pixel(int n, int y, int x) const {
     return (static_cast<long long>(n) * out_height() + y) * out_width() + x;
   }
 };
@@ -54,7 +45,7 @@ struct Shape {
 
 // out[c0 + j] = output[n, y, x, c0 + j] for j < B; `weights` = masks[n, y, x, g*k*k:], (cy, cx) = (y/s, x/s).
 template <int B, typename T>
-TFDET_CARAFE_INLINE void forward_block(const T* features, const T* weights, const Shape& s, int n, int cy, int cx,
+TFDET_FORCE_INLINE void forward_block(const T* features, const T* weights, const Shape& s, int n, int cy, int cx,
                                        int c0, T* out) {
   const int k = s.kernel_size, r = (k - 1) / 2;
   T acc[B];
@@ -75,7 +66,7 @@ TFDET_CARAFE_INLINE void forward_block(const T* features, const T* weights, cons
 
 // out[c] = output[n, y, x, c] for c in [c_begin, c_end); `out` points at output[n, y, x, 0].
 template <int kMaxBlock, typename T>
-TFDET_CARAFE_INLINE void forward_pixel(const T* features, const T* masks, const Shape& s, int n, int y, int x,
+TFDET_FORCE_INLINE void forward_pixel(const T* features, const T* masks, const Shape& s, int n, int y, int x,
                                        int c_begin, int c_end, T* out) {
   if (c_begin >= c_end) return;  // also keeps C = 0 (group_channels() = 0) away from the division below
   const T* mask = masks + s.out_pixel(n, y, x) * s.mask_channels();
@@ -100,7 +91,7 @@ TFDET_CARAFE_INLINE void forward_pixel(const T* features, const T* masks, const 
 
 // grad[c0 + j] for j < B, channels of group g: see backward_features_pixel.
 template <int B, typename T>
-TFDET_CARAFE_INLINE void backward_features_block(const T* grad_output, const T* masks, const Shape& s, int n, int iy,
+TFDET_FORCE_INLINE void backward_features_block(const T* grad_output, const T* masks, const Shape& s, int n, int iy,
                                                  int ix, int g, int c0, T* grad) {
   const int k = s.kernel_size, r = (k - 1) / 2, sf = s.scale_factor;
   T acc[B];
@@ -128,7 +119,7 @@ TFDET_CARAFE_INLINE void backward_features_block(const T* grad_output, const T* 
 // whose neighbourhood holds (iy, ix). Tap (dy, dx) of the output pixels centred on input pixel
 // (cy, cx) = (iy - dy + r, ix - dx + r) reads (iy, ix); those are the s x s pixels (cy*s + a, cx*s + b).
 template <int kMaxBlock, typename T>
-TFDET_CARAFE_INLINE void backward_features_pixel(const T* grad_output, const T* masks, const Shape& s, int n, int iy,
+TFDET_FORCE_INLINE void backward_features_pixel(const T* grad_output, const T* masks, const Shape& s, int n, int iy,
                                                  int ix, int c_begin, int c_end, T* grad) {
   if (c_begin >= c_end) return;
   const int cg = s.group_channels();
@@ -148,27 +139,10 @@ TFDET_CARAFE_INLINE void backward_features_pixel(const T* grad_output, const T* 
   }
 }
 
-// sum_{c < len} a[c] * b[c] with kLanes partial sums: independent chains that the host compiler turns
-// into vector accumulators (kLanes = 32 on the CPU, 1 in the one-thread-per-value CUDA kernel).
-template <int kLanes, typename T>
-TFDET_CARAFE_INLINE T dot(const T* a, const T* b, int len) {
-  T acc[kLanes];
-  for (int j = 0; j < kLanes; ++j) acc[j] = T(0);
-  int c = 0;
-  for (; c + kLanes <= len; c += kLanes) {
-    for (int j = 0; j < kLanes; ++j) acc[j] += a[c + j] * b[c + j];
-  }
-  for (; c < len; ++c) acc[0] += a[c] * b[c];
-  for (int width = kLanes / 2; width > 0; width /= 2) {
-    for (int j = 0; j < width; ++j) acc[j] += acc[j + width];
-  }
-  return acc[0];
-}
-
 // d loss / d masks[n, y, x, m]: the dot product over the channels of group m / k^2 of the output's
 // gradient at (y, x) and the features under tap m % k^2; zero for taps outside the map.
 template <int kMaxBlock, typename T>
-TFDET_CARAFE_INLINE T backward_mask_value(const T* grad_output, const T* features, const Shape& s, int n, int y,
+TFDET_FORCE_INLINE T backward_mask_value(const T* grad_output, const T* features, const Shape& s, int n, int y,
                                           int x, int m) {
   const int k = s.kernel_size, r = (k - 1) / 2;
   const int g = m / s.taps(), tap = m % s.taps();

@@ -17,6 +17,7 @@
 #define TFDET_DEFORM_CONV_KERNELS_DEFORM_CONV_H_
 
 #include "custom_ops/common/kernels/bilinear.h"
+#include "custom_ops/common/kernels/dot.h"
 #include "custom_ops/common/kernels/platform.h"
 
 namespace tfdet {
@@ -91,23 +92,6 @@ struct PointGrad {
   T y, x, mask;
 };
 
-// sum_i a[i] * b[i] with kDotLanes independent partial sums, so that the compiler can vectorize the
-// reduction (one running sum would be a serial chain: float addition is not reassociated).
-constexpr int kDotLanes = 8;
-template <typename T>
-TFDET_HOST_DEVICE T dot(const T* a, const T* b, int n) {
-  T lane[kDotLanes];
-  for (int l = 0; l < kDotLanes; ++l) lane[l] = T(0);
-  int i = 0;
-  for (; i + kDotLanes <= n; i += kDotLanes) {
-    for (int l = 0; l < kDotLanes; ++l) lane[l] += a[i + l] * b[i + l];
-  }
-  T sum = T(0);
-  for (int l = 0; l < kDotLanes; ++l) sum += lane[l];
-  for (; i < n; ++i) sum += a[i] * b[i];
-  return sum;
-}
-
 // Adjoint of im2col_point: given the columns' gradient `grad_row` of row p, scatters into the image's
 // gradient (`grad_image` points at grad_inputs[n]) and returns the partial sums over channels
 // [c_begin, c_end) of the gradients w.r.t. the sample's y, x and mask value. All three are linear in
@@ -132,7 +116,7 @@ TFDET_HOST_DEVICE PointGrad<T> col2im_point(const Shape& s, const T* image, cons
         const T a = m * taps.weight[t];
         for (int i = c; i < run_end; ++i) accumulate(grad_image + pixel + i, a * gcol[i]);
       }
-      d[t] += dot(gcol + c, image + pixel + c, run_end - c);
+      d[t] += dot<8>(gcol + c, image + pixel + c, run_end - c);
     }
     c = run_end;
   }
