@@ -7,10 +7,19 @@ e.g. `configs/mask_rcnn.py:backbone=r101,dcn,carafe` or `configs/faster_rcnn.py:
   carafe    CARAFE upsampling in the FPN (and in the mask head)
 Defaults are mmdetection's R-50-FPN 1x COCO settings: 800x1333 inputs, SGD lr 0.02 for batch 16,
 momentum 0.9, weight decay 1e-4, linear warmup over 500 iterations from 0.001x, lr x0.1 after
-epochs 8 and 11 of 12.
+epochs 8 and 11 of 12. Each part's defaults live with the part (its DEFAULTS or its constructor's
+signature); the blocks here take them and state only what a variant changes.
 """
 
 import ml_collections
+
+from tfdet.engine.settings import TRAIN_DEFAULTS
+from tfdet.modeling.dense_heads import RetinaSpec, RPNSpec
+from tfdet.modeling.detectors.base import MODEL_DEFAULTS
+from tfdet.modeling.necks import FPN_DEFAULTS
+from tfdet.modeling.registry import with_defaults
+from tfdet.modeling.roi_heads.cascade import CASCADE_DEFAULTS, HTC_DEFAULTS, CascadeRoIHead
+from tfdet.modeling.roi_heads.standard import KEYPOINT_DEFAULTS, MASK_DEFAULTS, ROI_DEFAULTS
 
 BACKBONES = ("r50", "r101", "x101", "fishnet99", "fishnet150")
 _FLAGS = ("dcn", "carafe", "tiny")
@@ -55,71 +64,67 @@ def backbone(v, out_levels=(2, 3, 4, 5)):
     return block
 
 
-def fpn(v, min_level=2, max_level=6, extra="maxpool"):
-    return dict(out_channels=32 if v.tiny else 256, min_level=min_level, max_level=max_level, extra=extra,
-                extra_source="input", upsample="carafe" if v.carafe else "nearest")
+def spec_block(defaults, **overrides):
+    """A block of a part's defaults (kept where the part is defined) with this config's overrides; the
+    part's `type` is left out: an absent type is the default part."""
+    block = with_defaults(defaults, **overrides)
+    block.pop("type", None)
+    return block
+
+
+def fpn(v, **options):
+    return spec_block(FPN_DEFAULTS, out_channels=32 if v.tiny else 256, upsample="carafe" if v.carafe else "nearest",
+                      **options)
 
 
 def rpn(v):
-    test_top_k = 200 if v.tiny else 1000
-    return dict(levels=(2, 3, 4, 5, 6), anchor_scales=(8.0,), anchor_ratios=(0.5, 1.0, 2.0),
-                feat_channels=32 if v.tiny else 256, num_samples=256, positive_fraction=0.5, nms_iou=0.7,
-                pre_nms_top_k_train=400 if v.tiny else 2000, max_proposals_train=200 if v.tiny else 1000,
-                pre_nms_top_k_test=test_top_k, max_proposals_test=test_top_k)
+    if not v.tiny:
+        return spec_block(RPNSpec.DEFAULTS)
+    return spec_block(RPNSpec.DEFAULTS, feat_channels=32, pre_nms_top_k_train=400, max_proposals_train=200,
+                      pre_nms_top_k_test=200, max_proposals_test=200)
 
 
-def roi(v):
-    return dict(levels=(2, 3, 4, 5), pooled_size=7, sampling_ratio=0, pos_iou=0.5, neg_iou=0.5,
-                num_samples=64 if v.tiny else 512, positive_fraction=0.25, fc_dim=64 if v.tiny else 1024,
-                class_agnostic=False, bbox_stds=(0.1, 0.1, 0.2, 0.2), loss_box="l1", smooth_l1_beta=1.0,
-                score_threshold=0.05, nms_iou=0.5, max_detections=20 if v.tiny else 100, nms_method="hard",
-                soft_nms_sigma=0.5)
+def roi(v, defaults=ROI_DEFAULTS):
+    if not v.tiny:
+        return spec_block(defaults)
+    return spec_block(defaults, num_samples=64, box_head=dict(fc_dim=64), max_detections=20)
 
 
 def mask(v):
-    return dict(pooled_size=14, num_convs=2 if v.tiny else 4, channels=16 if v.tiny else 256,
-                upsample="carafe" if v.carafe else "deconv", class_agnostic=False, threshold=0.5,
-                gt_masks="box")  # tfdet.data.pipeline's box-cropped masks; "image" for full-image bitmaps
+    return spec_block(MASK_DEFAULTS, num_convs=2 if v.tiny else 4, channels=16 if v.tiny else 256,
+                      upsample="carafe" if v.carafe else "deconv")
 
 
 def keypoint(v):
-    return dict(pooled_size=14, num_keypoints=17, num_convs=2 if v.tiny else 8, channels=16 if v.tiny else 512,
-                loss_weight=1.0)
-
-
-CASCADE_IOUS = (0.5, 0.6, 0.7)
-CASCADE_STDS = ((0.1, 0.1, 0.2, 0.2), (0.05, 0.05, 0.1, 0.1), (0.033, 0.033, 0.067, 0.067))
-CASCADE_LOSS_WEIGHTS = (1.0, 0.5, 0.25)
+    return spec_block(KEYPOINT_DEFAULTS, num_convs=2 if v.tiny else 8, channels=16 if v.tiny else 512)
 
 
 def cascade(v):
     """The cascade stages (mmdetection cascade_rcnn_r50_fpn_1x), one entry per stage."""
-    return dict(stages=[dict(pos_iou=iou, bbox_stds=stds, loss_weight=weight)
-                        for iou, stds, weight in zip(CASCADE_IOUS, CASCADE_STDS, CASCADE_LOSS_WEIGHTS)])
+    return spec_block(CASCADE_DEFAULTS)
 
 
 def cascade_roi(v):
     """roi block of the cascades: class-agnostic regression (the stage settings live in `cascade`)."""
-    return {**roi(v), "class_agnostic": True}
+    return roi(v, CascadeRoIHead.DEFAULTS)
 
 
 def htc(v):
     """HTC extras (mmdetection htc_r50_fpn_1x): the semantic branch on COCO-stuff's 183 classes."""
-    return dict(semantic=bool(v.semantic), semantic_classes=4 if v.tiny else 183, fusion_level=3,
-                semantic_convs=2 if v.tiny else 4, semantic_loss_weight=0.2, mask_info_flow=True, interleaved=True)
+    return spec_block(HTC_DEFAULTS, semantic=bool(v.semantic), semantic_classes=4 if v.tiny else 183,
+                      semantic_convs=2 if v.tiny else 4)
 
 
 def retina(v):
-    return dict(levels=(3, 4, 5, 6, 7), octave_base_scale=4, scales_per_octave=3, anchor_ratios=(0.5, 1.0, 2.0),
-                feat_channels=32 if v.tiny else 256, num_convs=2 if v.tiny else 4, prior_prob=0.01, pos_iou=0.5,
-                neg_iou=0.4, min_pos_iou=0.0, focal_alpha=0.25, focal_gamma=2.0, pre_nms_top_k=1000,
-                score_threshold=0.05, nms_iou=0.5, max_detections=20 if v.tiny else 100)
+    if not v.tiny:
+        return spec_block(RetinaSpec.DEFAULTS)
+    return spec_block(RetinaSpec.DEFAULTS, feat_channels=32, num_convs=2, max_detections=20)
 
 
 def model(v, type_name, num_classes=80, backbone_levels=(2, 3, 4, 5), neck=None, **blocks):
     return dict(type=type_name, num_classes=3 if v.tiny else num_classes, backbone=backbone(v, backbone_levels),
-                neck=fpn(v, **(neck or {})), pixel_mean=(123.675, 116.28, 103.53), pixel_std=(58.395, 57.12, 57.375),
-                ops_impl=None, **blocks)
+                neck=fpn(v, **(neck or {})), pixel_mean=MODEL_DEFAULTS["pixel_mean"],
+                pixel_std=MODEL_DEFAULTS["pixel_std"], ops_impl=None, **blocks)
 
 
 COCO_ROOT = "data/coco"  # where the full-size configs expect COCO 2017 (override --config.data.train_ann=...)
@@ -141,14 +146,12 @@ def data(v, with_masks=False, with_keypoints=False):
 
 
 def schedule(v, base_lr=0.02):
-    """1x schedule: 12 epochs, step decay at epochs 8 and 11, linear warmup (lr scaled to the batch).
-    tiny: 24 epochs of the shapes data at batch 4 (64 steps each; about 2 minutes on 2 CPU cores).
-    Every field of tfdet.engine.train's `train` block is present (but decay_steps, which replaces
+    """1x schedule (the engine's defaults, tfdet.engine.settings): 12 epochs, step decay at epochs 8 and 11,
+    linear warmup, at batch 16. tiny: 24 epochs of the shapes data at batch 4 (64 steps each; about 2
+    minutes on 2 CPU cores). Every field of the `train` block is present (but decay_steps, which replaces
     decay_epochs when set), so any of them can be overridden from the command line."""
-    block = dict(batch_size=16, optimizer="sgd", base_lr=base_lr, momentum=0.9, weight_decay=1e-4, beta_1=0.9,
-                 beta_2=0.999, epsilon=1e-8, epochs=12, total_steps=0, steps_per_epoch=0, warmup_steps=500,
-                 warmup_ratio=0.001, decay_epochs=(8, 11), decay_factor=0.1, clip_norm=0.0, checkpoint_every=500,
-                 keep_checkpoints=3, log_every=50, seed=0)
+    block = {k: v for k, v in TRAIN_DEFAULTS.items() if k != "decay_steps"}
+    block.update(batch_size=16, base_lr=base_lr)
     if v.tiny:
         block.update(batch_size=4, epochs=24, warmup_steps=100, decay_epochs=(17, 22))
     return block

@@ -6,7 +6,8 @@ weights created by `build()`, `compute_losses(batch, training)` -> {name: scalar
 Every anchor that the matcher labels is sampled (num_samples >= anchors), so the losses are
 deterministic, and each is the mean over images of per-image losses: the mean over a global batch
 equals the mean of the replicas' means, which makes 1-device vs N-replica runs exactly comparable.
-`inject_nan_at_step` makes the loss NaN from that optimizer step on (for the NaN tests).
+`inject_nan_at_step` makes the loss NaN from that optimizer step on (for the NaN tests): the model counts
+its training steps in a weight of its own (restored with the checkpoint).
 """
 
 import keras
@@ -30,6 +31,7 @@ class TinyRPN(keras.Model):
         self.head = RPNHead(num_anchors=3, feat_channels=width * 2, name="rpn_head")
         self.anchor_generator = AnchorGenerator(STRIDES, ratios=(0.5, 1.0, 2.0), scales=(4.0,))
         self.inject_nan_at_step = int(config.get("inject_nan_at_step", -1))
+        self.steps = self.add_weight(shape=(), dtype="int64", initializer="zeros", trainable=False, name="steps")
 
     def features(self, images):
         x = images / 255.0 - 0.5
@@ -63,9 +65,10 @@ class TinyRPN(keras.Model):
                                 num_samples=num_anchors, positive_fraction=1.0)
                      for i in range(int(batch["images"].shape[0]))]
         losses = {k: tf.add_n([p[k] for p in per_image]) / len(per_image) for k in per_image[0]}
-        if self.inject_nan_at_step >= 0 and self.optimizer is not None:
-            bad = self.optimizer.iterations >= self.inject_nan_at_step
+        if self.inject_nan_at_step >= 0 and training:
+            bad = self.steps >= self.inject_nan_at_step
             losses["rpn_cls"] = losses["rpn_cls"] * tf.where(bad, float("nan"), 1.0)
+            self.steps.assign_add(1)
         return losses
 
     def get_config(self):

@@ -1,5 +1,5 @@
 """Run as a script (tests/modeling/test_sync_bn.py does, in a fresh process): splits the CPU into two
-logical devices, runs one training-mode forward of a norm layer from tfdet.modeling.factory under a
+logical devices, runs one training-mode forward of a norm layer from tfdet.modeling.conv_norm under a
 2-replica MirroredStrategy (half the batch per replica) and on one device over the whole batch, and
 prints a JSON with the largest differences of outputs and moving statistics."""
 
@@ -14,7 +14,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import numpy as np  # noqa: E402
 
 import tfdet  # noqa: E402,F401
-from tfdet.modeling.factory import make_norm  # noqa: E402
+from tfdet.modeling.conv_norm import make_norm  # noqa: E402
 
 
 def main(norm):

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from tfdet.modeling.backbones import build_backbone, fishnet
 from tfdet.modeling.backbones.fishnet import ChannelGroupSum, CheckSizeMultiple
-from tfdet.modeling.factory import count_parameters
+from tfdet.modeling.conv_norm import count_parameters
 from tests.keras_io import assert_round_trip
 
 # The official code (kevin-ssy/FishNet models/fishnet.py + net_factory.py) builds classifiers with

@@ -9,7 +9,7 @@ import tensorflow as tf
 import tfdet.layers
 from tfdet.layers import FrozenBatchNormalization
 from tfdet.modeling.backbones import build_backbone, resnet, resnext
-from tfdet.modeling.factory import count_parameters
+from tfdet.modeling.conv_norm import count_parameters
 from tests.keras_io import assert_round_trip
 
 CHANNELS = {2: 256, 3: 512, 4: 1024, 5: 2048}

@@ -21,6 +21,8 @@ gradient), so it is not set on the Keras optimizer either.
 import keras
 import tensorflow as tf
 
+from tfdet.engine.settings import train_block
+
 OPTIMIZERS = ("sgd", "adamw")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
@@ -58,25 +60,26 @@ class WarmupStepDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 def lr_schedule(train, steps_per_epoch):
     """The schedule of a `train` block: decay at `decay_steps`, else at `decay_epochs` * steps_per_epoch."""
-    steps = train.get("decay_steps")
+    train = train_block(train)
+    steps = train.decay_steps
     if steps is None:
-        steps = [int(e) * int(steps_per_epoch) for e in train.get("decay_epochs", ())]
-    return WarmupStepDecay(train.base_lr, steps, train.get("decay_factor", 0.1), train.get("warmup_steps", 0),
-                           train.get("warmup_ratio", 0.001))
+        steps = [int(e) * int(steps_per_epoch) for e in train.decay_epochs]
+    return WarmupStepDecay(train.base_lr, steps, train.decay_factor, train.warmup_steps, train.warmup_ratio)
 
 
 def build_optimizer(train, steps_per_epoch):
     """A Keras optimizer for `train.optimizer` ("sgd" by default, or "adamw") with the warmup + step
     schedule. Returns (optimizer, l2_weight_decay): the L2 coefficient the train step adds (see above)."""
-    kind = train.get("optimizer", "sgd")
+    train = train_block(train)
+    kind = train.optimizer
     if kind not in OPTIMIZERS:
         raise ValueError(f"train.optimizer must be one of {OPTIMIZERS}, got {kind!r}.")
     schedule = lr_schedule(train, steps_per_epoch)
-    wd = float(train.get("weight_decay", 0.0))
+    wd = float(train.weight_decay)
     if kind == "sgd":
-        return keras.optimizers.SGD(schedule, momentum=train.get("momentum", 0.9)), wd
-    return keras.optimizers.AdamW(schedule, weight_decay=wd, beta_1=train.get("beta_1", 0.9),
-                                  beta_2=train.get("beta_2", 0.999), epsilon=train.get("epsilon", 1e-8)), 0.0
+        return keras.optimizers.SGD(schedule, momentum=train.momentum), wd
+    return keras.optimizers.AdamW(schedule, weight_decay=wd, beta_1=train.beta_1,
+                                  beta_2=train.beta_2, epsilon=train.epsilon), 0.0
 
 
 def set_precision(policy):

@@ -1,5 +1,6 @@
-"""The train / test steps the engine installs on any detector with `compute_losses(batch, training)`
-returning {name: scalar loss} (each the mean over the replica's images, mmdetection's convention).
+"""The train / test steps of the engine (run by tfdet.engine.trainer.Trainer) for any detector with
+`compute_losses(batch, training)` returning {name: scalar loss} (each the mean over the replica's images,
+mmdetection's convention).
 
 Distribution: each replica's objective is divided by the number of replicas in sync and the gradients
 are summed across replicas (Keras' optimizer all-reduces with SUM), so the update is the gradient of
@@ -26,12 +27,12 @@ def replica_loss_scale():
     return 1.0 / tf.distribute.get_strategy().num_replicas_in_sync
 
 
-def train_step(model, batch, options=StepOptions()):
-    """One optimizer update; returns the logs {loss name: value, "loss": total}.
+def train_step(model, batch, options=StepOptions(), optimizer=None):
+    """One update of `optimizer` (default: model.optimizer); returns the logs {loss name: value, "loss": total}.
 
     Order as mmdetection (OptimizerHook + torch SGD): gradient of the mean loss over the global batch,
     global-norm clipping, then + weight_decay * w, then the optimizer's update."""
-    optimizer = model.optimizer
+    optimizer = model.optimizer if optimizer is None else optimizer
     num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
     loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     with tf.GradientTape() as tape:
@@ -80,15 +81,3 @@ def with_static_shapes(batch, element_spec):
     if element_spec is None:
         return batch
     return tf.nest.map_structure(lambda t, spec: tf.ensure_shape(t, spec.shape), batch, element_spec)
-
-
-def install(model, options=StepOptions(), element_spec=None):
-    """Makes `model.fit` / `model.evaluate` use the steps above (the model keeps its own steps when it
-    has no `compute_losses`). `element_spec`: the per-replica batch spec, or a callable returning it
-    (it is read when the step is traced)."""
-    if not callable(getattr(model, "compute_losses", None)):
-        return model
-    spec = element_spec if callable(element_spec) else (lambda: element_spec)
-    model.train_step = lambda batch: train_step(model, with_static_shapes(batch, spec()), options)
-    model.test_step = lambda batch: test_step(model, with_static_shapes(batch, spec()))
-    return model

@@ -29,7 +29,7 @@ import keras
 import tensorflow as tf
 
 from tfdet.modeling.backbones.resnet import freeze_layers
-from tfdet.modeling.factory import conv, make_norm, max_pool, norm_spec
+from tfdet.modeling.conv_norm import conv, make_norm, max_pool, norm_spec
 
 PLANES = (128, 256, 512, 512, 512, 384, 256, 320, 832, 1600)
 STEM_PLANES = 64
@@ -137,7 +137,7 @@ def fishnet(depth=99, norm="bn", frozen_stages=-1, out_levels=(2, 3, 4, 5), incl
 
     Args:
       depth: 99, 150 or 201.
-      norm: norm spec of tfdet.modeling.factory ("bn" by default: FishNet is pre-activation, every
+      norm: norm spec of tfdet.modeling.conv_norm ("bn" by default: FishNet is pre-activation, every
         block normalizes its input; "frozen_bn", "sync_bn", "gn" as for ResNet).
       frozen_stages: -1 trains everything; k in 0..3 freezes the stem and tail stages 1..k.
       out_levels: levels returned from {2, 3, 4, 5} (see module docstring).

@@ -7,7 +7,7 @@ on to import their checkpoints.
 
 import keras
 
-from tfdet.modeling.factory import conv, make_norm, max_pool, norm_spec
+from tfdet.modeling.conv_norm import conv, make_norm, max_pool, norm_spec
 
 STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 STYLES = ("pytorch", "caffe")
@@ -48,7 +48,7 @@ def resnet(depth=50, groups=1, base_width=64, style="pytorch", norm="frozen_bn",
       depth: 50, 101 or 152.
       groups, base_width: ResNeXt cardinality and width per group (1, 64 is ResNet; 32, 4 is 32x4d).
       style: "pytorch" (stride on the 3x3 conv) or "caffe" (stride on the first 1x1 conv).
-      norm: norm spec of tfdet.modeling.factory ("frozen_bn", "bn", "sync_bn", "gn" or a dict).
+      norm: norm spec of tfdet.modeling.conv_norm ("frozen_bn", "bn", "sync_bn", "gn" or a dict).
       frozen_stages: -1 trains everything; k >= 0 freezes the stem and stages 1..k (weights and
         normalization statistics), as mmdetection's `frozen_stages`.
       stage_with_dcn: 4 booleans; the 3x3 convs of those stages become deformable convolutions

@@ -6,7 +6,7 @@ level up to level 5; ReLU after every conv, optional normalization. Returns {lev
 
 import keras
 
-from tfdet.modeling.factory import conv, make_norm, norm_spec
+from tfdet.modeling.conv_norm import conv, make_norm, norm_spec
 
 
 def tiny_convnet(channels=(16, 32, 64, 128), norm=None, out_levels=(2, 3, 4, 5), input_shape=(None, None, 3),

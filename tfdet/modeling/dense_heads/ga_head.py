@@ -21,8 +21,9 @@ import keras
 import tensorflow as tf
 
 from tfdet.layers.deform_conv import DeformConv2D
-from tfdet.modeling.dense_heads.rpn import RPN_MATCHER, feature_sizes, flatten_levels, matcher_from, proposal_settings
-from tfdet.modeling.dense_heads.rpn import rpn_losses, rpn_proposals
+from tfdet.modeling.dense_heads.rpn import PROPOSAL_DEFAULTS, RPN_MATCHER, block_matcher, feature_sizes, flatten_levels
+from tfdet.modeling.dense_heads.rpn import proposal_settings, rpn_losses, rpn_proposals
+from tfdet.modeling.registry import block_options, register_proposal_head
 from tfdet.ops import guided_anchoring as ga
 from tfdet.ops.anchors import AnchorGenerator
 from tfdet.ops.matching import MaxIoUMatcher
@@ -31,6 +32,14 @@ GA_RPN_SHAPE_MATCHER = MaxIoUMatcher(pos_iou_thr=0.7, neg_iou_thr=0.3, min_pos_i
 GA_RETINA_SHAPE_MATCHER = MaxIoUMatcher(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.4)
 ANCHOR_STDS = (0.07, 0.07, 0.14, 0.14)
 GA_RPN_BOX_STDS = (0.07, 0.07, 0.11, 0.11)
+
+# The guided anchoring settings of a config block (GA-RPN's; GA-RetinaNet overrides some), read by
+# GAAnchors.from_block and the head.
+GUIDED_DEFAULTS = dict(octave_base_scale=8, scales_per_octave=3, anchor_ratios=(0.5, 1.0, 2.0), anchor_stds=ANCHOR_STDS,
+                       deformable_groups=4, loc_threshold=0.01, center_ratio=0.2, ignore_ratio=0.5,
+                       loc_focal_alpha=0.25, loc_focal_gamma=2.0, loc_negative_weight=0.1, shape_beta=0.2,
+                       shape_pos_iou=0.7, shape_neg_iou=0.3, shape_min_pos_iou=0.3, shape_samples=256,
+                       shape_positive_fraction=0.5)
 
 
 def _normal(std):
@@ -236,14 +245,17 @@ def ga_rpn_proposals(outputs, anchors, image_sizes, use_loc_filter=True, pre_nms
                          masks=masks if use_loc_filter else None)
 
 
+@register_proposal_head("GARPN")
 class GARPNSpec:
     """GA-RPN from a config block (`model.rpn` with type "GARPN", configs/guided_anchoring.py); the
     interface of rpn.RPNSpec."""
 
+    DEFAULTS = dict(type="GARPN", **PROPOSAL_DEFAULTS, **GUIDED_DEFAULTS, box_stds=GA_RPN_BOX_STDS, smooth_l1_beta=1.0)
+
     def __init__(self, block):
-        self.block = block
+        self.block = block = block_options(block, self.DEFAULTS, "model.rpn")
         self.anchors = GAAnchors.from_block(block)
-        self.matcher = matcher_from(block, RPN_MATCHER)
+        self.matcher = block_matcher(block)
 
     def make_head(self, name="rpn_head", impl=None):
         return GARPNHead(self.block.feat_channels, self.block.deformable_groups, impl=impl, name=name)

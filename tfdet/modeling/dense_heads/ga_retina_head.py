@@ -16,9 +16,12 @@ import keras
 import tensorflow as tf
 
 from tfdet.modeling.dense_heads.ga_head import FeatureAdaption, GAAnchors, guided_anchor_losses, sparse_anchors
-from tfdet.modeling.dense_heads.retina_head import UNIT_STDS, detection_settings, loss_settings, retina_detections
+from tfdet.modeling.dense_heads.ga_head import GUIDED_DEFAULTS
+from tfdet.modeling.dense_heads.retina_head import RETINA_DEFAULTS, UNIT_STDS, detection_settings, loss_settings
+from tfdet.modeling.dense_heads.retina_head import retina_detections
 from tfdet.modeling.dense_heads.retina_head import retina_losses
-from tfdet.modeling.dense_heads.rpn import flatten_levels, matcher_from
+from tfdet.modeling.dense_heads.rpn import block_matcher, flatten_levels
+from tfdet.modeling.registry import block_options, register_dense_head
 from tfdet.ops.matching import MaxIoUMatcher
 
 GA_RETINA_MATCHER = MaxIoUMatcher(pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0.0)
@@ -109,14 +112,20 @@ def ga_retina_detections(outputs, anchors, image_sizes, pre_nms_top_k=1000, scor
                              max_detections=max_detections, stds=stds, masks=masks)
 
 
+@register_dense_head("GARetina")
 class GARetinaSpec:
     """GA-RetinaNet from a config block (`model.retina` with type "GARetina", configs/guided_anchoring.py);
     the interface of retina_head.RetinaSpec."""
 
+    DEFAULTS = {**RETINA_DEFAULTS, **GUIDED_DEFAULTS, "type": "GARetina", "neg_iou": 0.5, "octave_base_scale": 4,
+                "anchor_stds": UNIT_STDS, "shape_pos_iou": 0.5, "shape_neg_iou": 0.4, "shape_min_pos_iou": 0.4,
+                "smooth_l1_beta": 0.04}
+
     def __init__(self, block, num_classes):
-        self.block, self.num_classes = block, int(num_classes)
+        self.block = block = block_options(block, self.DEFAULTS, "model.retina")
+        self.num_classes = int(num_classes)
         self.anchors = GAAnchors.from_block(block)
-        self.matcher = matcher_from(block, GA_RETINA_MATCHER)
+        self.matcher = block_matcher(block)
 
     def make_head(self, name="retina_head", impl=None):
         b = self.block

@@ -19,7 +19,8 @@ import keras
 import tensorflow as tf
 
 from tfdet import losses
-from tfdet.modeling.dense_heads.rpn import feature_sizes, flatten_levels, matcher_from
+from tfdet.modeling.dense_heads.rpn import block_matcher, feature_sizes, flatten_levels
+from tfdet.modeling.registry import block_options, register_dense_head
 from tfdet.ops import box_ops, nms
 from tfdet.ops.anchors import AnchorGenerator
 from tfdet.ops.matching import MaxIoUMatcher
@@ -140,15 +141,21 @@ def retina_detections(cls_outputs, reg_outputs, anchors, image_sizes, num_classe
 def detection_settings(block):
     """retina_detections' keyword arguments from a retina config block."""
     return dict(pre_nms_top_k=block.pre_nms_top_k, score_threshold=block.score_threshold, nms_iou=block.nms_iou,
-                max_detections=block.max_detections, stds=block.get("box_stds", UNIT_STDS))
+                max_detections=block.max_detections, stds=block.box_stds)
 
 
 def loss_settings(block):
     """retina_losses' keyword arguments (but the matcher) from a retina config block."""
-    return dict(alpha=block.focal_alpha, gamma=block.focal_gamma, beta=block.get("smooth_l1_beta", 0.0),
-                stds=block.get("box_stds", UNIT_STDS))
+    return dict(alpha=block.focal_alpha, gamma=block.focal_gamma, beta=block.smooth_l1_beta, stds=block.box_stds)
 
 
+# RetinaNet's settings (mmdetection retinanet_r50_fpn_1x), shared by GA-RetinaNet.
+RETINA_DEFAULTS = dict(levels=(3, 4, 5, 6, 7), feat_channels=256, num_convs=4, prior_prob=0.01, pos_iou=0.5,
+                       neg_iou=0.4, min_pos_iou=0.0, focal_alpha=0.25, focal_gamma=2.0, smooth_l1_beta=0.0,
+                       box_stds=UNIT_STDS, pre_nms_top_k=1000, score_threshold=0.05, nms_iou=0.5, max_detections=100)
+
+
+@register_dense_head("Retina")
 class RetinaSpec:
     """RetinaNet's head from a config block (`model.retina`, type "Retina"): its anchors and settings,
     bound to the pure functions above. GARetinaSpec (ga_retina_head.py) has the same interface:
@@ -157,12 +164,16 @@ class RetinaSpec:
       detections(outputs, image_sizes) -> nms.Detections
     """
 
+    DEFAULTS = dict(type="Retina", **RETINA_DEFAULTS, octave_base_scale=4, scales_per_octave=3,
+                    anchor_ratios=(0.5, 1.0, 2.0))
+
     def __init__(self, block, num_classes):
-        self.block, self.num_classes = block, int(num_classes)
+        self.block = block = block_options(block, self.DEFAULTS, "model.retina")
+        self.num_classes = int(num_classes)
         self.anchor_generator = AnchorGenerator(strides=[2 ** lvl for lvl in block.levels], ratios=block.anchor_ratios,
                                                 octave_base_scale=block.octave_base_scale,
                                                 scales_per_octave=block.scales_per_octave)
-        self.matcher = matcher_from(block, RETINA_MATCHER)
+        self.matcher = block_matcher(block)
 
     def make_head(self, name="retina_head", impl=None):
         b = self.block

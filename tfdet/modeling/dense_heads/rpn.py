@@ -22,6 +22,7 @@ from tfdet.ops import box_ops, nms
 from tfdet.ops.anchors import AnchorGenerator
 from tfdet.ops.matching import MaxIoUMatcher
 from tfdet.ops.sampling import sample
+from tfdet.modeling.registry import block_options, register_proposal_head
 
 RPN_MATCHER = MaxIoUMatcher(pos_iou_thr=0.7, neg_iou_thr=0.3, min_pos_iou=0.3, match_low_quality=True)
 
@@ -67,11 +68,10 @@ def feature_sizes(maps):
     return [tuple(m.shape[i] if m.shape[i] is not None else tf.shape(m)[i] for i in (1, 2)) for m in maps]
 
 
-def matcher_from(block, default):
-    """A MaxIoUMatcher from a config block's pos_iou / neg_iou / min_pos_iou, `default`'s where absent."""
-    return MaxIoUMatcher(block.get("pos_iou", default.pos_iou_thr), block.get("neg_iou", default.neg_range[1]),
-                         min_pos_iou=block.get("min_pos_iou", default.min_pos_iou),
-                         match_low_quality=default.match_low_quality)
+def block_matcher(block, match_low_quality=True):
+    """A MaxIoUMatcher from a config block's pos_iou / neg_iou / min_pos_iou."""
+    return MaxIoUMatcher(block.pos_iou, block.neg_iou, min_pos_iou=block.min_pos_iou,
+                         match_low_quality=match_low_quality)
 
 
 def flatten_levels(outputs, depth):
@@ -176,9 +176,17 @@ def proposal_settings(block, training):
     """rpn_proposals' keyword arguments from an rpn config block, for training or test."""
     phase = "train" if training else "test"
     return dict(pre_nms_top_k=block[f"pre_nms_top_k_{phase}"], max_proposals=block[f"max_proposals_{phase}"],
-                nms_iou=block.nms_iou, min_size=block.get("min_size", 0.0))
+                nms_iou=block.nms_iou, min_size=block.min_size)
 
 
+# The proposal settings shared by RPN and GA-RPN (mmdetection faster_rcnn_r50_fpn_1x).
+PROPOSAL_DEFAULTS = dict(levels=(2, 3, 4, 5, 6), feat_channels=256, num_samples=256, positive_fraction=0.5,
+                         pos_iou=0.7, neg_iou=0.3, min_pos_iou=0.3, nms_iou=0.7, min_size=0.0,
+                         pre_nms_top_k_train=2000, max_proposals_train=1000, pre_nms_top_k_test=1000,
+                         max_proposals_test=1000)
+
+
+@register_proposal_head("RPN")
 class RPNSpec:
     """The plain RPN of a config block (`model.rpn`, type "RPN"): its head, anchors and settings, bound to
     the pure functions above. Detectors only compose; GARPNSpec (ga_head.py) has the same interface:
@@ -188,11 +196,13 @@ class RPNSpec:
       proposals(outputs, image_sizes, training=False) -> Proposals
     """
 
+    DEFAULTS = dict(type="RPN", **PROPOSAL_DEFAULTS, anchor_scales=(8.0,), anchor_ratios=(0.5, 1.0, 2.0))
+
     def __init__(self, block):
-        self.block = block
+        self.block = block = block_options(block, self.DEFAULTS, "model.rpn")
         self.anchor_generator = AnchorGenerator(strides=[2 ** lvl for lvl in block.levels],
                                                 scales=block.anchor_scales, ratios=block.anchor_ratios)
-        self.matcher = matcher_from(block, RPN_MATCHER)
+        self.matcher = block_matcher(block)
 
     def make_head(self, name="rpn_head", impl=None):
         return RPNHead(self.anchor_generator.num_anchors, self.block.feat_channels, name=name)

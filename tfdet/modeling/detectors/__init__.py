@@ -1,20 +1,24 @@
-"""Detectors: thin keras.Model subclasses composing backbone, neck and heads; `build_detector(config)`."""
+"""Detectors: keras.Models composing backbone, neck and heads, built by `build_detector(model_config)`
+from the DETECTORS registry (model.type: a registered name, or "package.module:Class" for one defined
+outside tfdet). train, evaluate, export and predict all build models through it."""
 
 from tfdet.modeling.detectors.base import Detector
-from tfdet.modeling.detectors.cascade import CascadeMaskRCNN, CascadeRCNN, HybridTaskCascade
-from tfdet.modeling.detectors.retinanet import RetinaNet
-from tfdet.modeling.detectors.rpn import RPN
-from tfdet.modeling.detectors.two_stage import FasterRCNN, KeypointRCNN, MaskRCNN
-
-DETECTORS = {"RPN": RPN, "FasterRCNN": FasterRCNN, "MaskRCNN": MaskRCNN, "KeypointRCNN": KeypointRCNN,
-             "RetinaNet": RetinaNet, "CascadeRCNN": CascadeRCNN, "CascadeMaskRCNN": CascadeMaskRCNN, "HybridTaskCascade": HybridTaskCascade}
+from tfdet.modeling.detectors.families import (RPN, CascadeMaskRCNN, CascadeRCNN, FasterRCNN, HybridTaskCascade,
+                                               KeypointRCNN, MaskRCNN, RetinaNet)
+from tfdet.modeling.registry import DETECTORS, as_dict, register_detector
 
 
-def build_detector(model_config):
-    """The detector named by model_config.type, built from model_config."""
-    if model_config.type not in DETECTORS:
-        raise ValueError(f"build_detector: unknown type {model_config.type!r}; known: {sorted(DETECTORS)}.")
-    return DETECTORS[model_config.type](model_config)
+def build_detector(model_config, build=True):
+    """The detector of `model_config` (its class: model.type), built (every weight created) unless
+    build=False. The class is constructed as `Class(model_config)`."""
+    type_name = as_dict(model_config).get("type")
+    if type_name is None:
+        raise ValueError(f"model.type: missing; known: {DETECTORS.names()} or 'package.module:Class'.")
+    model = DETECTORS.get(type_name)(model_config)
+    if build and not model.built:
+        model.build(None)
+    return model
 
 
-__all__ = ["DETECTORS", "CascadeMaskRCNN", "CascadeRCNN", "Detector", "HybridTaskCascade", "FasterRCNN", "KeypointRCNN", "MaskRCNN", "RPN", "RetinaNet", "build_detector"]
+__all__ = ["CascadeMaskRCNN", "CascadeRCNN", "DETECTORS", "Detector", "FasterRCNN", "HybridTaskCascade",
+           "KeypointRCNN", "MaskRCNN", "RPN", "RetinaNet", "build_detector", "register_detector"]

@@ -1,80 +1,140 @@
-"""Shared base of the detectors: a keras.Model built from a model config, no loss math.
+"""The detector: a keras.Model composed of parts, each built from its config block, no loss math.
 
-Batches are dicts with the keys of tfdet.data.pipeline:
-  images       [B, H, W, 3] float32 RGB, 0..255 (normalized inside the model with pixel_mean / pixel_std)
-  image_info   [B, 3, 2] rows original (h, w), scale (sy, sx), valid (h, w) of the image inside the
-               padding (boxes are clipped to the valid size, anchors outside it are ignored); a [B, 2]
-               (h, w) tensor is accepted too; optional (then the whole padded image is valid)
-  gt_boxes     [B, M, 4] float32 (x1, y1, x2, y2) pixels;  gt_classes [B, M] int32, -1 = padding
-  gt_is_crowd  [B, M] bool (optional)
-  gt_masks     [B, M, S, S] uint8 masks cropped to their gt box (pipeline default), or [B, M, H, W]
-               full-image bitmaps with model.mask.gt_masks = "image" (Mask R-CNN)
-  gt_keypoints [B, M, K, 3] float32 (x, y, visibility) (Keypoint R-CNN)
-Outputs of `call` / `predict_step` (padded to max_detections):
-  num_detections [B] int32, detection_boxes [B, D, 4], detection_scores [B, D],
-  detection_classes [B, D] int32 (-1 padding) and, per family, detection_masks [B, D, 28, 28]
-  (box-relative probabilities; paste with tfdet.modeling.roi_heads.paste_masks) and
-  detection_keypoints [B, D, K, 3] (x, y, score).
-Subclasses implement `compute_losses(batch, training)` -> {name: scalar} and
-`detect(images, image_sizes)` -> outputs dict.
+    backbone      model.backbone (BACKBONES by type)
+    neck          model.neck     (NECKS by type; "FPN" when absent)
+    proposal head model.rpn      (PROPOSAL_HEADS: RPN, GARPN)             optional
+    RoI head      model.roi      (ROI_HEADS: standard, cascade, htc) on the proposals; it reads its own
+                  blocks too (model.mask, model.keypoint, model.cascade, model.htc)   optional, needs rpn
+    dense head    model.retina   (DENSE_HEADS: Retina, GARetina)           instead of rpn / roi
+A detector with only a proposal head outputs its proposals (class 0, objectness scores).
+
+Detectors expose `compute_losses(batch, training)` -> {name: scalar} and `detect(images, image_sizes)`
+-> outputs dict (tfdet.modeling.batch documents both formats); `call` is `detect` on a batch or images.
+Training belongs to tfdet.engine (Trainer / train): Keras' `fit` on a detector itself is refused.
+The named detectors (FasterRCNN, MaskRCNN, ...) are this class with the blocks their family needs;
+`Detector` itself takes any combination. Model-level keys other than these blocks and the ones in
+MODEL_DEFAULTS are refused, naming the key.
 """
 
 import keras
 import ml_collections
 import tensorflow as tf
 
-from tfdet.engine import step as engine_step
 from tfdet.modeling.backbones import build_backbone
-from tfdet.modeling.necks.fpn import FPN
+from tfdet.modeling.batch import detection_outputs, image_sizes_of, proposal_outputs
+from tfdet.modeling.dense_heads import build_retina, build_rpn
+from tfdet.modeling.necks import build_neck
+from tfdet.modeling.registry import as_dict, register_detector
+from tfdet.modeling.roi_heads import build_roi_head
 
-_DEFAULT_MEAN = (123.675, 116.28, 103.53)
-_DEFAULT_STD = (58.395, 57.12, 57.375)
-
-
-def image_sizes_of(batch):
-    """[B, 2] float32 (height, width) of the image content: image_info[:, 2] ([B, 3, 2]) or image_info
-    ([B, 2]); without image_info the padded batch's size."""
-    images = batch["images"]
-    if "image_info" in batch:
-        info = tf.cast(batch["image_info"], tf.float32)
-        if info.shape.rank == 3 and info.shape[1:] == (3, 2):
-            return info[:, 2, :]
-        if info.shape.rank == 2 and info.shape[-1] == 2:
-            return info
-        raise ValueError(f"image_info must be [B, 3, 2] (original, scale, valid size) or [B, 2] (valid height, "
-                         f"width), got shape {info.shape}.")
-    shape = tf.shape(images)
-    return tf.cast(tf.tile(shape[None, 1:3], [shape[0], 1]), tf.float32)
+# ImageNet statistics of RGB 0..255 images (torchvision / mmdetection "pytorch style" backbones).
+MODEL_DEFAULTS = dict(type="Detector", num_classes=None, backbone=None, neck=dict(type="FPN"),
+                      pixel_mean=(123.675, 116.28, 103.53), pixel_std=(58.395, 57.12, 57.375),
+                      ops_impl=None)  # every custom op of the model: None (fused when loaded) | fused | composite
+PART_BLOCKS = ("rpn", "roi", "retina")
+ROI_BLOCKS = ("mask", "keypoint", "cascade", "htc")
 
 
-def detection_outputs(dets):
-    """The padded outputs dict (num_detections, detection_boxes / scores / classes) of nms.Detections."""
-    return {"num_detections": dets.num_valid, "detection_boxes": dets.boxes, "detection_scores": dets.scores,
-            "detection_classes": dets.classes}
-
-
+@register_detector("Detector")
+@keras.saving.register_keras_serializable(package="tfdet")
 class Detector(keras.Model):
-    """Backbone + FPN + whatever a subclass adds. `config` is the model ConfigDict (or a plain dict)."""
+    """Backbone + neck + the parts whose blocks the model config has. `config` is the model
+    ConfigDict (or a plain dict)."""
+
+    blocks = PART_BLOCKS + ROI_BLOCKS   # the part blocks this class takes
+    required = ()                       # ... and must have
+    roi_type = "standard"               # the RoI head when model.roi has no type
 
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
-        config = ml_collections.ConfigDict(config.to_dict() if hasattr(config, "to_dict") else config)
+        config = ml_collections.ConfigDict(as_dict(config))
+        self._check_blocks(config)
         self.model_config = config
         self.num_classes = int(config.num_classes)
-        impl = config.get("ops_impl")  # every custom op of the model: None (fused when loaded) | fused | composite
-        backbone = config.backbone.to_dict()
+        impl = config.get("ops_impl")
+        backbone = as_dict(config.backbone)
         if backbone.get("dcn"):
             backbone["dcn"] = {**backbone["dcn"], "impl": impl}
         self.backbone = build_backbone(backbone)
-        self.neck = FPN(**config.neck.to_dict(), impl=impl)
-        self.pixel_mean = tf.constant(config.get("pixel_mean", _DEFAULT_MEAN), tf.float32)
-        self.pixel_std = tf.constant(config.get("pixel_std", _DEFAULT_STD), tf.float32)
+        self.neck = build_neck(config.get("neck", MODEL_DEFAULTS["neck"]), impl=impl)
+        self.pixel_mean = tf.constant(config.get("pixel_mean", MODEL_DEFAULTS["pixel_mean"]), tf.float32)
+        self.pixel_std = tf.constant(config.get("pixel_std", MODEL_DEFAULTS["pixel_std"]), tf.float32)
+        self.rpn = self.roi_head = self.retina = None
+        if config.get("rpn") is not None:
+            self.rpn = build_rpn(config.rpn)
+            self.rpn_head = self.rpn.make_head("rpn_head", impl=impl)
+        if config.get("roi") is not None:
+            self.roi_head = build_roi_head(config, self.num_classes, impl, default_type=self.roi_type)
+            unread = [b for b in ROI_BLOCKS if config.get(b) is not None and b not in self.roi_head.model_blocks]
+            if unread:
+                raise ValueError(f"model.{unread[0]}: the RoI head {type(self.roi_head).__name__} does not use this "
+                                 f"block (it reads {list(self.roi_head.model_blocks)}).")
+            for name, layer in self.roi_head.layers.items():
+                setattr(self, name, layer)  # tracked by Keras under the names they always had (checkpoint keys)
+        if config.get("retina") is not None:
+            self.retina = build_retina(config.retina, self.num_classes)
+            self.head = self.retina.make_head("retina_head", impl=impl)
 
+    def _check_blocks(self, config):
+        name = type(self).__name__
+        allowed = set(MODEL_DEFAULTS) | set(self.blocks)
+        unknown = sorted(k for k in config if k not in allowed)
+        if unknown:
+            extra = [k for k in unknown if k in PART_BLOCKS + ROI_BLOCKS]
+            hint = (f"{name} has no {extra} part (model.type 'Detector' composes any parts)" if extra
+                    else f"known: {sorted(allowed)}")
+            raise ValueError(f"model: unknown field(s) {unknown} for {name}; {hint}.")
+        missing = [k for k in ("num_classes", "backbone") + tuple(self.required) if config.get(k) is None]
+        if missing:
+            raise ValueError(f"model: {name} needs the field(s) {missing}.")
+        num_classes = config.num_classes
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"model.num_classes must be a positive integer (object classes, background not "
+                             f"counted), got {num_classes!r}.")
+        if config.get("retina") is not None and (config.get("rpn") is not None or config.get("roi") is not None):
+            raise ValueError("model: a dense head (model.retina) replaces the proposal and RoI heads; drop "
+                             "model.rpn / model.roi, or model.retina.")
+        if config.get("roi") is not None and config.get("rpn") is None:
+            raise ValueError("model.roi: a RoI head needs proposals: add a model.rpn block.")
+        if config.get("rpn") is None and config.get("retina") is None:
+            raise ValueError("model: no head; add model.rpn (+ model.roi) or model.retina.")
+
+    # Parts -------------------------------------------------------------------------------------------
     def features(self, images, training=False):
-        """{level: [B, H_l, W_l, C]} FPN features of raw 0..255 images."""
+        """{level: [B, H_l, W_l, C]} neck features of raw 0..255 images."""
         images = (tf.cast(images, tf.float32) - self.pixel_mean) / self.pixel_std
         return {int(k): v for k, v in self.neck(self.backbone(images, training=training)).items()}
 
+    def _head_outputs(self, spec_head, block, features):
+        return spec_head([features[lvl] for lvl in block.levels])
+
+    def compute_losses(self, batch, training=True):
+        """{name: scalar loss} of a training batch (tfdet.modeling.batch)."""
+        features = self.features(batch["images"], training=training)
+        sizes = image_sizes_of(batch)
+        crowd = batch.get("gt_is_crowd")
+        if self.retina is not None:
+            outputs = self._head_outputs(self.head, self.retina.block, features)
+            return self.retina.losses(outputs, batch["gt_boxes"], batch["gt_classes"], sizes, gt_is_crowd=crowd)
+        outputs = self._head_outputs(self.rpn_head, self.rpn.block, features)
+        losses = self.rpn.losses(outputs, batch["gt_boxes"], batch["gt_classes"], sizes, gt_is_crowd=crowd)
+        if self.roi_head is not None:
+            proposals = self.rpn.proposals(outputs, sizes, training=True)
+            losses.update(self.roi_head.losses(features, proposals, batch))
+        return losses
+
+    def detect(self, images, image_sizes):
+        """Outputs dict (tfdet.modeling.batch) of raw 0..255 images with [B, 2] valid (height, width)."""
+        features = self.features(images, training=False)
+        if self.retina is not None:
+            outputs = self._head_outputs(self.head, self.retina.block, features)
+            return detection_outputs(self.retina.detections(outputs, image_sizes))
+        proposals = self.rpn.proposals(self._head_outputs(self.rpn_head, self.rpn.block, features), image_sizes)
+        if self.roi_head is None:
+            return proposal_outputs(proposals)
+        return self.roi_head.detect(features, proposals, image_sizes)
+
+    # Keras -------------------------------------------------------------------------------------------
     def build(self, input_shape=None):
         """Creates every weight by running the inference path once on a small zero image."""
         if self.built:
@@ -87,12 +147,13 @@ class Detector(keras.Model):
         return self.detect(batch["images"], image_sizes_of(batch))
 
     def train_step(self, data):
-        # The engine's step: correct under tf.distribute (each replica's loss scaled by 1/replicas,
-        # gradients summed), also when a user calls model.fit() directly.
-        return engine_step.train_step(self, data)
+        raise TypeError("tfdet detectors train through tfdet.engine: tfdet.engine.Trainer(model, config.train)"
+                        ".fit(dataset) or tfdet.engine.train(config, workdir) -- the recipe of bin/train.py "
+                        "(SGD with warmup, step decay, weight decay, clipping) whichever door you take.")
 
     def test_step(self, data):
-        return engine_step.test_step(self, data)
+        raise TypeError("tfdet detectors compute validation losses through tfdet.engine.Trainer(model, "
+                        "config.train).evaluate(dataset).")
 
     def predict_step(self, data):
         return self(data, training=False)

@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 
 from tfdet.layers.carafe import make_upsampler
-from tfdet.modeling.factory import make_norm, norm_spec
+from tfdet.modeling.conv_norm import make_norm, norm_spec
 
 UPSAMPLE_KINDS = ("nearest", "carafe")
 EXTRA_KINDS = ("maxpool", "conv")

@@ -21,24 +21,38 @@ from tfdet import losses
 from tfdet.ops import box_ops, nms
 from tfdet.ops.matching import MaxIoUMatcher
 from tfdet.ops.sampling import sample
+from tfdet.modeling.conv_norm import build_conv_stack, conv_stack, norm_spec, run_conv_stack
+from tfdet.modeling.registry import register_box_head
 
 BBOX_STDS = (0.1, 0.1, 0.2, 0.2)
 RCNN_MATCHER = MaxIoUMatcher(pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0.5, match_low_quality=False)
 
 
+@register_box_head("ConvFC")
 @keras.saving.register_keras_serializable(package="tfdet")
 class BBoxHead(keras.layers.Layer):
-    """Shared 2-fc head (flatten, fc + ReLU, fc + ReLU) with a classifier and a box regressor.
+    """Box head (mmdetection ConvFCBBoxHead; torchvision TwoMLPHead / FastRCNNConvFCHead): `num_convs`
+    3x3 convs (+ norm) + ReLU, flatten, `num_fcs` fcs + ReLU, then a classifier and a box regressor.
 
+    The default is the shared 2-fc head of Faster R-CNN (num_convs=0, num_fcs=2, fc_dim 1024);
+    torchvision's v2 / mmdetection's Shared4Conv1FC head is num_convs=4, num_fcs=1 with norm "bn" or
+    "gn" (convs then drop their bias). Flattening is (H, W, C), tfdet's layout (a PyTorch checkpoint's
+    first fc, which flattens (C, H, W), is permuted when converted).
     Call on pooled RoI features [B, K, S, S, C]; returns (cls_logits [B, K, num_classes + 1],
     deltas [B, K, 4 * num_classes] or [B, K, 4] when class_agnostic).
     Init as mmdetection: fcs Xavier-uniform, classifier normal(0, 0.01), regressor normal(0, 0.001).
     """
 
-    def __init__(self, num_classes, fc_dim=1024, num_fcs=2, class_agnostic=False, **kwargs):
+    def __init__(self, num_classes, fc_dim=1024, num_fcs=2, class_agnostic=False, num_convs=0, conv_dim=256,
+                 norm=None, **kwargs):
         super().__init__(**kwargs)
         self.num_classes, self.fc_dim, self.num_fcs = int(num_classes), int(fc_dim), int(num_fcs)
+        self.num_convs, self.conv_dim, self.norm = int(num_convs), int(conv_dim), norm_spec(norm)
         self.class_agnostic = bool(class_agnostic)
+        if self.num_classes < 1 or min(self.fc_dim, self.conv_dim) < 1 or min(self.num_fcs, self.num_convs) < 0:
+            raise ValueError(f"BBoxHead: num_classes, fc_dim and conv_dim must be >= 1 and num_fcs, num_convs >= 0, "
+                             f"got {num_classes}, {fc_dim}, {conv_dim}, {num_fcs}, {num_convs}.")
+        self.convs, self.norms = conv_stack(self.num_convs, self.conv_dim, self.norm)
         self.fcs = [keras.layers.Dense(self.fc_dim, activation="relu", kernel_initializer="glorot_uniform",
                                        name=f"fc{i + 1}") for i in range(self.num_fcs)]
         self.cls = keras.layers.Dense(self.num_classes + 1, name="cls",
@@ -47,8 +61,9 @@ class BBoxHead(keras.layers.Layer):
                                       kernel_initializer=keras.initializers.RandomNormal(stddev=0.001))
 
     def build(self, input_shape):
+        shape = build_conv_stack(self.convs, self.norms, (None, *input_shape[2:]))
         size = 1
-        for dim in input_shape[2:]:
+        for dim in shape[1:]:
             size *= dim
         shape = (None, size)
         for fc in self.fcs:
@@ -60,10 +75,12 @@ class BBoxHead(keras.layers.Layer):
 
     def call(self, roi_features):
         shape = tf.shape(roi_features)
+        x = tf.reshape(roi_features, [shape[0] * shape[1], *roi_features.shape[2:]])
+        x = run_conv_stack(x, self.convs, self.norms)
         size = 1
-        for dim in roi_features.shape[2:]:
+        for dim in x.shape[1:]:
             size *= dim  # static: pooled size and channels
-        x = tf.reshape(roi_features, [shape[0] * shape[1], size])
+        x = tf.reshape(x, [-1, size])
         for fc in self.fcs:
             x = fc(x)
         cls_logits = tf.reshape(self.cls(x), [shape[0], shape[1], self.num_classes + 1])
@@ -73,7 +90,8 @@ class BBoxHead(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(num_classes=self.num_classes, fc_dim=self.fc_dim, num_fcs=self.num_fcs,
-                      class_agnostic=self.class_agnostic)
+                      class_agnostic=self.class_agnostic, num_convs=self.num_convs, conv_dim=self.conv_dim,
+                      norm=self.norm)
         return config
 
 
@@ -129,6 +147,26 @@ def sample_rois(proposals, proposal_valid, gt_boxes, gt_classes, num_classes, gt
     return RoiTargets(rois=tf.stop_gradient(rois), labels=labels, matched_gt=matched_gt,
                       box_targets=tf.stop_gradient(box_targets), is_positive=sampled.is_positive,
                       valid=sampled.valid)
+
+
+class Positives(NamedTuple):
+    """The leading slots of RoiTargets that hold every sampled positive, for the mask and keypoint
+    branches: rois [B, P, 4], matched_gt [B, P], labels [B, P] (0 where not positive), weights [B, P]
+    float (1 for positives)."""
+
+    rois: tf.Tensor
+    matched_gt: tf.Tensor
+    labels: tf.Tensor
+    weights: tf.Tensor
+
+
+def leading_positives(targets, num_samples, positive_fraction):
+    """The first max(int(num_samples * positive_fraction), 1) sampled RoIs, where the sampler puts every
+    positive (tfdet.ops.sampling)."""
+    n = max(int(num_samples * positive_fraction), 1)
+    positive = targets.is_positive[:, :n]
+    return Positives(rois=targets.rois[:, :n], matched_gt=targets.matched_gt[:, :n],
+                     labels=tf.where(positive, targets.labels[:, :n], 0), weights=tf.cast(positive, tf.float32))
 
 
 def select_class_deltas(deltas, labels, num_classes):

@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from tfdet import losses
+from tfdet.modeling.conv_norm import run_conv_stack
 from tfdet.modeling.roi_heads.mask_head import MaskHead
 
 IGNORE_LABEL = 255
@@ -26,7 +27,8 @@ class HTCMaskHead(MaskHead):
 
     def __init__(self, num_classes, num_convs=4, channels=256, upsample="deconv", class_agnostic=False,
                  with_flow=False, **kwargs):
-        super().__init__(num_classes, num_convs, channels, upsample=upsample, class_agnostic=class_agnostic, **kwargs)
+        super().__init__(num_classes, num_convs, channels, upsample=upsample, class_agnostic=class_agnostic,
+                         **kwargs)
         self.with_flow = bool(with_flow)
         self.flow = None
 
@@ -44,8 +46,7 @@ class HTCMaskHead(MaskHead):
         x = tf.reshape(roi_features, [shape[0] * shape[1], *roi_features.shape[2:]])
         if previous is not None:
             x = x + self.flow(tf.reshape(previous, [shape[0] * shape[1], *previous.shape[2:]]))
-        for conv in self.convs:
-            x = conv(x)
+        x = run_conv_stack(x, self.convs, self.norms)
         features = tf.reshape(x, [shape[0], shape[1], *x.shape[1:]])
         logits = self.logits(tf.nn.relu(self.upsampler(x)))
         return tf.reshape(logits, [shape[0], shape[1], *logits.shape[1:]]), features

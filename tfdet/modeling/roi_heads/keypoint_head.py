@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdet import losses
+from tfdet.modeling.conv_norm import build_conv_stack, conv_stack, run_conv_stack
 
 COCO_KEYPOINT_NAMES = (
     "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
@@ -36,25 +37,18 @@ class KeypointHead(keras.layers.Layer):
         super().__init__(**kwargs)
         self.num_keypoints, self.num_convs, self.channels = int(num_keypoints), int(num_convs), int(channels)
         init = keras.initializers.HeNormal()
-        self.convs = [keras.layers.Conv2D(self.channels, 3, padding="same", activation="relu", kernel_initializer=init,
-                                          name=f"conv{i + 1}") for i in range(self.num_convs)]
+        self.convs, self.norms = conv_stack(self.num_convs, self.channels)
         self.deconv = keras.layers.Conv2DTranspose(self.num_keypoints, 4, strides=2, padding="same", name="deconv",
                                                    kernel_initializer=init)
 
     def build(self, input_shape):
-        shape = (None, *input_shape[2:])
-        for conv in self.convs:
-            conv.build(shape)
-            shape = (None, shape[1], shape[2], self.channels)
-        self.deconv.build(shape)
+        self.deconv.build(build_conv_stack(self.convs, self.norms, (None, *input_shape[2:])))
         super().build(input_shape)
 
     def call(self, roi_features):
         shape = tf.shape(roi_features)
         x = tf.reshape(roi_features, [shape[0] * shape[1], *roi_features.shape[2:]])
-        for conv in self.convs:
-            x = conv(x)
-        x = self.deconv(x)
+        x = self.deconv(run_conv_stack(x, self.convs, self.norms))
         size = x.shape[1] * 2, x.shape[2] * 2
         x = tf.image.resize(x, size, method="bilinear")  # half-pixel centres: align_corners=False
         return tf.reshape(x, [shape[0], shape[1], *size, self.num_keypoints])

@@ -1,6 +1,6 @@
 """Mask R-CNN mask head (FCN), mask targets, mask inference and pasting masks into the image.
 
-Head (mmdetection FCNMaskHead): 4 x (3x3 conv 256 + ReLU) on 14x14 RoIAlign features, a 2x upsampling
+Head (mmdetection FCNMaskHead): 4 x (3x3 conv 256 [+ norm] + ReLU) on 14x14 RoIAlign features, a 2x upsampling
 (2x2 stride-2 deconv + ReLU, or CARAFE + ReLU) to 28x28, and a 1x1 conv giving one logit map per class
 (or one, class-agnostic). The loss is per-pixel sigmoid BCE on the channel of the RoI's class.
 
@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from tfdet import losses
 from tfdet.layers.carafe import make_upsampler
+from tfdet.modeling.conv_norm import build_conv_stack, conv_stack, norm_spec, run_conv_stack
 from tfdet.ops.roi_align import roi_align
 
 UPSAMPLE_KINDS = ("deconv", "carafe")
@@ -34,24 +35,21 @@ class MaskHead(keras.layers.Layer):
     ([..., 1] when class_agnostic). `impl`: the CARAFE op's implementation (None | "fused" | "composite")."""
 
     def __init__(self, num_classes, num_convs=4, channels=256, upsample="deconv", class_agnostic=False, impl=None,
-                 **kwargs):
+                 norm=None, **kwargs):
         super().__init__(**kwargs)
         if upsample not in UPSAMPLE_KINDS:
             raise ValueError(f"MaskHead: upsample must be one of {UPSAMPLE_KINDS}, got {upsample!r}.")
         self.num_classes, self.num_convs, self.channels = int(num_classes), int(num_convs), int(channels)
         self.upsample, self.class_agnostic, self.impl = upsample, bool(class_agnostic), impl
+        self.norm = norm_spec(norm)
         init = keras.initializers.HeNormal()
-        self.convs = [keras.layers.Conv2D(self.channels, 3, padding="same", activation="relu", kernel_initializer=init,
-                                          name=f"conv{i + 1}") for i in range(self.num_convs)]
+        self.convs, self.norms = conv_stack(self.num_convs, self.channels, self.norm)
         self.upsampler = _upsampler(upsample, self.channels, impl)
         self.logits = keras.layers.Conv2D(1 if self.class_agnostic else self.num_classes, 1, name="logits",
                                           kernel_initializer=init)
 
     def build(self, input_shape):
-        shape = (None, *input_shape[2:])
-        for conv in self.convs:
-            conv.build(shape)
-            shape = (None, shape[1], shape[2], self.channels)
+        shape = build_conv_stack(self.convs, self.norms, (None, *input_shape[2:]))
         self.upsampler.build(shape)
         self.logits.build((None, None, None, self.channels))
         super().build(input_shape)
@@ -59,8 +57,7 @@ class MaskHead(keras.layers.Layer):
     def call(self, roi_features):
         shape = tf.shape(roi_features)
         x = tf.reshape(roi_features, [shape[0] * shape[1], *roi_features.shape[2:]])
-        for conv in self.convs:
-            x = conv(x)
+        x = run_conv_stack(x, self.convs, self.norms)
         x = tf.nn.relu(self.upsampler(x))
         x = self.logits(x)
         return tf.reshape(x, [shape[0], shape[1], *x.shape[1:]])
@@ -68,7 +65,7 @@ class MaskHead(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(num_classes=self.num_classes, num_convs=self.num_convs, channels=self.channels,
-                      upsample=self.upsample, class_agnostic=self.class_agnostic, impl=self.impl)
+                      upsample=self.upsample, class_agnostic=self.class_agnostic, impl=self.impl, norm=self.norm)
         return config
 
 

@@ -1,4 +1,4 @@
-"""The two small factories every backbone and neck uses: normalization layers and convolutions.
+"""Convolution and normalization helpers shared by the backbones, necks and heads.
 
 Norm specs: a string ("frozen_bn", "bn", "sync_bn", "gn") or a dict {"type": ..., options}:
   frozen_bn  FrozenBatchNormalization (fixed statistics; `requires_grad` makes gamma/beta trainable)
@@ -15,7 +15,9 @@ on an H-pixel map gives floor((H - 1) / stride) + 1 pixels.
 
 import keras
 import numpy as np
+import tensorflow as tf
 
+from tfdet.layers.deform_conv import DeformConv2D, ModulatedDeformConv2D
 from tfdet.layers.grouped_conv import GroupedConv2D
 from tfdet.layers.normalization import FrozenBatchNormalization
 
@@ -58,20 +60,13 @@ def make_norm(norm, name):
 
 
 def _deform_layer(dcn, name):
-    """Imports the deformable conv layer class lazily; DCN lives in tfdet.layers (separate op)."""
+    """(layer class, deformable groups, impl) of a dcn spec."""
     dcn = dict(dcn)
     unknown = set(dcn) - {"modulated", "deformable_groups", "impl"}
     if unknown:
         raise ValueError(f"dcn for '{name}' takes keys 'modulated', 'deformable_groups' and 'impl', got "
                          f"{sorted(unknown)}.")
-    class_name = "ModulatedDeformConv2D" if dcn.get("modulated", False) else "DeformConv2D"
-    try:
-        import tfdet.layers as tfdet_layers
-        cls = getattr(tfdet_layers, class_name)
-    except (ImportError, AttributeError) as err:
-        raise ImportError(f"'{name}' asks for deformable convolution (dcn={dcn}), but tfdet.layers.{class_name} "
-                          f"is not available ({err}). Build tfdet with the deformable-conv op, or drop the "
-                          "dcn / stage_with_dcn options.") from err
+    cls = ModulatedDeformConv2D if dcn.get("modulated", False) else DeformConv2D
     return cls, int(dcn.get("deformable_groups", 1)), dcn.get("impl")
 
 
@@ -79,8 +74,7 @@ def conv(x, filters, kernel_size, name, strides=1, dilation=1, groups=1, use_bia
     """Applies a conv named `name` to x with PyTorch-style symmetric padding dilation * (k - 1) // 2.
 
     With `dcn` = {"modulated": bool, "deformable_groups": int, optional "impl": None | "fused" |
-    "composite"} the conv is tfdet.layers.DeformConv2D / ModulatedDeformConv2D (imported lazily; a clear
-    ImportError when the op is not built).
+    "composite"} the conv is tfdet.layers.DeformConv2D / ModulatedDeformConv2D.
     """
     pad = dilation * (kernel_size - 1) // 2
     if dcn is not None:
@@ -111,3 +105,32 @@ def count_parameters(model):
     (moving_mean / moving_variance, which PyTorch keeps as buffers)."""
     stats = ("moving_mean", "moving_variance")
     return int(sum(np.prod(w.shape) for w in model.weights if w.path.split("/")[-1] not in stats))
+
+
+def conv_stack(num_convs, channels, norm=None, kernel_size=3, name="conv"):
+    """The layers of a tower of `num_convs` (kxk conv [+ norm] + ReLU), as two lists (convs, norms) for a
+    layer to keep as attributes: convs `{name}1..`, norms `{name}1_norm..` (none without a norm; convs
+    then keep their bias). Run it with `run_conv_stack`, build it with `build_conv_stack`."""
+    norm = norm_spec(norm)
+    convs = [keras.layers.Conv2D(channels, kernel_size, padding="same", use_bias=norm is None,
+                                 kernel_initializer=keras.initializers.HeNormal(), name=f"{name}{i + 1}")
+             for i in range(num_convs)]
+    norms = [] if norm is None else [make_norm(norm, f"{name}{i + 1}_norm") for i in range(num_convs)]
+    return convs, norms
+
+
+def build_conv_stack(convs, norms, shape):
+    """Builds a conv_stack for inputs of `shape` (NHWC); returns the output shape."""
+    for i, conv in enumerate(convs):
+        conv.build(shape)
+        shape = (*shape[:-1], conv.filters)
+        if norms:
+            norms[i].build(shape)
+    return shape
+
+
+def run_conv_stack(x, convs, norms):
+    for i, conv in enumerate(convs):
+        x = conv(x)
+        x = tf.nn.relu(norms[i](x) if norms else x)
+    return x
