@@ -8,7 +8,7 @@ Input: one image 800 x 1333 padded to 800 x 1344 (image_info valid size 800 x 13
 boxes (with 112 x 112 box-cropped masks for Mask R-CNN, as tfdet.data.pipeline gives them). Models are
 the configs' full-size r50 variants with random weights (inference therefore runs on the
 1000 proposals and up to 100 detections the untrained heads produce; score threshold 0.05).
-`infer` is tf.function(model.predict_step), `train` tf.function(model.train_step) with SGD; median
+`infer` is tf.function(model.predict_step), `train` tf.function(trainer.train_step) with SGD; median
 seconds; ratios are composite / fused. Each variant runs in a fresh process (one after the other in
 one run), which also reports its peak RSS (VmHWM: model, traces, inference and training).
 --model-garden-python adds TF Model Garden's Mask R-CNN (inference only) from a side environment that
@@ -43,6 +43,7 @@ import tensorflow as tf  # noqa: E402
 
 from benchmarks.common import own_peak_rss_mib, print_table, time_call  # noqa: E402
 from configs import faster_rcnn, mask_rcnn  # noqa: E402
+from tfdet.engine import Trainer  # noqa: E402
 from tfdet.modeling.detectors import build_detector  # noqa: E402
 from tfdet.ops import loader  # noqa: E402
 
@@ -66,9 +67,9 @@ def build(variant):
     cfg = CONFIGS[variant["model"]].get_config("backbone=r50")
     cfg.model.ops_impl = variant["impl"]
     model = build_detector(cfg.model)
-    model.compile(optimizer=keras.optimizers.SGD(0.02, momentum=0.9))
+    trainer = Trainer(model, optimizer=keras.optimizers.SGD(0.02, momentum=0.9))
     data = batch()
-    infer, train = tf.function(model.predict_step), tf.function(model.train_step)
+    infer, train = tf.function(model.predict_step), tf.function(trainer.train_step)
     return (lambda: tf.nest.map_structure(lambda t: t.numpy(), infer(data)),
             lambda: tf.nest.map_structure(lambda t: t.numpy(), train(data)))
 

@@ -5,7 +5,7 @@ and train step time, as ratios to Mask R-CNN measured in the same run.
 
 Input: detector_bench's batch (one 800 x 1333 image padded to 800 x 1344, 8 gt boxes with box-cropped
 masks) plus a stride-8 semantic map for HTC. Random weights, the configs' full-size r50 variants
-(HTC with its semantic branch). Median seconds of tf.function(predict_step) / tf.function(train_step).
+(HTC with its semantic branch). Median seconds of tf.function(predict_step) / tf.function(Trainer.train_step).
 """
 
 import argparse
@@ -21,6 +21,7 @@ import tensorflow as tf  # noqa: E402
 
 from benchmarks.common import own_peak_rss_mib, print_table, time_call  # noqa: E402
 from benchmarks.detector_bench import PADDED, batch  # noqa: E402
+from tfdet.engine import Trainer  # noqa: E402
 from tfdet.modeling.detectors import build_detector  # noqa: E402
 
 
@@ -28,12 +29,12 @@ def build(name, impl):
     cfg = importlib.import_module(f"configs.{name}").get_config("backbone=r50")
     cfg.model.ops_impl = impl
     model = build_detector(cfg.model)
-    model.compile(optimizer=keras.optimizers.SGD(0.02, momentum=0.9))
+    trainer = Trainer(model, optimizer=keras.optimizers.SGD(0.02, momentum=0.9))
     data = batch()
     if name == "htc":
         labels = np.random.default_rng(1).integers(0, 183, (1, PADDED[0] // 8, PADDED[1] // 8))
         data["semantic"] = tf.constant(labels, tf.uint8)
-    infer, train = tf.function(model.predict_step), tf.function(model.train_step)
+    infer, train = tf.function(model.predict_step), tf.function(trainer.train_step)
     return (lambda: tf.nest.map_structure(lambda t: t.numpy(), infer(data)),
             lambda: tf.nest.map_structure(lambda t: t.numpy(), train(data)))
 

@@ -58,14 +58,9 @@ def build_model():
     """The detector of --config, built (all weights created)."""
     if _CONFIG.value is None:
         raise app.UsageError("--checkpoint and --watch need --config (the model the checkpoint belongs to).")
-    try:
-        from tfdet.modeling.detectors import build_detector  # the detectors' package (models issue)
-    except ImportError as e:
-        raise app.UsageError(f"--checkpoint / --watch need the detectors (tfdet.modeling.detectors): {e}") from None
+    from tfdet.modeling.detectors import build_detector
 
-    model = build_detector(_CONFIG.value.model)
-    model.build(None)
-    return model
+    return build_detector(_CONFIG.value.model)
 
 
 def settings():

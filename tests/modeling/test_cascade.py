@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from tfdet.modeling.dense_heads.rpn import Proposals
+from tfdet.engine import Trainer
 from tfdet.modeling.detectors import build_detector
 from tfdet.modeling.roi_heads import bbox_head, htc_heads
 from tfdet.ops import box_ops
@@ -44,10 +45,10 @@ def jittered_proposals(batch, n=48, seed=0):
 def test_stage_assignment_uses_refined_boxes_and_stage_ious():
     model = model_for("cascade_rcnn")
     batch = make_batch()
-    maps = model._roi_maps(model.features(batch["images"]))
-    stages = model.stage_targets(batch, jittered_proposals(batch), maps)
+    features = model.features(batch["images"])
+    stages = model.roi_head.stage_targets(features, jittered_proposals(batch), batch)
     gt = batch["gt_boxes"].numpy()[0, :2]
-    ious = [s["pos_iou"] for s in model.stage_settings]
+    ious = [s["pos_iou"] for s in model.roi_head.stages]
     assert ious == [0.5, 0.6, 0.7]
     previous_pool = jittered_proposals(batch).boxes.numpy()[0]
     for t, (targets, _, _, refined) in enumerate(stages):
@@ -64,7 +65,7 @@ def test_stage_assignment_uses_refined_boxes_and_stage_ious():
             raw = np.concatenate([jittered_proposals(batch).boxes.numpy()[0], gt])
             assert (np.abs(rois[:, None] - raw[None]).max(-1).min(1) > 1e-4).any()
         # Box targets are encoded with this stage's stds.
-        settings = model.stage_settings[t]
+        settings = model.roi_head.stages[t]
         want = box_ops.encode_boxes(tf.constant(gt[targets.matched_gt.numpy()[0][valid][positive]]),
                                               tf.constant(rois[positive]), stds=settings["bbox_stds"])
         np.testing.assert_allclose(targets.box_targets.numpy()[0][valid][positive], want, atol=1e-4)
@@ -74,8 +75,8 @@ def test_no_gradient_between_stages():
     model = model_for("cascade_rcnn")
     batch = make_batch()
     with tf.GradientTape(persistent=True) as tape:
-        maps = model._roi_maps(model.features(batch["images"]))
-        stages = model.stage_targets(batch, jittered_proposals(batch), maps)
+        features = model.features(batch["images"])
+        stages = model.roi_head.stage_targets(features, jittered_proposals(batch), batch)
         targets, cls_logits, deltas, _ = stages[1]
         stage2 = tf.add_n(list(bbox_head.bbox_losses(cls_logits, deltas, targets, model.num_classes).values()))
         refined = tf.reduce_sum(stages[0][3])
@@ -87,18 +88,18 @@ def test_no_gradient_between_stages():
 def test_mask_information_flow():
     model = model_for("htc")
     features = tf.random.stateless_normal([1, 3, 14, 14, 32], [1, 2])
-    before = [model.mask_logits(t, features).numpy() for t in range(2)]
+    before = [model.roi_head.mask_logits(t, features).numpy() for t in range(2)]
     first = model.mask_heads[0].convs[-1]  # stage-1 mask features change
     saved = [w.numpy() for w in first.weights]
     first.kernel.assign(first.kernel * 1.5)
-    after = [model.mask_logits(t, features).numpy() for t in range(2)]
+    after = [model.roi_head.mask_logits(t, features).numpy() for t in range(2)]
     for w, v in zip(first.weights, saved):
         w.assign(v)
     assert np.abs(after[1] - before[1]).max() > 1e-4  # stage 2 sees stage 1's features
     second = model.mask_heads[1].convs[-1]
     saved = [w.numpy() for w in second.weights]
     second.kernel.assign(second.kernel * 1.5)
-    stage1 = model.mask_logits(0, features).numpy()
+    stage1 = model.roi_head.mask_logits(0, features).numpy()
     for w, v in zip(second.weights, saved):
         w.assign(v)
     np.testing.assert_array_equal(stage1, before[0])  # and not the other way
@@ -183,9 +184,9 @@ def test_serialization_round_trip(family, tmp_path):
 def test_loss_falls_on_a_fixed_batch(family):
     keras.utils.set_random_seed(2)
     model = build_detector(config(family).model)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    trainer = Trainer(model, optimizer=keras.optimizers.Adam(1e-3))
     batch = batch_with_semantic()
-    step = tf.function(model.train_step)
+    step = tf.function(trainer.train_step)
     history = [float(step(batch)["loss"]) for _ in range(30)]
     assert np.isfinite(history).all()
     assert np.mean(history[-5:]) < 0.7 * np.mean(history[:3]), history

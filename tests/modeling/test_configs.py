@@ -51,7 +51,7 @@ def test_every_variant_loads(family, backbone, dcn, carafe):
         assert tuple(m.rpn.levels) == (2, 3, 4, 5, 6) and tuple(m.roi.levels) == (2, 3, 4, 5)
         assert (m.rpn.num_samples, m.rpn.positive_fraction, m.rpn.nms_iou, m.rpn.pre_nms_top_k_train,
                 m.rpn.max_proposals_test) == (256, 0.5, 0.7, 2000, 1000)
-        assert (m.roi.num_samples, m.roi.positive_fraction, m.roi.fc_dim, m.roi.pos_iou) == (512, 0.25, 1024, 0.5)
+        assert (m.roi.num_samples, m.roi.positive_fraction, m.roi.box_head.fc_dim, m.roi.pos_iou) == (512, 0.25, 1024, 0.5)
         assert tuple(m.roi.bbox_stds) == (0.1, 0.1, 0.2, 0.2)
         assert (m.roi.score_threshold, m.roi.nms_iou, m.roi.max_detections) == (0.05, 0.5, 100)
     if family == "mask_rcnn":
@@ -100,12 +100,12 @@ def test_train_and_data_blocks_are_the_engines(family, arg):
     """bin/train.py refuses unknown fields and only lets existing ones be overridden: every config's
     `train` block holds every engine field (so each is overridable) and its `data` block only input fields."""
     from tfdet.engine import data as engine_data
-    from tfdet.engine import train as engine_train
+    from tfdet.engine import settings
 
     cfg = load(family, arg)
-    assert set(cfg.train) == set(engine_train.TRAIN_DEFAULTS) - {"decay_steps"}
+    assert set(cfg.train) == set(settings.TRAIN_DEFAULTS) - {"decay_steps"}
     assert set(cfg.data) <= set(engine_data.DATA_DEFAULTS) | engine_data._OPTION_FIELDS
-    engine_train._block(cfg, "train", engine_train.TRAIN_DEFAULTS)  # raises on an unknown field
+    settings.train_block(cfg.train)  # raises on an unknown field
     assert cfg.data.source == ("shapes" if arg else "coco")
     assert (cfg.data.mask_size > 0) == (family in ("mask_rcnn", "cascade_mask_rcnn", "htc"))
     assert cfg.data.with_keypoints == (family == "keypoint_rcnn")

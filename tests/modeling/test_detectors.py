@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfdet.engine import Trainer
 from tfdet.modeling.detectors import build_detector
 from tfdet.modeling.roi_heads import paste_masks
 
@@ -46,15 +47,17 @@ def make_batch(empty=False):
 _MODELS = {}
 
 
-def model_for(family, seed=1, build=False):
-    """The tiny detector of `family`, compiled with Adam, created once per (family, seed) for the tests."""
+def model_for(family, seed=1):
+    """The tiny detector of `family` and its Trainer (Adam), created once per (family, seed) for the tests."""
+    return trained_model_for(family, seed)[0]
+
+
+def trained_model_for(family, seed=1):
+    """(model, Trainer with Adam) of model_for."""
     if (family, seed) not in _MODELS:
         keras.utils.set_random_seed(seed)
         model = build_detector(config(family).model)
-        if build:
-            model.build()
-        model.compile(optimizer=keras.optimizers.Adam(1e-3))
-        _MODELS[family, seed] = model
+        _MODELS[family, seed] = model, Trainer(model, optimizer=keras.optimizers.Adam(1e-3))
     return _MODELS[family, seed]
 
 
@@ -102,7 +105,7 @@ def checked_losses_and_gradients(model, batch):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_train_step_and_inference(family):
-    model = model_for(family)
+    model, trainer = trained_model_for(family)
     batch = make_batch()
     losses, _ = checked_losses_and_gradients(model, batch)
     expected = {"faster_rcnn": {"rpn_cls", "rpn_box", "rcnn_cls", "rcnn_box"},
@@ -111,7 +114,7 @@ def test_train_step_and_inference(family):
     expected["keypoint_rcnn"] = expected["faster_rcnn"] | {"keypoint"}
     assert set(losses) == expected[family]
     # A whole Keras train_step (optimizer included) on a batch without any object.
-    out = model.train_step(make_batch(empty=True))
+    out = trainer.train_step(make_batch(empty=True))
     assert all(np.isfinite(float(v)) for v in out.values()), out
     cfg = config(family).model
     max_det = cfg.retina.max_detections if family == "retinanet" else cfg.roi.max_detections
@@ -146,8 +149,8 @@ def train_on_fixed_batch(model_config, seed, learning_rate, steps):
     """(model, {log name: [steps] array}) after `steps` Adam train steps on make_batch() from seed."""
     keras.utils.set_random_seed(seed)
     model = build_detector(model_config)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate))
-    step = tf.function(model.train_step)
+    trainer = Trainer(model, optimizer=keras.optimizers.Adam(learning_rate))
+    step = tf.function(trainer.train_step)
     batch = make_batch()
     history = [{k: float(v) for k, v in step(batch).items()} for _ in range(steps)]
     return model, {key: np.array([h[key] for h in history]) for key in history[0]}
@@ -164,32 +167,33 @@ def test_loss_falls_on_a_fixed_batch(family):
 
 @pytest.mark.slow
 def test_keras_fit_evaluate_predict():
-    """The Keras loops drive the detector (train_step / test_step / predict_step) on a tf.data pipeline."""
+    """The Keras loops drive the detector through its Trainer (train_step / test_step / predict_step) on a
+    tf.data pipeline; the detector's own fit() points to the Trainer."""
     keras.utils.set_random_seed(3)
     model = build_detector(config("mask_rcnn").model)
-    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    trainer = Trainer(model, optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
     data = tf.data.Dataset.from_tensors(make_batch()).repeat(3)
-    history = model.fit(data, epochs=1, verbose=0)
+    history = trainer.fit(data, epochs=1, verbose=0)
     assert {"loss", "mask", "rcnn_cls"} <= set(history.history) and np.isfinite(history.history["loss"]).all()
-    assert np.isfinite(model.evaluate(data, verbose=0, return_dict=True)["loss"])
-    out = model.predict(data.take(1), verbose=0)
+    assert np.isfinite(trainer.evaluate(data, verbose=0, return_dict=True)["loss"])
+    out = trainer.predict(data.take(1), verbose=0)
     assert out["detection_masks"].shape == (B, 20, 28, 28)
 
 
 def test_mask_rcnn_with_carafe_in_fpn_and_mask_head_trains():
-    """The `carafe` switch's integration points (issue 4): FPN top-down and mask-head upsampling."""
+    """The `carafe` switch's integration points: FPN top-down and mask-head upsampling."""
     cfg = config("mask_rcnn")
     cfg.model.neck.upsample = "carafe"
     cfg.model.mask.upsample = "carafe"
     keras.utils.set_random_seed(4)
     model = build_detector(cfg.model)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
     batch = make_batch()
     with tf.GradientTape() as tape:
         losses = model.compute_losses(batch, training=True)
         total = tf.add_n(list(losses.values()))
     carafe_vars = [v for v in model.trainable_variables if "carafe" in v.path.lower()]
-    owners = {re.sub(r"_\d+$", "", v.path.split("/")[0]) for v in carafe_vars}  # "fpn_27" in a long run
+    relative = [v.path.removeprefix(model.name + "/") for v in carafe_vars]  # the path below the model
+    owners = {re.sub(r"_\d+$", "", path.split("/")[0]) for path in relative}
     assert owners == {"fpn", "mask_head"}, [v.path for v in carafe_vars]
     grads = tape.gradient(total, carafe_vars)
     assert np.isfinite(float(total)) and "mask" in losses

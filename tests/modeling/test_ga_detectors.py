@@ -13,7 +13,7 @@ import tensorflow as tf
 from tests.data.coco_files import TINY_SHAPES
 from tests.modeling.test_detectors import B, check_detections, check_round_trip, checked_losses_and_gradients
 from tests.modeling.test_detectors import config, make_batch, train_on_fixed_batch
-from tests.modeling.test_detectors import model_for as detectors_model_for
+from tests.modeling.test_detectors import trained_model_for as detectors_trained_model_for
 from tfdet.data import shapes
 from tfdet.evaluation import cli, loaders
 from tfdet.layers.deform_conv import DeformConv2D
@@ -34,8 +34,12 @@ LOSSES = {"ga_rpn": GA_LOSSES | {"rpn_cls", "rpn_box"}, "rpn": {"rpn_cls", "rpn_
           "ga_retinanet": GA_LOSSES | {"retina_cls", "retina_box"}}
 
 
+def trained_model_for(family):
+    return detectors_trained_model_for(family, seed=11)
+
+
 def model_for(family):
-    return detectors_model_for(family, seed=11, build=True)
+    return trained_model_for(family)[0]
 
 
 def head_of(model):
@@ -114,14 +118,14 @@ def test_specs_read_every_setting_of_their_block():
 
 @pytest.mark.parametrize("family", GA)
 def test_train_step_and_inference(family):
-    model = model_for(family)
+    model, trainer = trained_model_for(family)
     batch = make_batch()
     losses, grads = checked_losses_and_gradients(model, batch)
     assert set(losses) == LOSSES[family]
     # the feature adaption's offset conv learns (through the deformable conv), its input is stopped
     offset_grads = [g for path, g in grads.items() if "conv_offset" in path]
     assert offset_grads and all(float(tf.reduce_max(tf.abs(g))) > 0 for g in offset_grads)
-    out = model.train_step(make_batch(empty=True))  # a whole Keras train step on images without objects
+    out = trainer.train_step(make_batch(empty=True))  # a whole Keras train step on images without objects
     assert all(np.isfinite(float(v)) for v in out.values()), out
     check_outputs(model.predict_step(batch), family)
     # unknown image sizes (the evaluation's retracing predict function)
@@ -138,7 +142,7 @@ def test_sparse_anchors_at_inference_only():
     model = model_for("ga_rpn")
     batch = make_batch()
     features = model.features(batch["images"])
-    outputs = model._rpn_outputs(features)
+    outputs = model.rpn_head([features[lvl] for lvl in model.rpn.block.levels])
     outputs["loc"] = [tf.fill(tf.shape(l), -20.0) for l in outputs["loc"]]  # every location below 0.01
     sizes = batch["image_info"][:, 2]
     assert int(tf.reduce_sum(tf.cast(model.rpn.proposals(outputs, sizes).valid, tf.int32))) == 0

@@ -60,11 +60,12 @@ def train_few_steps(family, steps=3):
     keras.utils.set_random_seed(3)
     config = tiny_config(family)
     config.model.ops_impl = "composite"
+    from tfdet.engine import Trainer
+
     model = build_detector(config.model)
-    model.build(None)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    trainer = Trainer(model, optimizer=keras.optimizers.Adam(1e-3))
     batch = synthetic_batch(np.random.default_rng(0))
-    losses = [float(model.train_step(batch)["loss"]) for _ in range(steps)]
+    losses = [float(trainer.train_step(batch)["loss"]) for _ in range(steps)]
     return model, losses
 
 

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfdet.layers.deform_conv import DeformConv2D, ModulatedDeformConv2D
+import tfdet.layers as tfdet_layers
 from tfdet.layers.grouped_conv import GroupedConv2D
 from tfdet.layers.normalization import FrozenBatchNormalization
 
@@ -60,13 +60,18 @@ def make_norm(norm, name):
 
 
 def _deform_layer(dcn, name):
-    """(layer class, deformable groups, impl) of a dcn spec."""
+    """(layer class, deformable groups, impl) of a dcn spec; the class is looked up in tfdet.layers when
+    the conv is made (so a replacement registered there is used)."""
     dcn = dict(dcn)
     unknown = set(dcn) - {"modulated", "deformable_groups", "impl"}
     if unknown:
         raise ValueError(f"dcn for '{name}' takes keys 'modulated', 'deformable_groups' and 'impl', got "
                          f"{sorted(unknown)}.")
-    cls = ModulatedDeformConv2D if dcn.get("modulated", False) else DeformConv2D
+    class_name = "ModulatedDeformConv2D" if dcn.get("modulated", False) else "DeformConv2D"
+    cls = getattr(tfdet_layers, class_name, None)
+    if cls is None:
+        raise ImportError(f"'{name}' asks for deformable convolution (dcn={dcn}), but tfdet.layers has no "
+                          f"{class_name}.")
     return cls, int(dcn.get("deformable_groups", 1)), dcn.get("impl")
 
 

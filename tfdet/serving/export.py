@@ -29,7 +29,6 @@ def build_serving_model(config, ops="composite", checkpoint=None):
     model_config = config.model.copy_and_resolve_references()
     model_config.ops_impl = ops
     model = build_detector(model_config)
-    model.build(None)
     if checkpoint:
         restore(model, checkpoint)
     return model
