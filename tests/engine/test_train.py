@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tfdet.engine import callbacks, train
+from tfdet.modeling.detectors import build_detector
 
 
 def weights(model):
@@ -63,7 +64,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(ti
 
 
 def test_checkpoint_refuses_non_finite_weights(tiny, tmp_path):
-    model = train.build_model(tiny().model)
+    model = build_detector(tiny().model)
     ckpt = tf.train.Checkpoint(model=model)
     manager = tf.train.CheckpointManager(ckpt, str(tmp_path), 3)
     step = tf.Variable(2, dtype=tf.int64)
@@ -98,9 +99,9 @@ def test_mixed_precision(tiny, tmp_path, policy):
 
     config = tiny()
     config.train.update(total_steps=3, clip_norm=1.0)  # exercises clipping of loss-scaled gradients
-    model = train.train(config, str(tmp_path / policy), mixed_precision=policy, verbose=0)
+    model = train.train(config, str(tmp_path / policy), mixed_precision=policy, verbose=0)  # the Trainer
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after training
-    assert model.convs[0].compute_dtype == policy.split("_")[1]
+    assert model.detector.convs[0].compute_dtype == policy.split("_")[1]
     assert all(v.dtype == "float32" for v in model.trainable_variables)
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == (policy == "mixed_float16")
     assert int(model.optimizer.iterations.numpy()) == 3
@@ -138,7 +139,7 @@ def test_checkpoints_hold_every_weight(tiny, tmp_path):
     config = tiny()
     config.train.total_steps = 2
     trained = train.train(config, str(tmp_path), verbose=0)
-    fresh = train.build_model(config.model)
+    fresh = build_detector(config.model)
     assert max_diff(weights(fresh), weights(trained)) > 1e-4
     path = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
     assert checkpoint.restore_weights(fresh, path).endswith("ckpt-2")

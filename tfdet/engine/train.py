@@ -42,7 +42,8 @@ def _has_tensorboard():
 
 def train(config, workdir, strategy="one_device", mixed_precision="float32", devices=None, verbose=1,
           extra_callbacks=()):
-    """Trains config.model on config.data with config.train; returns the trained model.
+    """Trains config.model on config.data with config.train; returns the Trainer (`.detector` is the trained
+    model, `.optimizer` its optimizer).
 
     Raises cb.NonFiniteLossError when a loss turns NaN/inf (the last good checkpoint is kept)."""
     previous_policy = keras.mixed_precision.global_policy()
@@ -80,7 +81,7 @@ def _train(config, workdir, strategy, devices, verbose, extra_callbacks):
     start = int(iterations.numpy())
     if start >= total_steps:
         print(f"tfdet.train: already at step {start} of {total_steps}; nothing to do.", flush=True)
-        return model
+        return trainer
 
     def dataset_fn(ctx):
         ds = source.dataset(ctx, start)
@@ -99,4 +100,4 @@ def _train(config, workdir, strategy, devices, verbose, extra_callbacks):
     trainer.fit(dataset, epochs=math.ceil(total_steps / steps_per_epoch), initial_epoch=start // steps_per_epoch,
               steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=1 if verbose == 1 else 0,
               shuffle=False)
-    return model
+    return trainer

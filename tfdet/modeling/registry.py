@@ -47,7 +47,7 @@ class Registry:
             except (ImportError, AttributeError) as err:
                 raise ValueError(f"{self.config_key} {name!r}: cannot import {attr} from {module} ({err}).") from err
         if name not in self._entries:
-            raise ValueError(f"{self.config_key}: unknown type {name!r} (no {self.kind} of that name); known: "
+            raise ValueError(f"{self.config_key}: unknown {self.kind} {name!r} (unknown type); known: "
                              f"{sorted(self._entries)}, or 'package.module:Name' for one defined outside tfdet.")
         return self._entries[name]
 
