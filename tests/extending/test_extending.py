@@ -55,7 +55,7 @@ def test_plugin_detector_trains_evaluates_exports_and_predicts(shapes_split, tmp
     results = str(tmp_path / "results.json")
     run_bin("evaluate.py", f"--config={CONFIG}", f"--checkpoint={workdir}", f"--annotations={val.ann_file}",
             f"--images={val.image_dir}", f"--output={results}", "--scale=128x96", shapes_dir=root)
-    with open(results + ".metrics.json") as f:
+    with open(str(tmp_path / "results.metrics.json")) as f:
         metrics = json.load(f)
     assert "bbox" in json.dumps(metrics) and os.path.getsize(results) > 2
 

@@ -63,7 +63,7 @@ def test_box_head_options_are_checked_and_used():
     with pytest.raises(ValueError, match=r"model.roi.box_head.*num_conv"):
         build_detector(cfg, build=False)
     cfg = config("faster_rcnn").model
-    cfg.roi.box_head.update(num_convs=2, conv_dim=8, num_fcs=1, fc_dim=16, norm="gn")
+    cfg.roi.box_head.update(num_convs=2, conv_dim=8, num_fcs=1, fc_dim=16)
     cfg.roi.box_head.norm = {"type": "gn", "num_groups": 4}
     model = build_detector(cfg)
     head = model.bbox_head
@@ -85,8 +85,8 @@ def test_pooler_options_reach_every_roi_align():
 
 def test_num_classes_and_missing_parts_are_clear():
     for bad in (0, -1, 2.5, True):
-        cfg = config("faster_rcnn").model
-        cfg.num_classes = bad
+        cfg = config("faster_rcnn").model.to_dict()
+        cfg["num_classes"] = bad
         with pytest.raises(ValueError, match="model.num_classes must be a positive integer"):
             build_detector(cfg, build=False)
     cfg = config("mask_rcnn").model

@@ -68,17 +68,13 @@ def as_dict(block):
     return block.to_dict() if hasattr(block, "to_dict") else dict(block)
 
 
-def block_options(block, defaults, where, required=()):
-    """`block` over `defaults` as a ConfigDict; a key that is not in `defaults` (nor `required`) is
-    refused with a message naming it and the block `where` (e.g. "model.roi"); a `required` key that
-    is missing too."""
+def block_options(block, defaults, where):
+    """`block` over `defaults` as a ConfigDict; a key that is not in `defaults` is refused with a message
+    naming it and the block `where` (e.g. "model.roi")."""
     block = as_dict(block)
-    unknown = sorted(set(block) - set(defaults) - set(required))
+    unknown = sorted(set(block) - set(defaults))
     if unknown:
-        raise ValueError(f"{where}: unknown field(s) {unknown}; known: {sorted(set(defaults) | set(required))}.")
-    missing = [k for k in required if k not in block]
-    if missing:
-        raise ValueError(f"{where}: missing field(s) {missing}.")
+        raise ValueError(f"{where}: unknown field(s) {unknown}; known: {sorted(defaults)}.")
     return ml_collections.ConfigDict({**defaults, **block})
 
 
@@ -92,6 +88,26 @@ def with_defaults(defaults, **overrides):
     for key, value in overrides.items():
         out[key] = with_defaults(defaults[key], **value) if isinstance(defaults[key], dict) and value else value
     return out
+
+
+def construct(builder, where, *args, **options):
+    """builder(*args, **options); an option the builder does not take is reported as a ValueError naming
+    the config block `where` (Python says "unexpected keyword argument", Keras layers "Unrecognized
+    keyword arguments")."""
+    try:
+        return builder(*args, **options)
+    except (TypeError, ValueError) as err:
+        if "unexpected keyword" not in str(err) and "Unrecognized keyword" not in str(err):
+            raise
+        raise ValueError(f"{where}: {err}") from err
+
+
+def constructor_defaults(fn, skip=()):
+    """{name: default} of the keyword arguments of `fn` (a class: its __init__), but `skip`: the defaults
+    of a part whose options are its constructor's arguments, so they are written once, in its signature."""
+    params = inspect.signature(fn).parameters
+    return {name: p.default for name, p in params.items()
+            if p.default is not p.empty and name not in skip and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 BACKBONES = Registry("backbone", "model.backbone.type")
@@ -109,11 +125,3 @@ register_dense_head = DENSE_HEADS.register
 register_roi_head = ROI_HEADS.register
 register_box_head = BOX_HEADS.register
 register_detector = DETECTORS.register
-
-
-def constructor_defaults(fn, skip=()):
-    """{name: default} of the keyword arguments of `fn` (a class: its __init__), but `skip`: the defaults
-    of a part whose options are its constructor's arguments, so they are written once, in its signature."""
-    params = inspect.signature(fn).parameters
-    return {name: p.default for name, p in params.items()
-            if p.default is not p.empty and name not in skip and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}

@@ -4,7 +4,7 @@ backbone's {level: map} that returns {level: map}; the block's other keys are it
 arguments."""
 
 from tfdet.modeling.necks.fpn import FPN
-from tfdet.modeling.registry import NECKS, as_dict, constructor_defaults, register_neck
+from tfdet.modeling.registry import NECKS, as_dict, construct, constructor_defaults, register_neck
 
 register_neck("FPN", FPN)
 FPN_DEFAULTS = {"type": "FPN", **constructor_defaults(FPN, skip=("impl",))}
@@ -13,13 +13,7 @@ FPN_DEFAULTS = {"type": "FPN", **constructor_defaults(FPN, skip=("impl",))}
 def build_neck(block, impl=None, name="fpn"):
     """The neck of a `model.neck` block; `impl` is the custom-op implementation (model.ops_impl)."""
     options = as_dict(block)
-    cls = NECKS.get(options.pop("type", "FPN"))
-    try:
-        return cls(**options, impl=impl, name=name)
-    except TypeError as err:
-        if "unexpected keyword" not in str(err):
-            raise
-        raise ValueError(f"model.neck: {err}.") from err
+    return construct(NECKS.get(options.pop("type", "FPN")), "model.neck", **options, impl=impl, name=name)
 
 
 __all__ = ["FPN", "FPN_DEFAULTS", "NECKS", "build_neck", "register_neck"]

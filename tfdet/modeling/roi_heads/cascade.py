@@ -23,7 +23,8 @@ stages.
 import tensorflow as tf
 
 from tfdet.modeling.batch import detection_outputs, image_sizes_of
-from tfdet.modeling.registry import ROI_HEADS, block_options
+from tfdet.modeling.necks import FPN_DEFAULTS
+from tfdet.modeling.registry import ROI_HEADS, as_dict, block_options
 from tfdet.modeling.roi_heads import bbox_head, htc_heads, mask_head
 from tfdet.modeling.roi_heads.standard import ROI_DEFAULTS, RoIHead, build_box_head, mask_targets, pooler, rcnn_matcher
 from tfdet.ops import box_ops
@@ -86,10 +87,12 @@ class CascadeRoIHead(RoIHead):
                                                      with_flow=self.mask_flow and t > 0, name=f"mask_head{t + 1}")
                                for t in range(len(self.stages))]
         self.semantic_head = None
-        if h and h.semantic:
-            self.semantic_head = htc_heads.SemanticHead(h.semantic_classes, levels=config.rpn.levels,
+        if h and h.semantic:  # on every neck level, as wide as the neck
+            neck = {**FPN_DEFAULTS, **as_dict(config.get("neck"))}
+            self.semantic_head = htc_heads.SemanticHead(h.semantic_classes,
+                                                        levels=range(neck["min_level"], neck["max_level"] + 1),
                                                         fusion_level=h.fusion_level, num_convs=h.semantic_convs,
-                                                        channels=config.neck.out_channels, name="semantic_head")
+                                                        channels=neck["out_channels"], name="semantic_head")
             # The semantic features are pooled at their one level with the box / mask pooler's settings.
             level = (h.fusion_level,)
             self.semantic_box_roi_align = pooler(roi, level, "semantic_box_roi_align", impl)

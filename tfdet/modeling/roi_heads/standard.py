@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from tfdet.layers.roi_align import MultiLevelRoIAlign
 from tfdet.modeling.batch import detection_outputs
-from tfdet.modeling.registry import BOX_HEADS, ROI_HEADS, as_dict, block_options, constructor_defaults
+from tfdet.modeling.registry import BOX_HEADS, ROI_HEADS, as_dict, block_options, construct, constructor_defaults
 from tfdet.modeling.roi_heads import bbox_head, keypoint_head, mask_head
 from tfdet.ops.matching import MaxIoUMatcher
 
@@ -71,13 +71,8 @@ def pooler(block, levels, name, impl=None):
 def build_box_head(roi, num_classes, name):
     """The box head of roi.box_head (type from BOX_HEADS; the other keys are its constructor's options)."""
     options = as_dict(roi.box_head)
-    cls = BOX_HEADS.get(options.pop("type", "ConvFC"))
-    try:
-        return cls(num_classes, class_agnostic=roi.class_agnostic, name=name, **options)
-    except TypeError as err:
-        if "unexpected keyword" not in str(err):
-            raise
-        raise ValueError(f"model.roi.box_head: {err}.") from err
+    return construct(BOX_HEADS.get(options.pop("type", "ConvFC")), "model.roi.box_head", num_classes,
+                     class_agnostic=roi.class_agnostic, name=name, **options)
 
 
 def rcnn_matcher(pos_iou, neg_iou):
