@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 import tfdet  # noqa: E402,F401
 from tests.engine import tiny_config  # noqa: E402
 from tfdet.engine import step, train  # noqa: E402
+from tfdet.modeling.detectors import build_detector  # noqa: E402
 
 
 def run(name, strategy, devices, root, shapes_dir, clip_norm, precision):
@@ -48,7 +49,7 @@ def main(shapes_dir, root, clip_norm, precision="float32"):
     buggy, _ = run("buggy", "mirrored", ["/cpu:0", "/cpu:1"], root, shapes_dir, clip_norm, precision)
     import keras
     keras.utils.set_random_seed(0)
-    init = train.build_model(tiny_config.get_config().model)
+    init = build_detector(tiny_config.get_config().model)
     initial = [np.asarray(w) for w in init.trainable_variables]
     print("RESULT " + json.dumps({"one_vs_two": max_diff(one, two), "one_vs_buggy": max_diff(one, buggy),
                                   "change": max_diff(one, initial), "replicas_agree": bool(agree)}))
