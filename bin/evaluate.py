@@ -25,7 +25,8 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from tfdet.cli import config_flags_parser  # noqa: E402
-from tfdet.evaluation import cli, loaders  # noqa: E402
+from tfdet.engine.strategy import build_strategy  # noqa: E402
+from tfdet.evaluation import loaders, runner  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "model config file (for --checkpoint / --watch)")
 flags.DEFINE_string("annotations", None, "COCO annotations json", required=True)
@@ -42,7 +43,7 @@ flags.DEFINE_string("metrics_output", "", "tables json (default <output or predi
 flags.DEFINE_list("eval_types", [], "bbox,segm,keypoints,proposal (default: what the results hold; proposal for "
                   "an RPN config)")
 flags.DEFINE_integer("batch_size", 1, "images per model call (split across the strategy's replicas)")
-flags.DEFINE_enum("strategy", "default", list(loaders.STRATEGIES), "tf.distribute strategy of the --checkpoint / "
+flags.DEFINE_enum("strategy", "default", list(runner.STRATEGIES), "tf.distribute strategy of the --checkpoint / "
                   "--watch paths: default, one_device or mirrored (all local GPUs)")
 flags.DEFINE_string("scale", "", "single-scale test size 'LONGxSHORT' (default: the config's, else 1333x800)")
 flags.DEFINE_float("score_threshold", 0.0, "detections scoring below are not written")
@@ -58,10 +59,7 @@ def build_model():
     """The detector of --config, built (all weights created)."""
     if _CONFIG.value is None:
         raise app.UsageError("--checkpoint and --watch need --config (the model the checkpoint belongs to).")
-    try:
-        from tfdet.modeling.detectors import build_detector  # the detectors' package (models issue)
-    except ImportError as e:
-        raise app.UsageError(f"--checkpoint / --watch need the detectors (tfdet.modeling.detectors): {e}") from None
+    from tfdet.modeling.detectors import build_detector
 
     model = build_detector(_CONFIG.value.model)
     model.build(None)
@@ -69,7 +67,7 @@ def build_model():
 
 
 def settings():
-    scale = cli.parse_scales(FLAGS.scale)
+    scale = runner.parse_scales(FLAGS.scale)
     if scale:
         scale = scale[0]
     elif _CONFIG.value is not None and "data" in _CONFIG.value and "scale" in _CONFIG.value.data:
@@ -78,13 +76,13 @@ def settings():
         scale = (1333, 800)
     # Test-time augmentation from the flags, else from the config's optional `test` block.
     test = _CONFIG.value.get("test", {}) if _CONFIG.value is not None else {}
-    tta_scales = cli.parse_scales(FLAGS.tta_scales) or tuple(tuple(s) for s in test.get("tta_scales", ()))
+    tta_scales = runner.parse_scales(FLAGS.tta_scales) or tuple(tuple(s) for s in test.get("tta_scales", ()))
     tta_flip = FLAGS.tta_flip or bool(test.get("tta_flip", False))
     tta_merge = FLAGS.tta_merge if FLAGS["tta_merge"].present else test.get("tta_merge", FLAGS.tta_merge)
     eval_types = tuple(FLAGS.eval_types)
     if not eval_types and _CONFIG.value is not None and _CONFIG.value.model.get("type") == "RPN":
         eval_types = ("proposal",)  # an RPN-only detector's boxes are proposals: class-agnostic recall
-    return cli.EvalSettings(
+    return runner.EvalSettings(
         annotations=FLAGS.annotations, images=FLAGS.images, tfrecords=FLAGS.tfrecords, predictions=FLAGS.predictions,
         output=FLAGS.output, metrics_output=FLAGS.metrics_output, eval_types=eval_types, batch_size=FLAGS.batch_size,
         scale=scale, score_threshold=FLAGS.score_threshold, tta_scales=tta_scales,
@@ -106,14 +104,14 @@ def main(argv):
 
 def _evaluate(s):
     if FLAGS.predictions:
-        cli.run(s)
+        runner.run(s)
     elif FLAGS.saved_model:
-        cli.run(s, loaders.saved_model_predict_fn(FLAGS.saved_model))
+        runner.run(s, loaders.saved_model_predict_fn(FLAGS.saved_model))
     elif FLAGS.checkpoint:
-        cli.run_checkpoint(s, build_model, FLAGS.checkpoint, strategy=loaders.make_strategy(FLAGS.strategy))
+        runner.run_checkpoint(s, build_model, FLAGS.checkpoint, strategy=build_strategy(FLAGS.strategy))
     else:
-        reports = cli.run_watch(s, build_model, FLAGS.watch, FLAGS.watch_timeout, last_step=FLAGS.watch_last_step,
-                                strategy=loaders.make_strategy(FLAGS.strategy))
+        reports = runner.run_watch(s, build_model, FLAGS.watch, FLAGS.watch_timeout,
+                                   last_step=FLAGS.watch_last_step, strategy=build_strategy(FLAGS.strategy))
         logging.info("evaluated %d checkpoints", len(reports))
 
 

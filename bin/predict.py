@@ -78,7 +78,7 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
-    from tfdet.serving import client
+    from tfdet.evaluation import results
 
     files = image_files()
     predictor = make_predictor()
@@ -94,7 +94,7 @@ def main(argv):
         else:
             inputs = {"images": tf.io.decode_image(data[0], channels=3, expand_animations=False).numpy()[None]}
         outputs = predictor(inputs)
-        batch = client.to_coco(outputs, image_ids[start:start + step], FLAGS.score_threshold)
+        batch = results.serving_to_coco(outputs, image_ids[start:start + step], FLAGS.score_threshold)
         results.extend(batch)
         if FLAGS.render_dir:
             for f, image_id, raw in zip(chunk, image_ids[start:start + step], data):

@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from tests.serving.helpers import ROOT, sample_images
+from tfdet.evaluation import results as results_lib
 from tfdet.serving import client
 
 
@@ -56,7 +57,8 @@ def test_export_then_predict_round_trip(trained, tmp_path):
     # The same detections as the trained in-process model through the serving module (its checkpoint).
     from tfdet.serving import ServingModule
     module = ServingModule(model, scale=(96, 64), category_ids=[3, 7, 11])
-    expected = client.to_coco({k: v.numpy() for k, v in module.image_tensor(tf.constant(images[:2])).items()}, [41, 1])
+    outputs = {k: v.numpy() for k, v in module.image_tensor(tf.constant(images[:2])).items()}
+    expected = results_lib.serving_to_coco(outputs, [41, 1])
     assert len(results) == len(expected) > 0
     for got, want in zip(results, expected):
         assert got["image_id"] == want["image_id"] and got["category_id"] == want["category_id"]

@@ -1,4 +1,4 @@
-"""What `bin/evaluate.py` does, as plain functions of an `EvalSettings` (the flags), so tests can run it.
+"""What `bin/evaluate.py` runs, as plain functions of an `EvalSettings` (the flags), so tests can run it.
 
 Paths:
   predictions  evaluate a COCO results json (`--predictions`) against `--annotations`;
@@ -17,9 +17,12 @@ import os
 import tensorflow as tf
 
 from tfdet.data import coco, pipeline
+from tfdet.engine.checkpoint import restore
 from tfdet.evaluation import coco_eval, evaluator, loaders, results as results_lib, tta
 
 log = logging.getLogger(__name__)
+
+STRATEGIES = ("default", "one_device", "mirrored")  # the --strategy values evaluation supports (engine.strategy)
 
 
 @dataclasses.dataclass
@@ -119,11 +122,11 @@ def run_checkpoint(s, build_model, checkpoint, print_fn=print, strategy=None):
     a tf.distribute `strategy`, built under its scope and run on all its replicas."""
     if strategy is None:
         model = build_model()
-        loaders.restore(model, checkpoint)
+        restore(model, checkpoint)
         return run(s, loaders.keras_predict_fn(model), print_fn)
     with strategy.scope():
         model = build_model()
-        loaders.restore(model, checkpoint)
+        restore(model, checkpoint)
     return run(s, loaders.distributed_predict_fn(strategy, model), print_fn)
 
 
