@@ -99,7 +99,7 @@ def train(config, workdir, strategy="one_device", mixed_precision="float32", dev
 
 
 def _train(config, workdir, strategy, devices, verbose, extra_callbacks):
-    from tfdet.engine import data as input_data
+    from tfdet.data import train_input as input_data
 
     train_cfg = _block(config, "train", TRAIN_DEFAULTS)
     keras.utils.set_random_seed(train_cfg.seed)
