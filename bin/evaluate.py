@@ -13,7 +13,9 @@ proposal recall, test-time augmentation and visualizations.
     .venv/bin/python bin/evaluate.py --config=... --watch=workdir --watch_timeout=3600 --annotations=...
 
 The tables are printed and written as json to --metrics_output (default <output>.metrics.json, or
-<predictions>.metrics.json).
+<predictions>.metrics.json). A model run on a set where some annotated images cannot be read or decoded
+reports no AP (their objects would count as missed) unless --allow_missing, which leaves them out of the
+ground truth and says how many.
 """
 
 import os
@@ -52,6 +54,8 @@ flags.DEFINE_bool("tta_flip", False, "add horizontally flipped copies at test ti
 flags.DEFINE_enum("tta_merge", "nms", ["nms", "soft_nms"], "how test-time detections are merged")
 flags.DEFINE_integer("visualize", 0, "render this many images with their detections")
 flags.DEFINE_string("visualize_dir", "", "where the PNGs go (default: next to the metrics json)")
+flags.DEFINE_bool("allow_missing", False, "evaluate even when some annotated images cannot be read or decoded, "
+                  "leaving them out of the ground truth (by default such a run reports no AP)")
 FLAGS = flags.FLAGS
 
 
@@ -87,7 +91,7 @@ def settings():
         output=FLAGS.output, metrics_output=FLAGS.metrics_output, eval_types=eval_types, batch_size=FLAGS.batch_size,
         scale=scale, score_threshold=FLAGS.score_threshold, tta_scales=tta_scales,
         tta_flip=tta_flip, tta_merge=tta_merge, visualize=FLAGS.visualize,
-        visualize_dir=FLAGS.visualize_dir)
+        visualize_dir=FLAGS.visualize_dir, allow_missing=FLAGS.allow_missing)
 
 
 def main(argv):
