@@ -1,6 +1,7 @@
 """Prediction clients of an exported detector, and its outputs as COCO results.
 
-A predictor maps {input name: ndarray} to {output name: ndarray} through one signature:
+A predictor maps {input name: ndarray} to {output name: ndarray} through one signature; a request the
+model rejects raises ValueError, a server that cannot be reached ConnectionError:
   LocalPredictor(path)                      a SavedModel folder, loaded in this process
   RestPredictor("http://host:8501", name)   TF Serving REST: POST /v1/models/<name>[/versions/<v>]:predict
   GrpcPredictor("host:8500", name)          TF Serving gRPC (needs the optional tensorflow-serving-api)
@@ -61,6 +62,8 @@ class RestPredictor:
             except ValueError:
                 pass
             raise ValueError(f"{self.endpoint} rejected the request (HTTP {e.code}): {detail}") from None
+        except urllib.error.URLError as e:
+            raise ConnectionError(f"cannot reach {self.endpoint}: {e.reason}") from None
         outputs = reply.get("outputs")
         if not isinstance(outputs, dict):
             raise ValueError(f"{self.endpoint} answered without named 'outputs': {str(reply)[:300]}")
@@ -77,7 +80,7 @@ class GrpcPredictor:
         except ImportError as e:
             raise ImportError(f"gRPC prediction needs the optional tensorflow-serving-api and grpcio packages "
                               f"(pip install tensorflow-serving-api grpcio), or use the REST endpoint: {e}") from None
-        self._predict_pb2 = predict_pb2
+        self._predict_pb2, self._grpc, self.target = predict_pb2, grpc, target
         self.stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
         self.model_name, self.signature, self.version, self.timeout = model_name, signature, version, timeout
 
@@ -91,6 +94,12 @@ class GrpcPredictor:
             request.model_spec.version.value = int(self.version)
         for key, value in inputs.items():
             request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
-        response = self.stub.Predict(request, self.timeout)
+        try:
+            response = self.stub.Predict(request, self.timeout)
+        except self._grpc.RpcError as e:
+            code = e.code()
+            if code in (self._grpc.StatusCode.UNAVAILABLE, self._grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise ConnectionError(f"cannot reach {self.target} ({code.name}): {e.details()}") from None
+            raise ValueError(f"{self.target} rejected the request ({code.name}): {e.details()}") from None
         return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
 
