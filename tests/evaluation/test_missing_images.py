@@ -9,9 +9,8 @@ import subprocess
 import sys
 
 import pytest
-import tensorflow as tf
 
-from tests.evaluation.fakes import make_gt_detector
+from tests.evaluation.fakes import make_gt_detector, save_as_saved_model
 from tfdet.evaluation import evaluator, loaders, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -76,26 +75,10 @@ def test_images_missing_from_the_tfrecords_are_missing_images(shapes_val, reader
     assert runner.run(s, predict_fn, print_fn=lambda line: None)["bbox"]["metrics"]["AP"] == pytest.approx(1.0)
 
 
-def _export(model, path):
-    class Export(tf.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images"),
-                                      tf.TensorSpec([None, 2], tf.float32, name="image_info"),
-                                      tf.TensorSpec([None], tf.int64, name="image_id")])
-        def serve(self, images, image_info, image_id):
-            return self.model({"images": images, "image_info": image_info, "image_id": image_id})
-
-    module = Export(model)
-    tf.saved_model.save(module, path, signatures={"serving_default": module.serve.get_concrete_function()})
-
-
 def test_cli_refuses_in_one_line_and_allow_missing_evaluates_the_rest(shapes_val, reader, damaged, tmp_path):
     folder, name = damaged
     export = str(tmp_path / "export")
-    _export(make_gt_detector(reader), export)
+    save_as_saved_model(make_gt_detector(reader), export)
     args = [sys.executable, os.path.join(ROOT, "bin", "evaluate.py"), f"--annotations={shapes_val.ann_file}",
             f"--images={folder}", f"--saved_model={export}", "--scale=160x100",
             f"--metrics_output={tmp_path / 'm.json'}"]

@@ -18,7 +18,7 @@ from pycocotools.cocoeval import COCOeval
 from tfdet.engine.checkpoint import weights_by_path
 from tfdet.engine import checkpoint, strategy
 from tfdet.evaluation import loaders, runner
-from tests.evaluation.fakes import make_gt_detector
+from tests.evaluation.fakes import make_gt_detector, save_as_saved_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -96,8 +96,8 @@ def test_model_path_from_tfrecords(shapes_val, reader, tmp_path):
 
     prefix = str(tmp_path / "records" / "val")
     tfrecords.write_tfrecords(reader, prefix, num_shards=2, with_masks=False)
-    s = runner.EvalSettings(annotations=shapes_val.ann_file, images=str(tmp_path / "no_images_needed"), tfrecords=prefix,
-                         scale=(160, 100), batch_size=2)
+    s = runner.EvalSettings(annotations=shapes_val.ann_file, images=str(tmp_path / "no_images_needed"),
+                            tfrecords=prefix, scale=(160, 100), batch_size=2)
     report = runner.run(s, loaders.keras_predict_fn(make_gt_detector(reader)), print_fn=lambda s: None)
     assert report["bbox"]["metrics"]["AP"] == pytest.approx(1.0)
 
@@ -126,20 +126,8 @@ def test_checkpoint_and_saved_model_paths_agree(shapes_val, reader, tmp_path):
     restored = build()
     checkpoint.restore(restored, ckpt)
 
-    class Export(tf.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images"),
-                                      tf.TensorSpec([None, 2], tf.float32, name="image_info"),
-                                      tf.TensorSpec([None], tf.int64, name="image_id")])
-        def serve(self, images, image_info, image_id):
-            return self.model({"images": images, "image_info": image_info, "image_id": image_id})
-
-    module = Export(restored)
     export = str(tmp_path / "export")
-    tf.saved_model.save(module, export, signatures={"serving_default": module.serve.get_concrete_function()})
+    save_as_saved_model(restored, export)
     saved = runner.run(_settings(shapes_val, tmp_path), loaders.saved_model_predict_fn(export), print_fn=quiet)
     assert saved == from_ckpt
 

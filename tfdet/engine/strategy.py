@@ -31,7 +31,8 @@ def build_strategy(name, devices=None, tpu=""):
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(devices[0] if devices else (gpus[0] if gpus else "/cpu:0"))
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy(devices or gpus or [d.name for d in tf.config.list_logical_devices("CPU")])
+        cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices or gpus or cpus)
     if name == "multi_worker":
         config = os.environ.get("TF_CONFIG")
         if not config:
