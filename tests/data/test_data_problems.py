@@ -175,12 +175,29 @@ def _bmp(width, height):
     return header + info + pixels
 
 
+def _gif(width, height):
+    """A one-frame GIF of 2 colours, all pixels 0, LZW-coded without compression: a clear code every two
+    pixel codes keeps the codes 3 bits wide (the format's definition, GIF89a)."""
+    codes = []
+    for i in range(width * height):
+        codes += [4, 0] if i % 2 == 0 else [0]  # 4 = clear
+    bits = "".join(format(c, "03b")[::-1] for c in codes + [5])  # 5 = end of information; LSB first
+    bits += "0" * (-len(bits) % 8)
+    data = bytes(int(bits[i:i + 8][::-1], 2) for i in range(0, len(bits), 8))
+    blocks = b"".join(bytes([len(data[i:i + 255])]) + data[i:i + 255] for i in range(0, len(data), 255))
+    return (b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+            + b"," + struct.pack("<HHHHB", 0, 0, width, height, 0) + b"\x02" + blocks + b"\x00;")
+
+
 def test_header_sizes_are_the_decoded_sizes(tmp_path):
     rng = np.random.default_rng(2)
     pixels = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
-    files = {"a.png": tf.io.encode_png(pixels).numpy(), "b.jpg": tf.io.encode_jpeg(pixels).numpy(),
+    jpeg = tf.io.encode_jpeg(pixels).numpy()
+    exif = b"\xff\xe1" + struct.pack(">H", 60002) + bytes(60000)  # a 60 KB APP1 segment before the frame
+    files = {"a.png": tf.io.encode_png(pixels).numpy(), "b.jpg": jpeg,
              "c.jpg": tf.io.encode_jpeg(pixels, progressive=True).numpy(), "d.bmp": _bmp(53, 37),
-             "e.png": tf.io.encode_png(pixels[..., :1]).numpy()}
+             "e.png": tf.io.encode_png(pixels[..., :1]).numpy(), "f.jpg": jpeg[:2] + exif + jpeg[2:],
+             "g.gif": _gif(53, 37)}
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
         decoded = tf.io.decode_image(data, channels=3, expand_animations=False).shape[:2]

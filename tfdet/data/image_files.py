@@ -73,28 +73,30 @@ def _bmp_size(head, f):
 
 
 def _jpeg_size(head, f):
-    """The frame header's size: walk the marker segments from the start of the file to the first SOFn."""
-    data, pos = bytearray(head), 2
+    """The frame header's size: walk the marker segments from the start of the file to the first SOFn,
+    reading 4 KiB where the walk is (a large EXIF segment is skipped by seeking past it)."""
+    data, base, pos = head, 0, 2  # data holds the file's bytes [base, base + len(data))
     while pos < _JPEG_SCAN_LIMIT:
-        while len(data) < pos + 9:
-            more = f.read(1 << 16)
-            if not more:
+        if pos + 9 > base + len(data):
+            f.seek(pos)
+            data, base = f.read(4096), pos
+            if len(data) < 9:
                 return None
-            data += more
-        if data[pos] != 0xFF:
+        i = pos - base
+        if data[i] != 0xFF:
             return None
-        marker = data[pos + 1]
+        marker = data[i + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
         elif marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # markers without a length
             pos += 2
         elif marker in _JPEG_FRAMES:
-            height, width = struct.unpack(">HH", bytes(data[pos + 5:pos + 9]))
+            height, width = struct.unpack(">HH", data[i + 5:i + 9])
             return height, width
         elif marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
             return None
         else:
-            pos += 2 + struct.unpack(">H", bytes(data[pos + 2:pos + 4]))[0]
+            pos += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
     return None
 
 
