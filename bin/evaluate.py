@@ -13,7 +13,9 @@ proposal recall, test-time augmentation and visualizations.
     .venv/bin/python bin/evaluate.py --config=... --watch=workdir --watch_timeout=3600 --annotations=...
 
 The tables are printed and written as json to --metrics_output (default <output>.metrics.json, or
-<predictions>.metrics.json).
+<predictions>.metrics.json). A model run on a set where some annotated images cannot be read or decoded
+reports no AP (their objects would count as missed) unless --allow_missing, which leaves them out of the
+ground truth and says how many.
 """
 
 import os
@@ -25,7 +27,8 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from tfdet.cli import config_flags_parser  # noqa: E402
-from tfdet.evaluation import cli, loaders  # noqa: E402
+from tfdet.engine.strategy import build_strategy  # noqa: E402
+from tfdet.evaluation import loaders, runner  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "model config file (for --checkpoint / --watch)")
 flags.DEFINE_string("annotations", None, "COCO annotations json", required=True)
@@ -42,7 +45,7 @@ flags.DEFINE_string("metrics_output", "", "tables json (default <output or predi
 flags.DEFINE_list("eval_types", [], "bbox,segm,keypoints,proposal (default: what the results hold; proposal for "
                   "an RPN config)")
 flags.DEFINE_integer("batch_size", 1, "images per model call (split across the strategy's replicas)")
-flags.DEFINE_enum("strategy", "default", list(loaders.STRATEGIES), "tf.distribute strategy of the --checkpoint / "
+flags.DEFINE_enum("strategy", "default", list(runner.STRATEGIES), "tf.distribute strategy of the --checkpoint / "
                   "--watch paths: default, one_device or mirrored (all local GPUs)")
 flags.DEFINE_string("scale", "", "single-scale test size 'LONGxSHORT' (default: the config's, else 1333x800)")
 flags.DEFINE_float("score_threshold", 0.0, "detections scoring below are not written")
@@ -51,6 +54,8 @@ flags.DEFINE_bool("tta_flip", False, "add horizontally flipped copies at test ti
 flags.DEFINE_enum("tta_merge", "nms", ["nms", "soft_nms"], "how test-time detections are merged")
 flags.DEFINE_integer("visualize", 0, "render this many images with their detections")
 flags.DEFINE_string("visualize_dir", "", "where the PNGs go (default: next to the metrics json)")
+flags.DEFINE_bool("allow_missing", False, "evaluate even when some annotated images cannot be read or decoded, "
+                  "leaving them out of the ground truth (by default such a run reports no AP)")
 FLAGS = flags.FLAGS
 
 
@@ -64,7 +69,7 @@ def build_model():
 
 
 def settings():
-    scale = cli.parse_scales(FLAGS.scale)
+    scale = runner.parse_scales(FLAGS.scale)
     if scale:
         scale = scale[0]
     elif _CONFIG.value is not None and "data" in _CONFIG.value and "scale" in _CONFIG.value.data:
@@ -73,18 +78,18 @@ def settings():
         scale = (1333, 800)
     # Test-time augmentation from the flags, else from the config's optional `test` block.
     test = _CONFIG.value.get("test", {}) if _CONFIG.value is not None else {}
-    tta_scales = cli.parse_scales(FLAGS.tta_scales) or tuple(tuple(s) for s in test.get("tta_scales", ()))
+    tta_scales = runner.parse_scales(FLAGS.tta_scales) or tuple(tuple(s) for s in test.get("tta_scales", ()))
     tta_flip = FLAGS.tta_flip or bool(test.get("tta_flip", False))
     tta_merge = FLAGS.tta_merge if FLAGS["tta_merge"].present else test.get("tta_merge", FLAGS.tta_merge)
     eval_types = tuple(FLAGS.eval_types)
     if not eval_types and _CONFIG.value is not None and _CONFIG.value.model.get("type") == "RPN":
         eval_types = ("proposal",)  # an RPN-only detector's boxes are proposals: class-agnostic recall
-    return cli.EvalSettings(
+    return runner.EvalSettings(
         annotations=FLAGS.annotations, images=FLAGS.images, tfrecords=FLAGS.tfrecords, predictions=FLAGS.predictions,
         output=FLAGS.output, metrics_output=FLAGS.metrics_output, eval_types=eval_types, batch_size=FLAGS.batch_size,
         scale=scale, score_threshold=FLAGS.score_threshold, tta_scales=tta_scales,
         tta_flip=tta_flip, tta_merge=tta_merge, visualize=FLAGS.visualize,
-        visualize_dir=FLAGS.visualize_dir)
+        visualize_dir=FLAGS.visualize_dir, allow_missing=FLAGS.allow_missing)
 
 
 def main(argv):
@@ -101,14 +106,14 @@ def main(argv):
 
 def _evaluate(s):
     if FLAGS.predictions:
-        cli.run(s)
+        runner.run(s)
     elif FLAGS.saved_model:
-        cli.run(s, loaders.saved_model_predict_fn(FLAGS.saved_model))
+        runner.run(s, loaders.saved_model_predict_fn(FLAGS.saved_model))
     elif FLAGS.checkpoint:
-        cli.run_checkpoint(s, build_model, FLAGS.checkpoint, strategy=loaders.make_strategy(FLAGS.strategy))
+        runner.run_checkpoint(s, build_model, FLAGS.checkpoint, strategy=build_strategy(FLAGS.strategy))
     else:
-        reports = cli.run_watch(s, build_model, FLAGS.watch, FLAGS.watch_timeout, last_step=FLAGS.watch_last_step,
-                                strategy=loaders.make_strategy(FLAGS.strategy))
+        reports = runner.run_watch(s, build_model, FLAGS.watch, FLAGS.watch_timeout,
+                                   last_step=FLAGS.watch_last_step, strategy=build_strategy(FLAGS.strategy))
         logging.info("evaluated %d checkpoints", len(reports))
 
 

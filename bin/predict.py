@@ -10,6 +10,10 @@
 Images go to the encoded_image signature as their file bytes (--input_type=image_tensor decodes them
 here and sends uint8 arrays, one image per request). image_id in the json is the file's index, or its
 COCO id when --annotations lists the file name.
+
+A file that cannot be read or decoded (the signature's image_status, or a request that fails for it
+alone) is named on stderr and skipped; the others are processed and their results written. The exit
+status is then 1, with a last line saying how many were skipped.
 """
 
 import glob
@@ -73,38 +77,111 @@ def read_annotations():
     return names, ids
 
 
-def main(argv):
-    del argv
+class Skipped(list):
+    """The image files left out, each reported on stderr with why as it is found."""
+
+    def add(self, path, reason):
+        self.append(path)
+        print(f"predict.py: skipped {path}: {reason}", file=sys.stderr, flush=True)
+
+
+def first_line(error):
+    text = (getattr(error, "message", None) or str(error)).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
+def read_images(files, skipped):
+    """[(file, bytes)] of the files that can be read; the others are skipped."""
+    out = []
+    for f in files:
+        try:
+            with open(f, "rb") as fh:
+                out.append((f, fh.read()))
+        except OSError as e:
+            skipped.add(f, f"cannot be read ({e.strerror or e})")
+    return out
+
+
+def predict_encoded(predictor, items, skipped):
+    """[(items, outputs)] of [(file, bytes)] through the encoded_image signature: one request, whose
+    image_status marks the images that do not decode; if the request fails as a whole (a server or an
+    export without per-image status), each image is sent alone and those that fail are skipped."""
     import numpy as np
     import tensorflow as tf
 
-    from tfdet.serving import client
+    try:
+        return [(items, predictor({"encoded_images": np.array([data for _, data in items], object)}))]
+    except (ValueError, tf.errors.OpError) as e:
+        if len(items) == 1:
+            skipped.add(items[0][0], f"rejected ({first_line(e)})")
+            return []
+    return [pair for item in items for pair in predict_encoded(predictor, [item], skipped)]
+
+
+def predict_tensor(predictor, item, skipped):
+    """[(item, outputs)] of one (file, bytes) decoded here and sent to the image_tensor signature."""
+    import tensorflow as tf
+
+    path, data = item
+    try:
+        pixels = tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
+    except tf.errors.InvalidArgumentError as e:
+        skipped.add(path, f"not a decodable image ({first_line(e)})")
+        return []
+    try:
+        return [([item], predictor({"images": pixels[None]}))]
+    except (ValueError, tf.errors.OpError) as e:
+        skipped.add(path, f"rejected ({first_line(e)})")
+        return []
+
+
+def main(argv):
+    del argv
+    if FLAGS.batch_size < 1:
+        raise app.UsageError(f"--batch_size must be >= 1, got {FLAGS.batch_size}.")
+    try:
+        predict_files()
+    except (ConnectionError, FileNotFoundError, ValueError) as e:  # one clear line, no traceback
+        sys.exit(f"predict.py: {e}")
+
+
+def predict_files():
+    import numpy as np
+    import tensorflow as tf
+
+    from tfdet.evaluation import coco_eval, results
 
     files = image_files()
     predictor = make_predictor()
     names, ids = read_annotations()
-    image_ids = [ids.get(os.path.basename(f), i) for i, f in enumerate(files)]
+    image_id = {f: ids.get(os.path.basename(f), i) for i, f in enumerate(files)}
     step = FLAGS.batch_size if FLAGS.input_type == "encoded_image" else 1
-    results = []
+    skipped, detections, done = Skipped(), [], 0
     for start in range(0, len(files), step):
-        chunk = files[start:start + step]
-        data = [open(f, "rb").read() for f in chunk]
+        items = read_images(files[start:start + step], skipped)
         if FLAGS.input_type == "encoded_image":
-            inputs = {"encoded_images": np.array(data, object)}
+            answered = predict_encoded(predictor, items, skipped) if items else []
         else:
-            inputs = {"images": tf.io.decode_image(data[0], channels=3, expand_animations=False).numpy()[None]}
-        outputs = predictor(inputs)
-        batch = client.to_coco(outputs, image_ids[start:start + step], FLAGS.score_threshold)
-        results.extend(batch)
-        if FLAGS.render_dir:
-            for f, image_id, raw in zip(chunk, image_ids[start:start + step], data):
-                image = tf.io.decode_image(raw, channels=3, expand_animations=False).numpy()
-                mine = [r for r in batch if r["image_id"] == image_id and r["score"] >= FLAGS.render_threshold]
-                render(image, mine, names, os.path.join(FLAGS.render_dir, os.path.splitext(os.path.basename(f))[0] + ".png"))
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-    with open(FLAGS.output, "w") as f:
-        json.dump(results, f)
-    print(f"{len(results)} detections on {len(files)} images -> {FLAGS.output}")
+            answered = [pair for item in items for pair in predict_tensor(predictor, item, skipped)]
+        for chunk, outputs in answered:
+            status = np.asarray(outputs.get("image_status", np.zeros(len(chunk), np.int32)))
+            for (f, _), s in zip(chunk, status):
+                if s != 0:
+                    skipped.add(f, "not a decodable image (the signature's image_status is 1)")
+            found = results.serving_to_coco(outputs, [image_id[f] for f, _ in chunk], FLAGS.score_threshold)
+            detections.extend(found)
+            done += int(np.sum(status == 0))
+            for (f, data), s in zip(chunk, status):
+                if FLAGS.render_dir and s == 0:
+                    mine = [r for r in found if r["image_id"] == image_id[f] and r["score"] >= FLAGS.render_threshold]
+                    pixels = tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
+                    render(pixels, mine, names,
+                           os.path.join(FLAGS.render_dir, os.path.splitext(os.path.basename(f))[0] + ".png"))
+    coco_eval.write_json_atomic(FLAGS.output, detections)
+    print(f"{len(detections)} detections on {done} images -> {FLAGS.output}")
+    if skipped:
+        sys.exit(f"predict.py: {len(skipped)} of {len(files)} images were skipped (named above); the results of "
+                 f"the other {done} are in {FLAGS.output}.")
 
 
 def render(image, dets, names, path):

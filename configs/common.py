@@ -131,7 +131,7 @@ COCO_ROOT = "data/coco"  # where the full-size configs expect COCO 2017 (overrid
 
 
 def data(v, with_masks=False, with_keypoints=False):
-    """The training input (tfdet.engine.data.TrainInput: source + tfdet.data.pipeline.InputOptions fields).
+    """The training input (tfdet.data.train_input.TrainInput: source + tfdet.data.pipeline.InputOptions fields).
 
     Full size: COCO 2017 train from COCO_ROOT, keep-ratio resize to (1333, 800). tiny: the embedded
     shapes dataset (generated on first use) at its native size, 160 x 128 at most."""

@@ -5,7 +5,8 @@ import json
 import pytest
 import tensorflow as tf
 
-from tfdet.engine import data, strategy
+from tfdet.data import train_input
+from tfdet.engine import strategy
 
 
 def test_one_device_and_mirrored_on_cpu(tmp_path):
@@ -39,12 +40,12 @@ def test_bad_strategy_flags(monkeypatch, name, env, message):
 ])
 def test_bad_data_blocks(block, message):
     with pytest.raises(ValueError, match=message):
-        data.TrainInput(block, 2, 0)
+        train_input.TrainInput(block, 2, 0)
 
 
 def test_input_resume_skips_consumed_batches(tiny):
     config = tiny()
-    source = data.TrainInput(config.data, 2, 0)
+    source = train_input.TrainInput(config.data, 2, 0)
     ids = [b["image_id"].numpy().tolist() for b in source.dataset(None, 0).take(5)]
     resumed = [b["image_id"].numpy().tolist() for b in source.dataset(None, 3).take(2)]
     assert resumed == ids[3:5]

@@ -90,3 +90,23 @@ def make_gt_detector(reader, offset=0.0, max_detections=8, extra_weight_shape=No
     model = Fake()
     model({"images": tf.zeros([1, 32, 32, 3]), "image_info": tf.constant([sizes[0]]), "image_id": tf.constant(ids[:1])})
     return model
+
+
+def save_as_saved_model(model, path):
+    """Saves a fake detector as a SavedModel whose serving_default takes the PredictFn inputs (images,
+    image_info [B, 2], image_id), as tfdet.evaluation.loaders.saved_model_predict_fn calls it."""
+    import tensorflow as tf
+
+    class Export(tf.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images"),
+                                      tf.TensorSpec([None, 2], tf.float32, name="image_info"),
+                                      tf.TensorSpec([None], tf.int64, name="image_id")])
+        def serve(self, images, image_info, image_id):
+            return self.model({"images": images, "image_info": image_info, "image_id": image_id})
+
+    module = Export(model)
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve.get_concrete_function()})

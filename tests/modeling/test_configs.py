@@ -99,7 +99,7 @@ ALL_CONFIGS = ("faster_rcnn", "mask_rcnn", "keypoint_rcnn", "retinanet", "cascad
 def test_train_and_data_blocks_are_the_engines(family, arg):
     """bin/train.py refuses unknown fields and only lets existing ones be overridden: every config's
     `train` block holds every engine field (so each is overridable) and its `data` block only input fields."""
-    from tfdet.engine import data as engine_data
+    from tfdet.data import train_input as engine_data
     from tfdet.engine import settings
 
     cfg = load(family, arg)

@@ -15,7 +15,7 @@ from tests.modeling.test_detectors import B, check_detections, check_round_trip,
 from tests.modeling.test_detectors import config, make_batch, train_on_fixed_batch
 from tests.modeling.test_detectors import trained_model_for as detectors_trained_model_for
 from tfdet.data import shapes
-from tfdet.evaluation import cli, loaders
+from tfdet.evaluation import loaders, runner
 from tfdet.layers.deform_conv import DeformConv2D
 from tfdet.modeling import dense_heads
 from tfdet.modeling.dense_heads.ga_head import GARPNHead
@@ -186,9 +186,9 @@ def test_rpn_detector_proposal_recall_through_the_evaluation_cli(tmp_path):
     shapes_val = shapes.ensure_shapes(str(tmp_path / "shapes"), **TINY_SHAPES)["val"]
     model = model_for("ga_rpn")
     output = str(tmp_path / "proposals.json")
-    s = cli.EvalSettings(annotations=shapes_val.ann_file, images=shapes_val.image_dir, output=output,
+    s = runner.EvalSettings(annotations=shapes_val.ann_file, images=shapes_val.image_dir, output=output,
                          eval_types=("proposal",), scale=(128, 128), batch_size=2)
-    report = cli.run(s, loaders.keras_predict_fn(model), print_fn=lambda line: None)
+    report = runner.run(s, loaders.keras_predict_fn(model), print_fn=lambda line: None)
     metrics = report["proposal"]["metrics"]
     assert list(metrics) == ["AR@100", "AR@300", "AR@1000", "ARs@1000", "ARm@1000", "ARl@1000"]
     assert all(-1 <= v <= 1 for v in metrics.values())

@@ -2,6 +2,7 @@
 against a local stand-in of TF Serving's REST API, the gRPC client's clear error without its package."""
 
 import base64
+import io
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from tests.serving.helpers import ROOT, sample_images
+from tfdet.evaluation import results as results_lib
 from tfdet.serving import client
 
 
@@ -56,7 +58,8 @@ def test_export_then_predict_round_trip(trained, tmp_path):
     # The same detections as the trained in-process model through the serving module (its checkpoint).
     from tfdet.serving import ServingModule
     module = ServingModule(model, scale=(96, 64), category_ids=[3, 7, 11])
-    expected = client.to_coco({k: v.numpy() for k, v in module.image_tensor(tf.constant(images[:2])).items()}, [41, 1])
+    outputs = {k: v.numpy() for k, v in module.image_tensor(tf.constant(images[:2])).items()}
+    expected = results_lib.serving_to_coco(outputs, [41, 1])
     assert len(results) == len(expected) > 0
     for got, want in zip(results, expected):
         assert got["image_id"] == want["image_id"] and got["category_id"] == want["category_id"]
@@ -117,10 +120,88 @@ def test_rest_client_matches_local(composite_export):
         assert set(remote) == set(local)
         for key in local:
             np.testing.assert_allclose(remote[key], local[key], atol=1e-6, err_msg=key)
+        junk = client.RestPredictor(url, "tiny", signature="encoded_image")(
+            {"encoded_images": np.array([b"junk"], object)})  # not an error: a status for that image
+        assert junk["image_status"].tolist() == [1] and junk["num_detections"].tolist() == [0]
         with pytest.raises(ValueError, match="(?is)HTTP 400.*image"):
-            client.RestPredictor(url, "tiny", signature="encoded_image")({"encoded_images": np.array([b"junk"], object)})
+            client.RestPredictor(url, "tiny", signature="image_tensor")({"images": np.zeros((1, 8, 8, 4), np.uint8)})
         with pytest.raises(ValueError, match="HTTP 404"):
             client.RestPredictor(url, "other")(inputs)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _bad_files(folder):
+    """A text file and a JPEG whose coded data is garbage behind intact headers."""
+    text = os.path.join(folder, "notes.txt")
+    with open(text, "w") as f:
+        f.write("not an image")
+    data = tf.io.encode_jpeg(sample_images(seed=3)[0]).numpy()
+    broken = os.path.join(folder, "broken.jpg")
+    with open(broken, "wb") as f:
+        f.write(data[:data.index(b"\xff\xda") + 14] + bytes(range(256)))
+    return text, broken
+
+
+def _check_skipping_run(proc, out, expected, bad):
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    for path in bad:
+        assert f"predict.py: skipped {path}: " in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (f"predict.py: 2 of 4 images were skipped (named above); the "
+                                                    f"results of the other 2 are in {out}.")
+    assert "Traceback" not in proc.stderr
+    got = json.loads(out.read_text())
+    assert len(got) == len(expected) > 0
+    for g, w in zip(got, expected):
+        assert g["image_id"] == w["image_id"] and g["category_id"] == w["category_id"]
+        np.testing.assert_allclose(g["bbox"], w["bbox"], atol=1e-3)
+
+
+@pytest.mark.parametrize("input_type", ["encoded_image", pytest.param("image_tensor", marks=pytest.mark.slow)])
+def test_predict_skips_a_bad_image_by_name_and_writes_the_rest(composite_export, tmp_path, input_type):
+    module, path = composite_export
+    images, (good0, good1) = write_images(str(tmp_path))
+    bad = _bad_files(str(tmp_path))
+    files = [good0, bad[0], bad[1], good1]  # image ids are the indices 0..3
+    outputs = {k: v.numpy() for k, v in module.image_tensor(tf.constant(images[:2])).items()}
+    out = tmp_path / "out.json"
+    proc = run_bin("predict.py", f"--saved_model={os.path.dirname(path)}", f"--images={','.join(files)}",
+                   f"--output={out}", f"--input_type={input_type}")
+    _check_skipping_run(proc, out, results_lib.serving_to_coco(outputs, [0, 3]), bad)
+    assert "not a decodable image" in proc.stderr
+
+
+class _OldServing(_FakeServing):
+    """A server whose model fails a whole encoded batch for one bad image (an export without image_status)."""
+
+    def do_POST(self):  # noqa: N802
+        length = int(self.headers["Content-Length"])
+        raw = self.rfile.read(length)
+        body = json.loads(raw)
+        for value in body["inputs"].get("encoded_images", []):
+            try:
+                tf.io.decode_image(base64.b64decode(value["b64"]), channels=3, expand_animations=False)
+            except tf.errors.InvalidArgumentError as e:
+                return self._reply(400, {"error": e.message})
+        self.rfile = io.BytesIO(raw)
+        return super().do_POST()
+
+
+def test_predict_sends_images_alone_when_a_batch_fails_as_a_whole(composite_export, tmp_path):
+    module, path = composite_export
+    _OldServing.loaded = tf.saved_model.load(path)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OldServing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        images, (good0, good1) = write_images(str(tmp_path))
+        bad = _bad_files(str(tmp_path))
+        outputs = {k: v.numpy() for k, v in module.image_tensor(tf.constant(images[:2])).items()}
+        out = tmp_path / "out.json"
+        proc = run_bin("predict.py", f"--server=http://127.0.0.1:{server.server_address[1]}", "--model_name=tiny",
+                       f"--images={','.join([good0, bad[0], bad[1], good1])}", f"--output={out}")
+        _check_skipping_run(proc, out, results_lib.serving_to_coco(outputs, [0, 3]), bad)
+        assert "rejected (" in proc.stderr and "HTTP 400" in proc.stderr
     finally:
         server.shutdown()
         server.server_close()

@@ -1,5 +1,6 @@
 """SavedModel export: layout, outputs in original pixels against the Keras model, a stock-op scan of
-every function, a run in a process where tfdet cannot be imported, bad requests, warm-up requests."""
+every function, a run in a process where tfdet cannot be imported, warm-up requests (bad requests:
+test_bad_requests.py)."""
 
 import json
 import os
@@ -138,17 +139,6 @@ def test_isolated_process_matches_in_process(composite_export, tmp_path):
         for key, value in want.items():
             tol = 1e-3 if key == "detection_boxes" else 1e-5
             np.testing.assert_allclose(got[f"{prefix}/{key}"], value, atol=tol, err_msg=f"{prefix}/{key}")
-
-
-def test_bad_requests_get_clear_errors(composite_export):
-    _, path = composite_export
-    loaded = tf.saved_model.load(path)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="(?i)image"):
-        loaded.signatures["encoded_image"](encoded_images=tf.constant([b"definitely not an image"]))
-    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError), match="(?i)uint8"):
-        loaded.signatures["image_tensor"](images=tf.zeros([1, 60, 90, 3], tf.float32))
-    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError), match="(?i)shape|incompatible|3"):
-        loaded.signatures["image_tensor"](images=tf.zeros([1, 60, 90, 4], tf.uint8))
 
 
 def test_warmup_requests_parse_and_run(composite_export):

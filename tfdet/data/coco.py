@@ -1,6 +1,6 @@
 """COCO-format reader built on pycocotools: one `ImageRecord` of NumPy arrays per image.
 
-Conventions (DESIGN.md decision 2), applied here at the data boundary and nowhere else:
+Conventions (docs/design.md, Boxes), applied here at the data boundary and nowhere else:
   * boxes are (x1, y1, x2, y2) float32 in absolute pixels, converted from COCO's (x, y, w, h), no +1;
   * classes are contiguous int32 in [0, C): class i is the i-th category id in increasing order
     (`class_to_category` / `category_to_class` map both ways, `class_names` names them);
@@ -12,14 +12,24 @@ Conventions (DESIGN.md decision 2), applied here at the data boundary and nowher
   * masks (polygons, compressed and uncompressed RLE) are decoded on demand by `load_masks` with
     pycocotools.mask into uint8 [N, H, W] 0/1 arrays.
 
-Problems with the data never kill a run: an annotation outside the image is clipped, one that is
-malformed, degenerate or of an unknown category is dropped, and (with `check_images`) an unreadable
-image is skipped; each is logged with its image file / annotation id and counted in `stats`.
-Problems with the *inputs* are errors that name the file: a missing or unparsable annotation file,
-one without images or categories, a missing image.
+Problems with the data never kill a run, and none passes silently: every record that is dropped or
+repaired is counted by reason in the reader's `report` (`stats` holds the counts by kind) and the reader
+logs one summary of them, with the first few image files / annotation ids of each reason:
+  * the json's structure (`tfdet.data.coco_checks`): invalid or repeated image entries, orphan
+    annotations, annotations without an id or repeating one;
+  * the image files: a missing file, one that is no image, or (`check_images="decode"`) one that does not
+    decode is skipped; a size in the json that differs from the file's header is replaced by the file's
+    (here and in `coco`, so evaluation sees it too);
+  * the annotations: an unknown category, a malformed, degenerate or (after clipping to the image) too
+    small box is dropped, a box reaching outside the image is clipped, keypoints of the wrong count are
+    ignored, a segmentation without a usable polygon (fewer than 3 points) or of the wrong size is
+    replaced by the instance's box.
+A data set with nothing usable stops with `DataError` (a ValueError) holding that summary, or with
+FileNotFoundError when none of its image files exists (a wrong image folder). Problems with the *inputs*
+are errors that name the file: a missing or unparsable annotation file, one without images or
+categories, a bad category, a missing semantic map.
 """
 
-import collections
 import contextlib
 import dataclasses
 import io
@@ -32,9 +42,10 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-log = logging.getLogger(__name__)
+from tfdet.data import coco_checks, image_files
+from tfdet.data.report import DataError, DataReport
 
-_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -49,7 +60,7 @@ class ImageRecord:
     is_crowd: np.ndarray       # [N] bool
     keypoints: np.ndarray      # [N, K, 3] float32 (x, y, v); K = 0 without keypoints
     ann_ids: np.ndarray        # [N] int64
-    segmentations: list        # N raw COCO segmentations (None where absent)
+    segmentations: list        # N raw COCO segmentations (None where absent or unusable)
     semantic_file: str = ""    # per-image semantic map (PNG, 255 = ignore) or ""
 
     @property
@@ -81,28 +92,11 @@ def _load_json(ann_file):
         raise ValueError(f"COCO annotation file {ann_file} is not valid JSON: {e}") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ValueError(f"COCO annotation file {ann_file} has no 'images' list.")
-    if not data.get("categories"):
+    if not data.get("categories") or not isinstance(data["categories"], list):
         raise ValueError(f"COCO annotation file {ann_file} has no 'categories': the classes are unknown.")
-    data.setdefault("annotations", [])
+    if not isinstance(data.setdefault("annotations", []), list):
+        raise ValueError(f"COCO annotation file {ann_file}: 'annotations' is not a list.")
     return data
-
-
-def _image_problem(path, decode):
-    """None if the image file looks readable, else the reason."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except OSError as e:
-        return str(e)
-    if not any(head.startswith(m) for m in _MAGIC):
-        return "not a PNG/JPEG/GIF/BMP file" if head else "empty file"
-    if decode:
-        import tensorflow as tf
-        try:
-            tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
-            return f"cannot be decoded ({e.message.splitlines()[0]})"
-    return None
 
 
 class CocoReader:
@@ -113,9 +107,13 @@ class CocoReader:
       image_dir: folder the images' `file_name`s are relative to.
       skip_empty: drop images without any non-crowd instance (training); keep them for evaluation.
       semantic_dir: optional folder of per-image semantic maps named like the image with `.png`.
-      check_images: "header" (the file exists and starts like an image), "decode" (full decode with
-        TensorFlow, slow) or "none". A missing image is an error; an unreadable one is skipped.
+      check_images: "header" (the file exists and starts like an image, whose size is read from the header;
+        then images are decoded in order until one decodes, so that a data set of undecodable files
+        stops here), "decode" (every image is decoded with TensorFlow: slow) or "none" (no file is read).
       min_box_size: boxes narrower or shorter than this (after clipping) are dropped.
+
+    Attributes: `records` (the usable images), `coco` (the pycocotools index of the checked json),
+    `report` (what was dropped or repaired, see tfdet.data.report) and `stats` (its counts by kind).
     """
 
     def __init__(self, ann_file, image_dir, *, skip_empty=False, semantic_dir=None, check_images="header",
@@ -124,15 +122,18 @@ class CocoReader:
             raise ValueError(f"check_images must be 'header', 'decode' or 'none', got {check_images!r}.")
         self.ann_file = ann_file
         self.image_dir = image_dir
-        self.stats = collections.Counter()
+        self.report = DataReport(ann_file)
+        self.stats = self.report.counts
         data = _load_json(ann_file)
+        self.report.images = len(data["images"])
+        cats = coco_checks.check_categories(data["categories"], ann_file)
+        data = coco_checks.clean_dataset(dict(data, categories=cats), self.report)
         self.coco = COCO()
         self.coco.dataset = data
         with contextlib.redirect_stdout(io.StringIO()):
             self.coco.createIndex()
 
-        cats = sorted(data["categories"], key=lambda c: c["id"])
-        self.category_ids = [int(c["id"]) for c in cats]
+        self.category_ids = [c["id"] for c in cats]
         self.class_names = [str(c.get("name", c["id"])) for c in cats]
         self.category_to_class = {cid: i for i, cid in enumerate(self.category_ids)}
         self.class_to_category = dict(enumerate(self.category_ids))
@@ -149,13 +150,16 @@ class CocoReader:
             if record is None:
                 continue
             if skip_empty and not np.any(~record.is_crowd):
-                self.stats["skipped_empty_images"] += 1
+                self.report.add("skipped_empty_images", "no instance that is not a crowd region",
+                                coco_checks.describe_image(self.coco.imgs[image_id]))
                 continue
             self.records.append(record)
-        problems = {k: v for k, v in self.stats.items() if k != "skipped_empty_images"}
-        if problems:
-            log.warning("%s: %s (details logged above).", ann_file,
-                        ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(problems.items())))
+        if check_images == "header":
+            self._drop_undecodable_head()
+        self.report.usable = len(self.records)
+        if not self.records and self.report.images:
+            self._fail(len(data["images"]))
+        self.report.log()
 
     @property
     def num_classes(self):
@@ -168,22 +172,55 @@ class CocoReader:
     def __len__(self):
         return len(self.records)
 
+    def _fail(self, num_entries):
+        missing = self.report.examples_of("missing_images")
+        if num_entries and self.stats["missing_images"] == num_entries:
+            raise FileNotFoundError(f"{self.ann_file}: none of its {num_entries} image files exists under "
+                                    f"{self.image_dir} (e.g. {missing[0]}); is the image folder right?")
+        raise DataError(f"nothing usable in the data set: {self.report.summary(one_line=True)}")
+
+    def _drop_undecodable_head(self):
+        """Decodes the images in order until one decodes; those before it are dropped and counted. Cheap
+        (one decode when the data is sound), and a data set whose every file is garbage behind a valid
+        header stops here instead of in an input pipeline that would drop every image forever."""
+        while self.records:
+            problem = image_files.decode_problem(self.records[0].file_name)
+            if problem is None:
+                return
+            rec = self.records.pop(0)
+            self.report.add("corrupt_images", "cannot be decoded", f"image id {rec.image_id} ({rec.file_name})")
+            log.debug("image id %d (%s): %s", rec.image_id, rec.file_name, problem)
+
+    def _check_file(self, img, file_name, check_images):
+        """(height, width) to use for the image, or None (reported) when the file is unusable."""
+        height, width = img["height"], img["width"]
+        if check_images == "none":
+            return height, width
+        where = f"image id {img['id']} ({file_name})"
+        problem, size = image_files.sniff(file_name)
+        if problem == "file not found":
+            self.report.add("missing_images", problem, where)
+            return None
+        if problem is None and check_images == "decode":
+            problem = image_files.decode_problem(file_name)
+        if problem:
+            self.report.add("corrupt_images", problem.split(" (")[0], where)
+            log.debug("%s: %s", where, problem)
+            return None
+        if size is not None and size != (height, width):
+            self.report.add("resized_images", "the json's height x width differs from the file's (the file's is "
+                            "used)", f"{where}: json {height}x{width}, file {size[0]}x{size[1]}")
+            height, width = size
+            img["height"], img["width"] = size  # the indexed entry: evaluation's ground truth agrees
+        return height, width
+
     def _record(self, img, semantic_dir, check_images):
-        try:
-            image_id = int(img["id"])
-            file_name = os.path.join(self.image_dir, img["file_name"])
-            height, width = int(img["height"]), int(img["width"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{self.ann_file}: image entry {img!r} lacks a valid {e}; COCO images need "
-                             f"'id', 'file_name', 'height' and 'width'.") from None
-        if check_images != "none":
-            if not os.path.isfile(file_name):
-                raise FileNotFoundError(f"{self.ann_file}: image id {image_id} file not found: {file_name}")
-            problem = _image_problem(file_name, decode=check_images == "decode")
-            if problem:
-                log.warning("skipping image id %d (%s): %s", image_id, file_name, problem)
-                self.stats["corrupt_images"] += 1
-                return None
+        image_id = img["id"]
+        file_name = os.path.join(self.image_dir, img["file_name"])
+        size = self._check_file(img, file_name, check_images)
+        if size is None:
+            return None
+        height, width = size
         semantic_file = ""
         if semantic_dir:
             semantic_file = os.path.join(semantic_dir, os.path.splitext(img["file_name"])[0] + ".png")
@@ -193,27 +230,29 @@ class CocoReader:
         k = self.num_keypoints
         boxes, classes, crowd, kps, ann_ids, segs = [], [], [], [], [], []
         for ann in self.coco.imgToAnns.get(image_id, []):
-            box = self._box(ann, height, width, file_name)
+            where = f"annotation id {ann['id']} in {img['file_name']}"
+            box = self._box(ann, height, width, where)
             if box is None:
                 continue
             keypoints = np.zeros((k, 3), np.float32)
             raw = ann.get("keypoints")
             if k and raw:
-                raw = np.asarray(raw, np.float32).reshape(-1, 3)
+                raw = np.asarray(raw, np.float32).reshape(-1, 3) if len(raw) % 3 == 0 else np.zeros((0, 3))
                 if raw.shape[0] != k:
-                    log.warning("annotation id %s (%s): %d keypoints, expected %d; ignoring them",
-                                ann.get("id"), file_name, raw.shape[0], k)
-                    self.stats["bad_keypoints"] += 1
+                    self.report.add("bad_keypoints", f"not {k} (x, y, v) keypoints: ignored", where)
                 else:
                     labelled = raw[:, 2] > 0
                     keypoints[labelled, :2] = raw[labelled, :2] + 0.5
                     keypoints[:, 2] = raw[:, 2]
+            seg, kind, reason = coco_checks.check_segmentation(ann.get("segmentation"), height, width)
+            if kind:
+                self.report.add(kind, reason, where)
             boxes.append(box)
-            classes.append(self.category_to_class[ann["category_id"]])
+            classes.append(self.category_to_class[ann["category_id"]])  # an int (coco_checks)
             crowd.append(bool(ann.get("iscrowd", 0)))
             kps.append(keypoints)
-            ann_ids.append(int(ann.get("id", -1)))
-            segs.append(ann.get("segmentation") or None)
+            ann_ids.append(ann["id"])
+            segs.append(seg)
         return ImageRecord(
             image_id=image_id, file_name=file_name, height=height, width=width,
             boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
@@ -221,35 +260,28 @@ class CocoReader:
             keypoints=np.asarray(kps, np.float32).reshape(len(kps), k, 3),
             ann_ids=np.asarray(ann_ids, np.int64), segmentations=segs, semantic_file=semantic_file)
 
-    def _box(self, ann, height, width, file_name):
-        """The clipped (x1, y1, x2, y2) of an annotation, or None (logged and counted) to drop it."""
-        ann_id = ann.get("id")
-        if ann.get("category_id") not in self.category_to_class:
-            log.warning("dropping annotation id %s (%s): unknown category_id %r", ann_id, file_name,
-                        ann.get("category_id"))
-            self.stats["dropped_annotations"] += 1
+    def _box(self, ann, height, width, where):
+        """The clipped (x1, y1, x2, y2) of an annotation, or None (reported) to drop it."""
+        if ann["category_id"] not in self.category_to_class:
+            self.report.add("dropped_annotations", "unknown category_id", f"{where}: {ann.get('category_id')!r}")
             return None
         bbox = ann.get("bbox")
         try:
             x, y, w, h = (float(v) for v in bbox)
         except (TypeError, ValueError):
-            log.warning("dropping annotation id %s (%s): malformed bbox %r", ann_id, file_name, bbox)
-            self.stats["dropped_annotations"] += 1
+            self.report.add("dropped_annotations", "malformed bbox", f"{where}: {bbox!r:.60}")
             return None
         if not np.all(np.isfinite([x, y, w, h])) or w <= 0 or h <= 0:
-            log.warning("dropping annotation id %s (%s): degenerate bbox %r", ann_id, file_name, bbox)
-            self.stats["dropped_annotations"] += 1
+            self.report.add("dropped_annotations", "degenerate bbox (width or height <= 0, or not finite)",
+                            f"{where}: {bbox!r}")
             return None
         box = np.array([x, y, x + w, y + h], np.float32)
         clipped = np.clip(box, 0, [width, height, width, height]).astype(np.float32)
         if np.any(clipped != box):
-            log.warning("clipping annotation id %s (%s): bbox %r extends outside the %dx%d image",
-                        ann_id, file_name, bbox, width, height)
-            self.stats["clipped_boxes"] += 1
+            self.report.add("clipped_boxes", "bbox reaches outside the image", f"{where}: {bbox!r}")
         if min(clipped[2] - clipped[0], clipped[3] - clipped[1]) < self.min_box_size:
-            log.warning("dropping annotation id %s (%s): bbox %r is smaller than %g pixel after clipping",
-                        ann_id, file_name, bbox, self.min_box_size)
-            self.stats["dropped_annotations"] += 1
+            self.report.add("dropped_annotations", f"bbox outside the image or under {self.min_box_size:g} pixel "
+                            "after clipping", f"{where}: {bbox!r}")
             return None
         return clipped
 
@@ -257,7 +289,7 @@ class CocoReader:
         """uint8 [N, H, W] 0/1 masks of `record`'s instances, decoded with pycocotools.mask.
 
         Polygons, uncompressed RLE (list counts) and compressed RLE are accepted; an instance without a
-        (valid) segmentation gets its box filled (counted in `stats["box_masks"]`)."""
+        (usable) segmentation gets its box filled (counted in `stats["box_masks"]` on each call)."""
         h, w = record.height, record.width
         masks = np.zeros((record.num_instances, h, w), np.uint8)
         for i, seg in enumerate(record.segmentations):
@@ -279,7 +311,7 @@ def decode_segmentation(seg, height, width):
     if isinstance(seg, list):  # polygons: a list of flat [x, y, x, y, ...] lists
         polygons = [p for p in seg if len(p) >= 6]
         if not polygons:
-            return np.zeros((height, width), np.uint8)
+            raise ValueError("no polygon of 3 or more points")
         rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
     elif isinstance(seg, dict) and isinstance(seg.get("counts"), list):  # uncompressed RLE
         rle = mask_utils.frPyObjects(seg, height, width)

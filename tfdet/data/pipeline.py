@@ -1,4 +1,5 @@
-"""tf.data input: COCO json + images (or TFRecords) -> padded dense batches (DESIGN.md decision 3).
+"""tf.data input: COCO json + images (or TFRecords) -> padded dense batches of static shapes, so that
+tf.function, tf.distribute and SavedModel export need no special cases (docs/design.md, Padded tensors).
 
 Each batch is a dict (B = batch size, P = padded image side, M = `max_instances`):
 
@@ -21,7 +22,9 @@ Each batch is a dict (B = batch size, P = padded image side, M = `max_instances`
 Shapes are static except B of a final partial evaluation batch. Training shuffles (seeded), repeats,
 flips and resizes; every random choice comes from a stateless seed (options.seed, element index), so
 the same options give the same batches. An image that fails to decode at run time is dropped with a
-TensorFlow warning (the reader's `check_images` names such files up front).
+TensorFlow warning (the reader's `check_images="decode"` names every such file up front; evaluation
+finds the dropped ones by their missing image ids). Training never waits forever for a usable image: a
+whole pass over the data that yields none stops the input with an error.
 """
 
 import dataclasses
@@ -51,15 +54,41 @@ class InputOptions:
     shuffle_buffer: int = 1024
     seed: int = 0
 
+    def __post_init__(self):
+        """Checks every field, so that a bad value fails here with its name rather than later inside TF."""
+        def check(field, ok, want):
+            if not ok(getattr(self, field)):
+                raise ValueError(f"{field} must be {want}, got {getattr(self, field)!r}.")
+
+        check("batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+        check("scale", lambda v: _is_pair(v, 1), "(long, short) integer sizes >= 1, e.g. (1333, 800)")
+        check("short_edge_range", lambda v: v is None or (_is_pair(v, 1) and v[0] <= v[1]),
+              "None or (low, high) integer sizes with 1 <= low <= high")
+        check("flip_prob", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1,
+              "a probability in [0, 1]")
+        check("max_instances", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+        check("mask_size", lambda v: _is_int(v) and (v == 0 or v >= 2), "0 (no masks) or an integer >= 2")
+        check("semantic_stride", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+        check("shuffle_buffer", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+        check("seed", _is_int, "an integer")
+        check("pad_size", lambda v: v is None or (_is_pair(v, 32) and v[0] % 32 == 0 and v[1] % 32 == 0
+                                                  and min(v) >= max(self.scale)),
+              f"None or (h, w) multiples of 32 holding any image whose long edge is max(scale) = "
+              f"{max(self.scale)} in either orientation")
+
     def padded_size(self):
         if self.pad_size is not None:
-            h, w = (int(v) for v in self.pad_size)
-            if h % 32 or w % 32 or min(h, w) < max(self.scale):
-                raise ValueError(f"pad_size {self.pad_size} must be multiples of 32 holding any image whose long "
-                                 f"edge is max(scale) = {max(self.scale)} in either orientation.")
-            return h, w
+            return int(self.pad_size[0]), int(self.pad_size[1])
         side = -(-max(self.scale) // 32) * 32
         return side, side
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_pair(value, minimum):
+    return isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_int(v) and v >= minimum for v in value)
 
 
 def from_coco(reader, options, input_context=None):
@@ -133,12 +162,27 @@ def build(source, load, options, flip_map=None, input_context=None):
         source = source.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     if options.training:
-        source = source.shuffle(options.shuffle_buffer, seed=options.seed, reshuffle_each_iteration=True).repeat()
+        source = source.shuffle(options.shuffle_buffer, seed=options.seed, reshuffle_each_iteration=True)
     ds = source.map(lambda *e: load(*e), num_parallel_calls=AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors(log_warning=True)
+    if options.training:
+        # Repeating after the errors are dropped: tf.data ends a repeat whose pass yields nothing, where
+        # repeating the source would make ignore_errors drop undecodable images forever.
+        ds = _fail_at_end(ds.repeat(), "the input pipeline went through the whole data set without one image "
+                          "that decodes (each failure is logged above): nothing to train on.")
     ds = ds.enumerate().map(lambda i, ex: _prepare(ex, i, options, flip_map), num_parallel_calls=AUTOTUNE,
                             deterministic=True)
     return ds.batch(batch_size, drop_remainder=options.training, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+def _fail_at_end(ds, message):
+    """`ds` followed by one element whose computation fails with InvalidArgumentError(message)."""
+    def fail(_):
+        check = tf.debugging.Assert(False, [message])
+        with tf.control_dependencies([check]):
+            return tf.nest.map_structure(lambda s: tf.zeros([d or 0 for d in s.shape], s.dtype), ds.element_spec)
+
+    return ds.concatenate(tf.data.Dataset.range(1).map(fail))
 
 
 def _prepare(ex, index, options, flip_map):

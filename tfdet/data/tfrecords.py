@@ -4,7 +4,8 @@
 `prefix.meta.json` (class names and category ids, keypoint names and flip map). Image i goes to shard
 i % N. Every file is written under a temporary name and renamed, so a killed conversion leaves no
 truncated shard under a final name. Images that do not decode (or whose size disagrees with the json)
-are logged with their file and skipped; the count is returned.
+are skipped, counted by reason in one logged summary naming the first few files, and their number is
+returned and kept in the metadata (`skipped_images`).
 
 One tf.train.Example per image:
   image/encoded     bytes   the original file's bytes (PNG/JPEG/...)
@@ -22,13 +23,12 @@ One tf.train.Example per image:
 """
 
 import json
-import logging
 import os
 
 import numpy as np
 import tensorflow as tf
 
-log = logging.getLogger(__name__)
+from tfdet.data.report import DataReport
 
 
 def shard_paths(prefix, num_shards):
@@ -52,7 +52,7 @@ def serialize_record(reader, record, with_masks=True):
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
         raise ValueError(f"cannot be decoded ({e.message.splitlines()[0]})") from None
     if tuple(shape[:2]) != (record.height, record.width):
-        raise ValueError(f"is {shape[0]}x{shape[1]} but the json says {record.height}x{record.width}")
+        raise ValueError(f"size differs from the json's ({shape[0]}x{shape[1]}, not {record.height}x{record.width})")
     semantic = b""
     if record.semantic_file:
         with open(record.semantic_file, "rb") as f:
@@ -84,18 +84,18 @@ def write_tfrecords(reader, prefix, num_shards=1, with_masks=True):
     paths = shard_paths(prefix, num_shards)
     temps = [f"{p}.tmp-{os.getpid()}" for p in paths]
     writers = [tf.io.TFRecordWriter(t) for t in temps]
-    skipped = 0
+    report = DataReport(f"{prefix} (TFRecords of {len(reader.records)} images)")
     try:
         for i, record in enumerate(reader.records):
             try:
                 data = serialize_record(reader, record, with_masks)
             except (OSError, ValueError) as e:
-                log.warning("skipping image id %d (%s): %s", record.image_id, record.file_name, e)
-                skipped += 1
+                report.add("skipped_images", str(e).split(" (")[0], f"image id {record.image_id} ({record.file_name})")
                 continue
             writers[i % num_shards].write(data)
         for w in writers:
             w.close()
+        skipped = report.counts["skipped_images"]
         meta = {"class_names": reader.class_names, "category_ids": reader.category_ids,
                 "keypoint_names": reader.keypoint_names,
                 "keypoint_flip_map": [int(v) for v in reader.keypoint_flip_map],
@@ -111,8 +111,8 @@ def write_tfrecords(reader, prefix, num_shards=1, with_masks=True):
             w.close()
             if os.path.exists(temp):
                 os.remove(temp)
-    if skipped:
-        log.warning("%s: %d unreadable images skipped", prefix, skipped)
+    report.images, report.usable = len(reader.records), len(reader.records) - skipped
+    report.log()
     return paths, skipped
 
 

@@ -9,7 +9,13 @@ fresh process (auto-numbered layer names, e.g. `conv2d_3`, can differ between tw
 process: give layers explicit names).
 """
 
+import glob
+import logging
+import os
+
 import tensorflow as tf
+
+log = logging.getLogger(__name__)
 
 
 def weights_by_path(model):
@@ -37,4 +43,60 @@ def restore_weights(model, path):
     optimizer state is ignored). Raises AssertionError when a weight of the model is not in it."""
     status = tf.train.Checkpoint(weights=weights_by_path(model)).read(path)
     status.assert_existing_objects_matched().expect_partial()
+    return path
+
+
+# -- Finding and restoring a checkpoint for evaluation and export ------------------------------------------
+# Engine checkpoints (a TF checkpoint prefix with the weights stored by path; a folder means its latest, a
+# training workdir its checkpoints/) or Keras weight files (*.weights.h5, *.keras; a folder without TF
+# checkpoints means its newest one).
+
+KERAS_SUFFIXES = (".weights.h5", ".keras")
+
+
+def _tf_checkpoints(folder):
+    state = tf.train.get_checkpoint_state(folder)
+    return list(state.all_model_checkpoint_paths) if state else []
+
+
+def _keras_files(folder):
+    files = [f for s in KERAS_SUFFIXES for f in glob.glob(os.path.join(folder, "*" + s))]
+    return sorted(files, key=lambda f: (os.path.getmtime(f), f))
+
+
+def list_checkpoints(folder):
+    """Every checkpoint in a folder, oldest first (TF checkpoints if any, else Keras weight files)."""
+    return _tf_checkpoints(folder) or _keras_files(folder)
+
+
+def resolve_checkpoint(path):
+    """A checkpoint path from a file, a TF checkpoint prefix or a folder (its latest checkpoint; for a
+    training workdir, the latest in its checkpoints/ folder)."""
+    if os.path.isdir(path):
+        if not list_checkpoints(path) and os.path.isdir(os.path.join(path, "checkpoints")):
+            path = os.path.join(path, "checkpoints")  # a training workdir (bin/train --workdir)
+        found = list_checkpoints(path)
+        if not found:
+            raise FileNotFoundError(f"no checkpoint in {path} (looked for TF checkpoints and "
+                                    f"{'/'.join('*' + s for s in KERAS_SUFFIXES)} files).")
+        return found[-1]
+    if os.path.isfile(path) or os.path.isfile(path + ".index"):
+        return path
+    raise FileNotFoundError(f"checkpoint not found: {path}")
+
+
+def restore(model, checkpoint):
+    """Loads `checkpoint` into a built `model`; a checkpoint of another model (config) is a ValueError."""
+    path = resolve_checkpoint(checkpoint)
+    try:
+        if path.endswith(KERAS_SUFFIXES):
+            model.load_weights(path)
+        else:
+            # By weight path: tf.train.Checkpoint(model=...) does not see layers kept in Python lists
+            # in Keras 3 and would "restore" them silently untouched (see the module docstring).
+            restore_weights(model, path)
+    except (ValueError, AssertionError, tf.errors.InvalidArgumentError, KeyError) as e:
+        raise ValueError(f"checkpoint {path} does not fit the model built from the config (a checkpoint of "
+                         f"another config?): {str(e).splitlines()[0][:300]}") from None
+    log.info("restored %s", path)
     return path

@@ -1,7 +1,9 @@
-"""tf.distribute strategies chosen by a flag.
+"""tf.distribute strategies chosen by a flag (bin/train.py's and bin/evaluate.py's --strategy).
 
+  default       no distribution: TensorFlow's default strategy (ops placed as TF places them)
   one_device    OneDeviceStrategy on the first GPU, else the CPU
-  mirrored      MirroredStrategy over the local GPUs (or `devices`, e.g. two logical CPUs in tests)
+  mirrored      MirroredStrategy over `devices`, else the local GPUs, else every logical CPU (one
+                unless the process split the CPU into logical devices, as tests do)
   multi_worker  MultiWorkerMirroredStrategy; the cluster comes from the TF_CONFIG environment variable
                 ({"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": i}})
   tpu           TPUStrategy on the TPU named by `tpu` ("" = the local TPU / the one the environment names)
@@ -16,18 +18,21 @@ import os
 
 import tensorflow as tf
 
-STRATEGIES = ("one_device", "mirrored", "multi_worker", "tpu")
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 
 
 def build_strategy(name, devices=None, tpu=""):
     """The strategy called `name` (one of STRATEGIES). Raises ValueError naming the choices."""
     if name not in STRATEGIES:
         raise ValueError(f"--strategy must be one of {STRATEGIES}, got {name!r}.")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     if name == "one_device":
-        gpus = tf.config.list_logical_devices("GPU")
-        return tf.distribute.OneDeviceStrategy(devices[0] if devices else (gpus[0].name if gpus else "/cpu:0"))
+        return tf.distribute.OneDeviceStrategy(devices[0] if devices else (gpus[0] if gpus else "/cpu:0"))
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy(devices)
+        cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices or gpus or cpus)
     if name == "multi_worker":
         config = os.environ.get("TF_CONFIG")
         if not config:

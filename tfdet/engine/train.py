@@ -55,12 +55,14 @@ def train(config, workdir, strategy="one_device", mixed_precision="float32", dev
 
 
 def _train(config, workdir, strategy, devices, verbose, extra_callbacks):
-    from tfdet.engine import data as input_data
+    from tfdet.data import train_input as input_data
 
     train_cfg = train_block(config.get("train"))
     keras.utils.set_random_seed(train_cfg.seed)
     strategy = build_strategy(strategy, devices=devices) if isinstance(strategy, str) else strategy
     source = input_data.TrainInput(config.get("data") or {}, train_cfg.batch_size, train_cfg.seed)
+    if any(config.model.get(head) is not None for head in ("roi", "retina")):  # heads with a class per category
+        source.check_num_classes(config.model.num_classes)
     steps_per_epoch = int(train_cfg.steps_per_epoch) or max(1, source.num_images // train_cfg.batch_size)
     total_steps = int(train_cfg.total_steps) or int(train_cfg.epochs) * steps_per_epoch
 

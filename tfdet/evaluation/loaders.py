@@ -1,24 +1,16 @@
-"""PredictFns (the protocol of `tfdet.evaluation.evaluator`) from Keras models, checkpoints and SavedModels,
-and the checkpoint watcher behind `--watch`.
-
-Checkpoints are either engine checkpoints (a TF checkpoint prefix with the weights stored by path, see
-tfdet/engine/checkpoint.py; a folder means its latest, a training workdir its checkpoints/) or Keras weight
-files (`*.weights.h5`, `*.keras`; a folder without TF checkpoints means its newest one).
+"""PredictFns (the protocol of `tfdet.evaluation.evaluator`) from Keras models and SavedModels, and the
+checkpoint watcher behind `--watch` (checkpoints are found and restored by tfdet.engine.checkpoint).
 """
 
-import glob
 import logging
 import os
 import time
 
 import tensorflow as tf
 
-from tfdet.engine.checkpoint import restore_weights
+from tfdet.engine.checkpoint import KERAS_SUFFIXES, list_checkpoints
 
 log = logging.getLogger(__name__)
-
-_KERAS_SUFFIXES = (".weights.h5", ".keras")
-
 
 def detector_inputs(inputs):
     """Pipeline model inputs -> what `tfdet.modeling.detectors.Detector.call` reads: images, and
@@ -37,23 +29,6 @@ def keras_predict_fn(model, jit_compile=False):
         return model(inputs, training=False)
 
     return lambda inputs: predict(detector_inputs(inputs))
-
-
-STRATEGIES = ("default", "one_device", "mirrored")
-
-
-def make_strategy(name):
-    """A tf.distribute strategy by flag value: "default" (no distribution), "one_device" (the first GPU,
-    else the CPU) or "mirrored" (every local GPU, else the CPUs TF sees)."""
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "one_device":
-        gpus = tf.config.list_logical_devices("GPU")
-        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
-    if name == "mirrored":
-        gpus = tf.config.list_logical_devices("GPU")
-        return tf.distribute.MirroredStrategy([d.name for d in gpus or tf.config.list_logical_devices("CPU")])
-    raise ValueError(f"strategy must be one of {STRATEGIES}, got {name!r}.")
 
 
 def distributed_predict_fn(strategy, model):
@@ -83,54 +58,6 @@ def distributed_predict_fn(strategy, model):
         return {k: v[:batch] for k, v in outputs.items()}
 
     return predict
-
-
-def _tf_checkpoints(folder):
-    state = tf.train.get_checkpoint_state(folder)
-    return list(state.all_model_checkpoint_paths) if state else []
-
-
-def _keras_files(folder):
-    files = [f for s in _KERAS_SUFFIXES for f in glob.glob(os.path.join(folder, "*" + s))]
-    return sorted(files, key=lambda f: (os.path.getmtime(f), f))
-
-
-def list_checkpoints(folder):
-    """Every checkpoint in a folder, oldest first (TF checkpoints if any, else Keras weight files)."""
-    return _tf_checkpoints(folder) or _keras_files(folder)
-
-
-def resolve_checkpoint(path):
-    """A checkpoint path from a file, a TF checkpoint prefix or a folder (its latest checkpoint; for a
-    training workdir, the latest in its checkpoints/ folder)."""
-    if os.path.isdir(path):
-        if not list_checkpoints(path) and os.path.isdir(os.path.join(path, "checkpoints")):
-            path = os.path.join(path, "checkpoints")  # a training workdir (bin/train --workdir)
-        found = list_checkpoints(path)
-        if not found:
-            raise FileNotFoundError(f"no checkpoint in {path} (looked for TF checkpoints and "
-                                    f"{'/'.join('*' + s for s in _KERAS_SUFFIXES)} files).")
-        return found[-1]
-    if os.path.isfile(path) or os.path.isfile(path + ".index"):
-        return path
-    raise FileNotFoundError(f"checkpoint not found: {path}")
-
-
-def restore(model, checkpoint):
-    """Loads `checkpoint` into a built `model`; a checkpoint of another model (config) is a ValueError."""
-    path = resolve_checkpoint(checkpoint)
-    try:
-        if path.endswith(_KERAS_SUFFIXES):
-            model.load_weights(path)
-        else:
-            # By weight path: tf.train.Checkpoint(model=...) does not see layers kept in Python lists
-            # in Keras 3 and would "restore" them silently untouched (tfdet/engine/checkpoint.py).
-            restore_weights(model, path)
-    except (ValueError, AssertionError, tf.errors.InvalidArgumentError, KeyError) as e:
-        raise ValueError(f"checkpoint {path} does not fit the model built from the config (a checkpoint of "
-                         f"another config?): {str(e).splitlines()[0][:300]}") from None
-    log.info("restored %s", path)
-    return path
 
 
 def saved_model_predict_fn(path, signature="serving_default"):
@@ -194,11 +121,11 @@ def watch(folder, evaluate_fn, timeout=0.0, poll_seconds=10.0, done=None):
 def checkpoint_step(path):
     """The trailing step number of a checkpoint name (ckpt-1200, model_1200.weights.h5), or -1."""
     base = os.path.basename(path)
-    for s in _KERAS_SUFFIXES:
+    for s in KERAS_SUFFIXES:
         base = base[:-len(s)] if base.endswith(s) else base
     digits = base[len(base.rstrip("0123456789")):]
     return int(digits) if digits else -1
 
 
-__all__ = ["checkpoint_step", "detector_inputs", "keras_predict_fn", "list_checkpoints", "resolve_checkpoint",
-           "restore", "saved_model_predict_fn", "watch"]
+__all__ = ["checkpoint_step", "detector_inputs", "distributed_predict_fn", "keras_predict_fn",
+           "saved_model_predict_fn", "watch"]

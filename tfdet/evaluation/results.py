@@ -1,12 +1,17 @@
-"""Padded detector outputs -> COCO results (NumPy, host side).
+"""Padded detector outputs -> COCO results (NumPy, host side): the one converter, used by evaluation
+(`detections_to_coco`) and by the serving clients (`serving_to_coco`).
 
 Detector outputs (the detectors' documented contract, padded to D detections per image):
   num_detections      [B] int                number of valid rows (valid rows come first)
   detection_boxes     [B, D, 4] float        (x1, y1, x2, y2) in network-input pixels
   detection_scores    [B, D] float
   detection_classes   [B, D] int             contiguous class in [0, C), -1 = padding
-  detection_masks     [B, D, M, M] float     optional: probabilities of the mask covering its box exactly
+  detection_masks     [B, D, M, M] float     optional: probabilities of the mask covering its box exactly,
+                      or [B, D, H, W] uint8  0/1 full-image masks (serving's mask_output="image")
   detection_keypoints [B, D, K, 3] float     optional: (x, y, score) in network-input pixels
+  image_status        [B] int                optional (serving): non-zero = the image was not run
+The serving signatures (tfdet.serving.module) give the same outputs in original-image pixels with
+dataset category ids: `serving_to_coco` reads them with an identity image_info.
 
 `image_info` is the pipeline's [B, 3, 2]: original (h, w), scale (sy, sx) original -> network input,
 valid (h, w). Boxes go back to the original image by dividing by the scale, in float64, with no rounding
@@ -120,10 +125,26 @@ def encode_masks(masks, boxes, height, width, threshold=0.5):
     for i, (mask, box) in enumerate(zip(masks, boxes)):
         r0, r1, c0, c1, values = paste_region(mask, box, height, width)
         stack[r0:r1, c0:c1, i] = values >= threshold
-    rles = mask_utils.encode(stack) if len(masks) else []
+    return _encode(stack)
+
+
+def _encode(stack):
+    """json-ready compressed RLEs of a Fortran-ordered [H, W, N] uint8 stack."""
+    rles = mask_utils.encode(stack) if stack.shape[-1] else []
     for rle in rles:
         rle["counts"] = rle["counts"].decode("ascii")
     return rles
+
+
+def identity_info(image_sizes):
+    """[B, 3, 2] image_info of outputs already in original pixels: original = valid = (h, w), scale 1."""
+    sizes = np.asarray(image_sizes, np.float64).reshape(-1, 2)
+    return np.stack([sizes, np.ones_like(sizes), sizes], axis=1)
+
+
+def _full_image_rles(bitmaps, height, width):
+    """Compressed RLEs of [N, H', W'] 0/1 full-image masks, each cropped to its image's height x width."""
+    return _encode(np.asfortranarray(np.asarray(bitmaps)[:, :height, :width].transpose(1, 2, 0).astype(np.uint8)))
 
 
 def detections_to_coco(outputs, image_info, image_ids, class_to_category, mask_threshold=0.5,
@@ -133,7 +154,8 @@ def detections_to_coco(outputs, image_info, image_ids, class_to_category, mask_t
     Args:
       outputs: the detector's padded outputs dict (tensors or arrays), see the module docstring.
       image_info: [B, 3, 2] the pipeline's image_info. image_ids: [B] COCO image ids.
-      class_to_category: contiguous class -> COCO category id (`CocoReader.class_to_category`).
+      class_to_category: contiguous class -> COCO category id (`CocoReader.class_to_category`); None when
+        the classes already are category ids.
       mask_threshold: pasted mask probabilities >= this are foreground.
       score_threshold: detections scoring below it are left out.
     Returns:
@@ -148,27 +170,33 @@ def detections_to_coco(outputs, image_info, image_ids, class_to_category, mask_t
     if image_info.shape != (batch, 3, 2) or image_ids.shape != (batch,):
         raise ValueError(f"image_info must be [B, 3, 2] and image_ids [B] with B = {batch}, got "
                          f"{image_info.shape} and {image_ids.shape}.")
+    masks = out.get("detection_masks")
     results = []
     for b in range(batch):
+        if "image_status" in out and out["image_status"][b] != 0:
+            continue
         n = int(out["num_detections"][b])
         info = image_info[b]
         height, width = (int(round(v)) for v in info[0])
         boxes = boxes_to_original(out["detection_boxes"][b, :n], info)
         keep = [d for d in range(n) if out["detection_classes"][b, d] >= 0
                 and out["detection_scores"][b, d] >= score_threshold]
-        unknown = sorted({int(out["detection_classes"][b, d]) for d in keep} - set(class_to_category))
-        if unknown:
-            raise ValueError(f"detection class {unknown[0]} is not among the {len(class_to_category)} classes of "
-                             f"the annotations.")
-        if "detection_masks" in out:
-            rles = dict(zip(keep, encode_masks(out["detection_masks"][b, keep], boxes[keep], height, width,
-                                               mask_threshold)))
+        if class_to_category is not None:
+            unknown = sorted({int(out["detection_classes"][b, d]) for d in keep} - set(class_to_category))
+            if unknown:
+                raise ValueError(f"detection class {unknown[0]} is not among the {len(class_to_category)} classes "
+                                 f"of the annotations.")
+        if masks is not None and masks.dtype.kind == "f":
+            rles = dict(zip(keep, encode_masks(masks[b, keep], boxes[keep], height, width, mask_threshold)))
+        elif masks is not None:
+            rles = dict(zip(keep, _full_image_rles(masks[b, keep], height, width)))
         for d in keep:
             cls = int(out["detection_classes"][b, d])
             x1, y1, x2, y2 = (float(v) for v in boxes[d])
-            res = {"image_id": int(image_ids[b]), "category_id": int(class_to_category[cls]),
+            category = cls if class_to_category is None else int(class_to_category[cls])
+            res = {"image_id": int(image_ids[b]), "category_id": category,
                    "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(out["detection_scores"][b, d])}
-            if "detection_masks" in out:
+            if masks is not None:
                 res["segmentation"] = rles[d]
             if "detection_keypoints" in out:
                 kps = out["detection_keypoints"][b, d].astype(np.float64)
@@ -184,3 +212,11 @@ def proposals_to_coco(boxes, scores, num_valid, image_info, image_ids, category_
     outputs = {"num_detections": num_valid, "detection_boxes": boxes, "detection_scores": scores,
                "detection_classes": np.zeros(np.shape(scores), np.int32)}
     return detections_to_coco(outputs, image_info, image_ids, {0: category_id})
+
+
+def serving_to_coco(outputs, image_ids, score_threshold=0.0, mask_threshold=0.5):
+    """COCO results of one batch of a serving signature's outputs (tfdet.serving.module: boxes and
+    keypoints in original pixels, classes already category ids, `image_size` [B, 2]); images whose
+    `image_status` is non-zero have none."""
+    return detections_to_coco(outputs, identity_info(outputs["image_size"]), image_ids, None, mask_threshold,
+                              score_threshold)

@@ -1,10 +1,12 @@
 """Prediction clients of an exported detector, and its outputs as COCO results.
 
-A predictor maps {input name: ndarray} to {output name: ndarray} through one signature:
+A predictor maps {input name: ndarray} to {output name: ndarray} through one signature; a request the
+model rejects raises ValueError, a server that cannot be reached ConnectionError:
   LocalPredictor(path)                      a SavedModel folder, loaded in this process
   RestPredictor("http://host:8501", name)   TF Serving REST: POST /v1/models/<name>[/versions/<v>]:predict
   GrpcPredictor("host:8500", name)          TF Serving gRPC (needs the optional tensorflow-serving-api)
-The signatures are those of tfdet.serving.module (outputs in original-image pixels, category ids).
+The signatures are those of tfdet.serving.module (outputs in original-image pixels, category ids);
+tfdet.evaluation.results.serving_to_coco turns their outputs into COCO results.
 """
 
 import base64
@@ -13,7 +15,6 @@ import urllib.error
 import urllib.request
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 
 class LocalPredictor:
@@ -61,6 +62,8 @@ class RestPredictor:
             except ValueError:
                 pass
             raise ValueError(f"{self.endpoint} rejected the request (HTTP {e.code}): {detail}") from None
+        except urllib.error.URLError as e:
+            raise ConnectionError(f"cannot reach {self.endpoint}: {e.reason}") from None
         outputs = reply.get("outputs")
         if not isinstance(outputs, dict):
             raise ValueError(f"{self.endpoint} answered without named 'outputs': {str(reply)[:300]}")
@@ -77,7 +80,7 @@ class GrpcPredictor:
         except ImportError as e:
             raise ImportError(f"gRPC prediction needs the optional tensorflow-serving-api and grpcio packages "
                               f"(pip install tensorflow-serving-api grpcio), or use the REST endpoint: {e}") from None
-        self._predict_pb2 = predict_pb2
+        self._predict_pb2, self._grpc, self.target = predict_pb2, grpc, target
         self.stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
         self.model_name, self.signature, self.version, self.timeout = model_name, signature, version, timeout
 
@@ -91,41 +94,12 @@ class GrpcPredictor:
             request.model_spec.version.value = int(self.version)
         for key, value in inputs.items():
             request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
-        response = self.stub.Predict(request, self.timeout)
+        try:
+            response = self.stub.Predict(request, self.timeout)
+        except self._grpc.RpcError as e:
+            code = e.code()
+            if code in (self._grpc.StatusCode.UNAVAILABLE, self._grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise ConnectionError(f"cannot reach {self.target} ({code.name}): {e.details()}") from None
+            raise ValueError(f"{self.target} rejected the request ({code.name}): {e.details()}") from None
         return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
 
-
-def to_coco(outputs, image_ids, score_threshold=0.0, mask_threshold=0.5):
-    """COCO results of one batch of serving outputs (boxes already in original pixels, classes already
-    category ids): bbox (x, y, w, h), score, segmentation (RLE) and keypoints (x, y, score with COCO's
-    pixel-index convention: continuous coordinates minus 0.5) when present."""
-    from tfdet.evaluation.results import encode_masks
-
-    results = []
-    for b, image_id in enumerate(image_ids):
-        n = int(outputs["num_detections"][b])
-        height, width = (int(v) for v in outputs["image_size"][b])
-        keep = [d for d in range(n) if outputs["detection_classes"][b, d] >= 0
-                and outputs["detection_scores"][b, d] >= score_threshold]
-        boxes = np.asarray(outputs["detection_boxes"][b], np.float64)
-        masks = outputs.get("detection_masks")
-        rles = {}
-        if masks is not None and keep:
-            if masks.dtype.kind == "f":  # box-relative probabilities (mask_output="box")
-                rles = dict(zip(keep, encode_masks(masks[b, keep], boxes[keep], height, width, mask_threshold)))
-            else:  # full-image 0/1 bitmaps of the batch's largest size
-                bitmaps = np.asfortranarray(masks[b, keep, :height, :width].transpose(1, 2, 0).astype(np.uint8))
-                for d, rle in zip(keep, mask_utils.encode(bitmaps)):
-                    rle["counts"] = rle["counts"].decode("ascii")
-                    rles[d] = rle
-        for d in keep:
-            x1, y1, x2, y2 = (float(v) for v in boxes[d])
-            res = {"image_id": image_id, "category_id": int(outputs["detection_classes"][b, d]),
-                   "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(outputs["detection_scores"][b, d])}
-            if d in rles:
-                res["segmentation"] = rles[d]
-            if "detection_keypoints" in outputs:
-                kps = np.asarray(outputs["detection_keypoints"][b, d], np.float64)
-                res["keypoints"] = np.concatenate([kps[:, :2] - 0.5, kps[:, 2:]], 1).reshape(-1).tolist()
-            results.append(res)
-    return results

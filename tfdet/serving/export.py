@@ -21,7 +21,7 @@ from tfdet.serving.module import INPUT_TYPES, ServingModule
 
 def build_serving_model(config, ops="composite", checkpoint=None):
     """The detector of a full config (`config.model`) with `ops_impl=ops`, built, weights restored."""
-    from tfdet.evaluation.loaders import restore
+    from tfdet.engine.checkpoint import restore
     from tfdet.modeling.detectors import build_detector
 
     if ops not in ("composite", "fused"):

@@ -17,7 +17,13 @@ the same detections for the same pixels), run through the detector, and mapped b
                       original size in the batch, each image's mask at its top-left)   (Mask R-CNN)
   detection_keypoints [B, D, K, 3] float32 (x, y, score), continuous original-image pixels (Keypoint R-CNN)
   image_size          [B, 2] int32       original (height, width) of each image
+  image_status        [B] int32          0 = detected; 1 = the encoded image could not be decoded (its
+                                         rows are empty and its image_size is (0, 0))
 Padded rows (index >= num_detections) are zero (classes -1).
+
+Bad requests: one encoded image that does not decode does not fail the batch (it gets status 1; the
+others are detected), an empty batch gets empty outputs, and an image tensor that is not
+[B, H, W, 3] RGB fails at once with a message saying so.
 """
 
 import tensorflow as tf
@@ -97,6 +103,11 @@ class ServingModule(tf.Module):
     # -- input types -----------------------------------------------------------------------------------
     def _from_tensor(self, images):
         shape = tf.shape(images)
+        # A signature's shape is not enforced on a call (TF Serving, loaded SavedModels): check the channels.
+        check = tf.debugging.Assert(tf.reduce_all(tf.equal(shape[-1:], 3)), [
+            "image_tensor: images must be uint8 [batch, height, width, 3] RGB; got shape", shape], summarize=8)
+        with tf.control_dependencies([check]):
+            images = tf.identity(images)
         new_h, new_w, sy, sx = resize_ratio(shape[1], shape[2], self.scale)
         resized = tf.image.resize(tf.cast(images, tf.float32), tf.stack([new_h, new_w]), method="bilinear")
         side = self.padded_side
@@ -106,26 +117,53 @@ class ServingModule(tf.Module):
         original = tf.tile(shape[None, 1:3], [batch, 1])
         valid = tf.tile(tf.stack([new_h, new_w])[None], [batch, 1])
         scales = tf.tile(tf.stack([sy, sx])[None], [batch, 1])
-        return self._detect(padded, original, scales, valid)
+        result = self._detect_any(padded, original, scales, valid)
+        result["image_status"] = tf.zeros([batch], tf.int32)
+        return result
 
     def _from_bytes(self, encoded_images):
         side = self.padded_side
+        count = tf.shape(encoded_images)[0]
 
-        def prepare(data):
-            image = tf.io.decode_image(data, channels=3, expand_animations=False)  # names the bad format
+        def prepare(index, data):
+            image = tf.io.decode_image(data, channels=3, expand_animations=False)
             size = tf.shape(image)[:2]
             new_h, new_w, sy, sx = resize_ratio(size[0], size[1], self.scale)
             resized = tf.image.resize(tf.cast(image, tf.float32), tf.stack([new_h, new_w]), method="bilinear")
             padded = tf.pad(resized, [[0, side - new_h], [0, side - new_w], [0, 0]])
-            return tf.ensure_shape(padded, [side, side, 3]), size, tf.stack([sy, sx]), tf.stack([new_h, new_w])
+            return index, tf.ensure_shape(padded, [side, side, 3]), size, tf.stack([sy, sx]), tf.stack([new_h, new_w])
 
-        padded, original, scales, valid = tf.map_fn(
-            prepare, encoded_images, fn_output_signature=(tf.TensorSpec([side, side, 3], tf.float32),
-                                                          tf.TensorSpec([2], tf.int32), tf.TensorSpec([2], tf.float32),
-                                                          tf.TensorSpec([2], tf.int32)))
-        return self._detect(padded, original, scales, valid)
+        # tf.data drops the images whose decoding fails (graph ops have no per-element try); the indices
+        # of those that remain say which ones ran. The empty batch after them makes the result a batch
+        # even when none remains.
+        decoded = tf.data.Dataset.from_tensor_slices((tf.range(count), encoded_images)).map(
+            prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
+        empty = (tf.zeros([0], tf.int32), tf.zeros([0, side, side, 3]), tf.zeros([0, 2], tf.int32),
+                 tf.zeros([0, 2]), tf.zeros([0, 2], tf.int32))
+        ran, padded, original, scales, valid = decoded.batch(tf.cast(tf.maximum(count, 1), tf.int64)).concatenate(
+            tf.data.Dataset.from_tensors(empty)).take(1).get_single_element()
+        result = self._detect_any(padded, original, scales, valid)
+        # Row i of the request takes row position[i] of the results; a failed image the empty row after them.
+        done = tf.shape(ran)[0]
+        position = tf.tensor_scatter_nd_update(tf.fill([count], done), ran[:, None], tf.range(done))
+        result = {k: tf.gather(tf.concat([v, _empty_row(v, -1 if k == "detection_classes" else 0)], 0), position)
+                  for k, v in result.items()}
+        result["image_status"] = tf.tensor_scatter_nd_update(tf.ones([count], tf.int32), ran[:, None],
+                                                             tf.zeros_like(ran))
+        return result
 
     # -- shared ----------------------------------------------------------------------------------------
+    def _detect_any(self, images, original, scales, valid):
+        """`_detect` for any batch size: an empty batch runs one blank image whose outputs are dropped
+        (the detectors' shapes need at least one image)."""
+        count = tf.shape(images)[0]
+        blank = tf.maximum(1 - count, 0)
+        ones = tf.ones([blank, 2], tf.int32)
+        out = self._detect(tf.concat([images, tf.zeros(tf.concat([[blank], tf.shape(images)[1:]], 0))], 0),
+                           tf.concat([original, ones], 0), tf.concat([scales, tf.ones([blank, 2])], 0),
+                           tf.concat([valid, ones], 0))
+        return {k: v[:count] for k, v in out.items()}
+
     def _detect(self, images, original, scales, valid):
         """images [B, P, P', 3] float32; original / valid [B, 2] int32 (h, w); scales [B, 2] (sy, sx)."""
         out = self._holder.model.detect(images, tf.cast(valid, tf.float32))
@@ -156,3 +194,8 @@ class ServingModule(tf.Module):
             points = tf.stack([kx / sx[..., None], ky / sy[..., None], ks], -1)
             result["detection_keypoints"] = tf.where(keep[..., None, None], points, 0.0)
         return result
+
+
+def _empty_row(value, fill):
+    """One row like the rows of `value` [N, ...], filled with `fill`."""
+    return tf.fill(tf.concat([[1], tf.shape(value)[1:]], 0), tf.cast(fill, value.dtype))

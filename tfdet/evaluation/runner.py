@@ -1,4 +1,4 @@
-"""What `bin/evaluate.py` does, as plain functions of an `EvalSettings` (the flags), so tests can run it.
+"""What `bin/evaluate.py` runs, as plain functions of an `EvalSettings` (the flags), so tests can run it.
 
 Paths:
   predictions  evaluate a COCO results json (`--predictions`) against `--annotations`;
@@ -8,6 +8,10 @@ Paths:
   watch        evaluate every checkpoint of a training folder as it appears (`--watch`).
 Each path prints the COCO tables (and per-class AP), writes them as json (`--metrics_output`, default
 `<output>.metrics.json`) and can render `--visualize N` images with their detections.
+
+The model paths refuse to report AP when an annotated image was not run (its file is missing, does not
+decode, or is absent from the TFRecords): its objects would count as missed. With `allow_missing`
+(`--allow_missing`) such images are left out of the ground truth and their number is printed.
 """
 
 import dataclasses
@@ -17,9 +21,12 @@ import os
 import tensorflow as tf
 
 from tfdet.data import coco, pipeline
+from tfdet.engine.checkpoint import restore
 from tfdet.evaluation import coco_eval, evaluator, loaders, results as results_lib, tta
 
 log = logging.getLogger(__name__)
+
+STRATEGIES = ("default", "one_device", "mirrored")  # the --strategy values evaluation supports (engine.strategy)
 
 
 @dataclasses.dataclass
@@ -44,6 +51,7 @@ class EvalSettings:
     visualize: int = 0                    # render this many images
     visualize_dir: str = ""               # default <metrics_output folder>/visualize
     visualize_score_threshold: float = 0.3
+    allow_missing: bool = False           # evaluate without the images that could not be run
 
 
 def metrics_path(s):
@@ -64,28 +72,59 @@ def open_annotations(s, need_images):
 
 
 def predict(s, reader, predict_fn):
-    """COCO results of `predict_fn` over the reader's images (single scale, or TTA when asked)."""
+    """(COCO results of `predict_fn` over the reader's images (single scale, or TTA when asked), the set of
+    image ids it ran on)."""
+    ran = set()
     if s.tta_scales or s.tta_flip:
         if s.tfrecords:
             raise ValueError("test-time augmentation reads the image files; give --images, not --tfrecords.")
         out = []
         for rec in reader.records:
-            image = tf.io.decode_image(tf.io.read_file(rec.file_name), channels=3, expand_animations=False)
+            try:
+                image = tf.io.decode_image(tf.io.read_file(rec.file_name), channels=3, expand_animations=False)
+            except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
+                log.warning("image id %d (%s) is not evaluated: %s", rec.image_id, rec.file_name,
+                            e.message.splitlines()[0])
+                continue
+            ran.add(rec.image_id)
             outputs, info = tta.tta_predict(
                 predict_fn, image, s.tta_scales or [s.scale], s.tta_flip, s.tta_merge, s.tta_iou_threshold,
                 s.max_detections, flip_map=reader.keypoint_flip_map if reader.num_keypoints else None,
                 image_id=rec.image_id)
             out += results_lib.detections_to_coco(outputs, info, [rec.image_id], reader.class_to_category,
                                                   s.mask_threshold, s.score_threshold)
-        return out
+        return out, ran
     options = pipeline.InputOptions(batch_size=s.batch_size, training=False, scale=tuple(s.scale), max_instances=1,
                                     mask_size=0, with_keypoints=False)
     if s.tfrecords:
         batches = pipeline.from_tfrecords(s.tfrecords, options).as_numpy_iterator()
     else:
         batches = pipeline.from_coco(reader, options).as_numpy_iterator()
-    return evaluator.predict_results(predict_fn, batches, reader.class_to_category, s.score_threshold,
-                                     s.mask_threshold)
+    out = evaluator.predict_results(predict_fn, batches, reader.class_to_category, s.score_threshold,
+                                    s.mask_threshold, on_batch=lambda batch, _: ran.update(batch["image_id"].tolist()))
+    return out, ran
+
+
+def ground_truth_of(coco_gt, ran, s, print_fn=print, missing_files=False):
+    """The ground truth to evaluate the images in `ran` against: `coco_gt` when every image ran; without
+    the others when `s.allow_missing` (said with `print_fn`); else an error naming them (FileNotFoundError
+    when `missing_files`, i.e. some image files do not exist)."""
+    missing = sorted(set(coco_gt.getImgIds()) - set(ran))
+    if not missing:
+        return coco_gt
+    total = len(coco_gt.getImgIds())
+    names = ", ".join(str(coco_gt.imgs[i].get("file_name", i)) for i in missing[:3]) + (", ..." if len(missing) > 3
+                                                                                        else "")
+    what = f"{len(missing)} of the {total} annotated images could not be read or decoded ({names})"
+    if not s.allow_missing:
+        error = FileNotFoundError if missing_files else ValueError
+        raise error(f"{what}: refusing to report AP, which would count their objects as missed. Fix or remove "
+                    f"them, or pass --allow_missing to evaluate the other {total - len(missing)} without them.")
+    print_fn(f"--allow_missing: {what}; evaluating the other {total - len(missing)} images without them.")
+    skip = set(missing)
+    data = coco_gt.dataset
+    return coco_eval.coco_from_dataset(dict(data, images=[im for im in data["images"] if im["id"] not in skip],
+                                            annotations=[a for a in data["annotations"] if a["image_id"] not in skip]))
 
 
 def run(s, predict_fn=None, print_fn=print):
@@ -94,14 +133,16 @@ def run(s, predict_fn=None, print_fn=print):
     if bool(s.predictions) == (predict_fn is not None):
         raise ValueError("give exactly one of a predictions file and a model (checkpoint / SavedModel) to evaluate.")
     reader = open_annotations(s, need_images=(predict_fn is not None and not s.tfrecords) or s.visualize > 0)
+    coco_gt = reader.coco
     if s.predictions:
         results = coco_eval.load_results(s.predictions, reader.coco)
     else:
-        results = predict(s, reader, predict_fn)
+        results, ran = predict(s, reader, predict_fn)
+        coco_gt = ground_truth_of(reader.coco, ran, s, print_fn, missing_files=reader.stats["missing_images"] > 0)
         if s.output:
             coco_eval.write_json_atomic(s.output, results)
             log.info("wrote %d detections to %s", len(results), s.output)
-    report = evaluator.evaluate_results(reader.coco, results, s.eval_types or None, s.kpt_oks_sigmas)
+    report = evaluator.evaluate_results(coco_gt, results, s.eval_types or None, s.kpt_oks_sigmas)
     print_fn(evaluator.format_report(report))
     path = metrics_path(s)
     if path:
@@ -119,11 +160,11 @@ def run_checkpoint(s, build_model, checkpoint, print_fn=print, strategy=None):
     a tf.distribute `strategy`, built under its scope and run on all its replicas."""
     if strategy is None:
         model = build_model()
-        loaders.restore(model, checkpoint)
+        restore(model, checkpoint)
         return run(s, loaders.keras_predict_fn(model), print_fn)
     with strategy.scope():
         model = build_model()
-        loaders.restore(model, checkpoint)
+        restore(model, checkpoint)
     return run(s, loaders.distributed_predict_fn(strategy, model), print_fn)
 
 

@@ -1,4 +1,4 @@
-"""bin/evaluate.py and its driver: predictions path vs pycocotools directly, model paths (checkpoint,
+"""bin/evaluate.py and its runner: predictions path vs pycocotools directly, model paths (checkpoint,
 SavedModel, watch) with a fake detector derived from ground truth, TTA, visualization, bad inputs."""
 
 import contextlib
@@ -16,8 +16,9 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from tfdet.engine.checkpoint import weights_by_path
-from tfdet.evaluation import cli, loaders
-from tests.evaluation.fakes import make_gt_detector
+from tfdet.engine import checkpoint, strategy
+from tfdet.evaluation import loaders, runner
+from tests.evaluation.fakes import make_gt_detector, save_as_saved_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -76,13 +77,13 @@ def test_cli_bad_inputs_give_one_clear_line(shapes_val, tmp_path):
 
 
 def _settings(shapes_val, tmp_path, **kw):
-    return cli.EvalSettings(annotations=shapes_val.ann_file, images=shapes_val.image_dir,
+    return runner.EvalSettings(annotations=shapes_val.ann_file, images=shapes_val.image_dir,
                             output=str(tmp_path / "results.json"), scale=(160, 100), **kw)
 
 
 def test_model_path_perfect_detections_ap_one(shapes_val, reader, tmp_path):
     model = make_gt_detector(reader)
-    report = cli.run(_settings(shapes_val, tmp_path, batch_size=2), loaders.keras_predict_fn(model),
+    report = runner.run(_settings(shapes_val, tmp_path, batch_size=2), loaders.keras_predict_fn(model),
                      print_fn=lambda s: None)
     assert report["bbox"]["metrics"]["AP"] == pytest.approx(1.0)
     written = json.loads((tmp_path / "results.json").read_text())
@@ -95,16 +96,16 @@ def test_model_path_from_tfrecords(shapes_val, reader, tmp_path):
 
     prefix = str(tmp_path / "records" / "val")
     tfrecords.write_tfrecords(reader, prefix, num_shards=2, with_masks=False)
-    s = cli.EvalSettings(annotations=shapes_val.ann_file, images=str(tmp_path / "no_images_needed"), tfrecords=prefix,
-                         scale=(160, 100), batch_size=2)
-    report = cli.run(s, loaders.keras_predict_fn(make_gt_detector(reader)), print_fn=lambda s: None)
+    s = runner.EvalSettings(annotations=shapes_val.ann_file, images=str(tmp_path / "no_images_needed"),
+                            tfrecords=prefix, scale=(160, 100), batch_size=2)
+    report = runner.run(s, loaders.keras_predict_fn(make_gt_detector(reader)), print_fn=lambda s: None)
     assert report["bbox"]["metrics"]["AP"] == pytest.approx(1.0)
 
 
 def test_model_path_with_multiscale_tta(shapes_val, reader, tmp_path):
     model = make_gt_detector(reader)
     s = _settings(shapes_val, tmp_path, tta_scales=((160, 100), (250, 150)), tta_merge="soft_nms")
-    report = cli.run(s, loaders.keras_predict_fn(model), print_fn=lambda s: None)
+    report = runner.run(s, loaders.keras_predict_fn(model), print_fn=lambda s: None)
     assert report["bbox"]["metrics"]["AP"] == pytest.approx(1.0)
 
 
@@ -118,28 +119,16 @@ def test_checkpoint_and_saved_model_paths_agree(shapes_val, reader, tmp_path):
     ckpt = _save_checkpoint(trained, str(tmp_path / "work"), 100)
     quiet = lambda s: None  # noqa: E731
     build = lambda: make_gt_detector(reader, offset=25.0)  # noqa: E731 (wrong until restored)
-    before = cli.run(_settings(shapes_val, tmp_path), loaders.keras_predict_fn(build()), print_fn=quiet)
-    from_ckpt = cli.run_checkpoint(_settings(shapes_val, tmp_path), build, str(tmp_path / "work"), print_fn=quiet)
+    before = runner.run(_settings(shapes_val, tmp_path), loaders.keras_predict_fn(build()), print_fn=quiet)
+    from_ckpt = runner.run_checkpoint(_settings(shapes_val, tmp_path), build, str(tmp_path / "work"), print_fn=quiet)
     assert before["bbox"]["metrics"]["AP"] < 0.5 and from_ckpt["bbox"]["metrics"]["AP"] == pytest.approx(1.0)
 
     restored = build()
-    loaders.restore(restored, ckpt)
+    checkpoint.restore(restored, ckpt)
 
-    class Export(tf.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images"),
-                                      tf.TensorSpec([None, 2], tf.float32, name="image_info"),
-                                      tf.TensorSpec([None], tf.int64, name="image_id")])
-        def serve(self, images, image_info, image_id):
-            return self.model({"images": images, "image_info": image_info, "image_id": image_id})
-
-    module = Export(restored)
     export = str(tmp_path / "export")
-    tf.saved_model.save(module, export, signatures={"serving_default": module.serve.get_concrete_function()})
-    saved = cli.run(_settings(shapes_val, tmp_path), loaders.saved_model_predict_fn(export), print_fn=quiet)
+    save_as_saved_model(restored, export)
+    saved = runner.run(_settings(shapes_val, tmp_path), loaders.saved_model_predict_fn(export), print_fn=quiet)
     assert saved == from_ckpt
 
 
@@ -147,9 +136,9 @@ def test_checkpoint_of_another_model_is_a_clear_error(reader, tmp_path):
     other = make_gt_detector(reader, extra_weight_shape=(3,))
     _save_checkpoint(other, str(tmp_path / "other"), 1)
     with pytest.raises(ValueError, match="does not fit the model"):
-        loaders.restore(make_gt_detector(reader, extra_weight_shape=(4,)), str(tmp_path / "other"))
+        checkpoint.restore(make_gt_detector(reader, extra_weight_shape=(4,)), str(tmp_path / "other"))
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        loaders.resolve_checkpoint(str(tmp_path))
+        checkpoint.resolve_checkpoint(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="no SavedModel"):
         loaders.saved_model_predict_fn(str(tmp_path))
 
@@ -159,7 +148,7 @@ def test_a_training_workdir_resolves_to_its_latest_checkpoint(reader, tmp_path):
     folder = str(tmp_path / "work" / "checkpoints")
     for step in (5, 9):
         _save_checkpoint(make_gt_detector(reader), folder, step)
-    path = loaders.resolve_checkpoint(str(tmp_path / "work"))
+    path = checkpoint.resolve_checkpoint(str(tmp_path / "work"))
     assert path.startswith(folder) and path.endswith("-9"), path
 
 
@@ -169,7 +158,7 @@ def test_watch_evaluates_each_checkpoint_in_order(shapes_val, reader, tmp_path):
         _save_checkpoint(make_gt_detector(reader, offset=offset), work, step)
     metrics = str(tmp_path / "watch.json")
     s = _settings(shapes_val, tmp_path, metrics_output=metrics)
-    reports = cli.run_watch(s, lambda: make_gt_detector(reader, offset=50.0), work, timeout=0.0,
+    reports = runner.run_watch(s, lambda: make_gt_detector(reader, offset=50.0), work, timeout=0.0,
                             print_fn=lambda s: None)
     names = [os.path.basename(c) for c in reports]
     assert names == ["ckpt-10", "ckpt-20"]
@@ -178,15 +167,15 @@ def test_watch_evaluates_each_checkpoint_in_order(shapes_val, reader, tmp_path):
     assert list(json.loads(open(metrics).read())) == list(reports)
     assert os.path.isfile(str(tmp_path / "results-ckpt-20.json"))
     # A last step stops the watch there.
-    assert len(cli.run_watch(s, lambda: make_gt_detector(reader), work, last_step=10, print_fn=lambda s: None)) == 1
+    assert len(runner.run_watch(s, lambda: make_gt_detector(reader), work, last_step=10, print_fn=lambda s: None)) == 1
 
 
 def test_proposal_recall_path_matches_class_agnostic_cocoeval(shapes_val, reader, tmp_path):
     res = str(tmp_path / "proposals.json")
     _known_predictions(shapes_val.ann_file, res, seed=4)
-    s = cli.EvalSettings(annotations=shapes_val.ann_file, predictions=res, eval_types=("proposal", "bbox"))
+    s = runner.EvalSettings(annotations=shapes_val.ann_file, predictions=res, eval_types=("proposal", "bbox"))
     lines = []
-    report = cli.run(s, print_fn=lines.append)
+    report = runner.run(s, print_fn=lines.append)
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(shapes_val.ann_file)
         ev = COCOeval(gt, gt.loadRes(res), "bbox")
@@ -203,9 +192,9 @@ def test_proposal_recall_path_matches_class_agnostic_cocoeval(shapes_val, reader
 def test_visualize_writes_pngs(shapes_val, reader, tmp_path):
     res = str(tmp_path / "dets.json")
     _known_predictions(shapes_val.ann_file, res)
-    s = cli.EvalSettings(annotations=shapes_val.ann_file, images=shapes_val.image_dir, predictions=res, visualize=2,
+    s = runner.EvalSettings(annotations=shapes_val.ann_file, images=shapes_val.image_dir, predictions=res, visualize=2,
                          visualize_dir=str(tmp_path / "vis"), visualize_score_threshold=0.0)
-    cli.run(s, print_fn=lambda s: None)
+    runner.run(s, print_fn=lambda s: None)
     files = sorted(os.listdir(tmp_path / "vis"))
     assert files == sorted(f"{r.image_id}.png" for r in reader.records[:2])
     rec = reader.records[0]
@@ -217,20 +206,20 @@ def test_visualize_writes_pngs(shapes_val, reader, tmp_path):
 def test_bad_inputs(shapes_val, reader, tmp_path):
     model = loaders.keras_predict_fn(make_gt_detector(reader))
     with pytest.raises(ValueError, match="exactly one of"):
-        cli.run(cli.EvalSettings(annotations=shapes_val.ann_file, predictions="x.json"), model)
+        runner.run(runner.EvalSettings(annotations=shapes_val.ann_file, predictions="x.json"), model)
     with pytest.raises(ValueError, match="exactly one of"):
-        cli.run(cli.EvalSettings(annotations=shapes_val.ann_file))
+        runner.run(runner.EvalSettings(annotations=shapes_val.ann_file))
     # An annotation file whose image is missing: the error names the file.
     images = tmp_path / "images"
     shutil.copytree(shapes_val.image_dir, images)
     missing = reader.records[1].file_name
     os.remove(images / os.path.basename(missing))
     with pytest.raises(FileNotFoundError, match=os.path.basename(missing)):
-        cli.run(cli.EvalSettings(annotations=shapes_val.ann_file, images=str(images)), model)
+        runner.run(runner.EvalSettings(annotations=shapes_val.ann_file, images=str(images)), model)
     with pytest.raises(FileNotFoundError, match="image folder not found"):
-        cli.run(cli.EvalSettings(annotations=shapes_val.ann_file, images=str(tmp_path / "nope")), model)
+        runner.run(runner.EvalSettings(annotations=shapes_val.ann_file, images=str(tmp_path / "nope")), model)
     with pytest.raises(ValueError, match="scales must look like"):
-        cli.parse_scales("900,600")
+        runner.parse_scales("900,600")
 
 
 def test_mirrored_strategy_gives_the_single_device_metrics():
@@ -242,8 +231,10 @@ def test_mirrored_strategy_gives_the_single_device_metrics():
     assert got["replicas"] == 2 and got["same"] and 0.2 < got["ap"] < 1.0  # restored (offset 1.5, not 40)
 
 
-def test_make_strategy():
-    assert loaders.make_strategy("default").num_replicas_in_sync == 1
-    assert loaders.make_strategy("one_device").num_replicas_in_sync == 1
+def test_evaluation_strategies():
+    for name in runner.STRATEGIES:
+        assert name in strategy.STRATEGIES  # bin/evaluate.py's --strategy values, built by the engine
+    assert strategy.build_strategy("default").num_replicas_in_sync == 1
+    assert strategy.build_strategy("one_device").num_replicas_in_sync == 1
     with pytest.raises(ValueError, match="strategy must be one of"):
-        loaders.make_strategy("tpu_pod")
+        strategy.build_strategy("tpu_pod")
