@@ -144,3 +144,16 @@ def test_checkpoints_hold_every_weight(tiny, tmp_path):
     path = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
     assert checkpoint.restore_weights(fresh, path).endswith("ckpt-2")
     assert max_diff(weights(fresh), weights(trained)) == 0.0
+
+
+def test_category_count_is_checked_against_num_classes(shapes_dir, tmp_path):
+    """A model whose class heads have fewer classes than the data has categories is refused before the
+    model is built (on GPU an out-of-range class index would not even fail)."""
+    from configs import faster_rcnn
+    from tests.engine import tiny_config
+
+    config = faster_rcnn.get_config("tiny")
+    config.data.update(root=shapes_dir, shapes=tiny_config.SHAPES)
+    config.model.num_classes = 5
+    with pytest.raises(ValueError, match=r"the data has 3 categories .* config.model.num_classes is 5"):
+        train.train(config, str(tmp_path), verbose=0)
