@@ -30,9 +30,9 @@ REGISTER_OP("Tfdet>DeformIm2col")
       TF_RETURN_IF_ERROR(c->Merge(c->Dim(inputs, 0), c->Dim(offsets, 0), &batch));
       const tf::Tensor* size = c->input_tensor(3);  // known when the kernel's spatial size is static
       if (size != nullptr && size->NumElements() == 2) {
-        const int64_t taps = static_cast<int64_t>(size->vec<int>()(0)) * size->vec<int>()(1);
-        if (taps < 1) return InvalidArgument("deform_conv2d: kernel_size must be 2 positive ints");
-        TF_RETURN_IF_ERROR(c->Multiply(c->Dim(inputs, 3), taps, &length));
+        const int kh = size->vec<int>()(0), kw = size->vec<int>()(1);
+        if (kh < 1 || kw < 1) return InvalidArgument("deform_conv2d: kernel_size must be 2 positive ints");
+        TF_RETURN_IF_ERROR(c->Multiply(c->Dim(inputs, 3), static_cast<int64_t>(kh) * kw, &length));
       }
       c->set_output(0, c->MakeShape({batch, c->Dim(offsets, 1), c->Dim(offsets, 2), length}));
       return absl::OkStatus();

@@ -23,9 +23,10 @@ struct Shape {
 
 // The sampling grid of a bin has at most grid_limit(map side, output side) samples per side:
 // max(64, ceil(4 * map side / output side)). Every box up to 4 times the map's size meets it with the
-// adaptive grid (sampling_ratio = 0), and so does every sampling_ratio <= 64. The OpKernels reject
-// larger grids before any work (validate_sampling_grid); make_grid clamps to it as well, so that the
-// work per bin stays bounded even for inputs that were not validated (boxes in GPU memory).
+// adaptive grid (sampling_ratio = 0), and so does every sampling_ratio <= 64. (It is also at most 2^20,
+// far beyond any feature map, which keeps the sample counts in range.) The OpKernels reject larger grids
+// before any work (ValidateSamplingGrid in roi_align_kernels.h); make_grid clamps to the limit as well,
+// so that the work per bin stays bounded even for inputs that were not validated (boxes in GPU memory).
 constexpr int kGridLimitFloor = 64;
 constexpr int kGridLimitMapFactor = 4;
 
@@ -63,6 +64,14 @@ TFDET_HOST_DEVICE bool scaled_box(const T* box, const Shape& s, T* corners) {
          is_finite(corners[2] - corners[0]) && is_finite(corners[3] - corners[1]);
 }
 
+// The height and width of a box with scaled corners c (legacy mode, aligned = false, makes malformed
+// boxes 1x1).
+template <typename T>
+TFDET_HOST_DEVICE void roi_sides(const T* c, const Shape& s, T* roi_h, T* roi_w) {
+  *roi_h = s.aligned ? c[3] - c[1] : max_of(c[3] - c[1], T(1));
+  *roi_w = s.aligned ? c[2] - c[0] : max_of(c[2] - c[0], T(1));
+}
+
 template <typename T>
 TFDET_HOST_DEVICE RoiGrid<T> make_grid(const T* box, const Shape& s) {
   RoiGrid<T> g;
@@ -74,11 +83,8 @@ TFDET_HOST_DEVICE RoiGrid<T> make_grid(const T* box, const Shape& s) {
     g.inv_count = T(1);
     return g;
   }
-  T roi_w = c[2] - c[0], roi_h = c[3] - c[1];
-  if (!s.aligned) {  // legacy mode forces malformed RoIs to be 1x1
-    roi_w = max_of(roi_w, T(1));
-    roi_h = max_of(roi_h, T(1));
-  }
+  T roi_h, roi_w;
+  roi_sides(c, s, &roi_h, &roi_w);
   g.y0 = c[1];
   g.x0 = c[0];
   g.bin_h = roi_h / static_cast<T>(s.pooled_h);
@@ -104,10 +110,11 @@ long long first_box_over_grid_limit(const T* boxes, const Shape& s, T* cells_h, 
   const T limit_h = static_cast<T>(grid_limit(s.height, s.pooled_h));
   const T limit_w = static_cast<T>(grid_limit(s.width, s.pooled_w));
   for (long long k = 0; k < s.num_rois; ++k) {
-    T c[4];
+    T c[4], roi_h, roi_w;
     if (!scaled_box(boxes + 4 * k, s, c)) continue;
-    *cells_h = adaptive_grid_cells(s.aligned ? c[3] - c[1] : max_of(c[3] - c[1], T(1)), s.pooled_h);
-    *cells_w = adaptive_grid_cells(s.aligned ? c[2] - c[0] : max_of(c[2] - c[0], T(1)), s.pooled_w);
+    roi_sides(c, s, &roi_h, &roi_w);
+    *cells_h = adaptive_grid_cells(roi_h, s.pooled_h);
+    *cells_w = adaptive_grid_cells(roi_w, s.pooled_w);
     if (*cells_h > limit_h || *cells_w > limit_w) return k;
   }
   return -1;
