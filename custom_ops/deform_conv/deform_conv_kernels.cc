@@ -85,20 +85,17 @@ void Col2im<CPUDevice, T>::operator()(tf::OpKernelContext* ctx, const Shape& s, 
 
 // Attributes shared by the im2col and col2im ops.
 struct Attrs {
-  std::vector<int> kernel_size, strides, padding, dilations;
+  std::vector<int> strides, padding, dilations;
   int groups, deformable_groups;
   bool modulated;
 
   explicit Attrs(tf::OpKernelConstruction* ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("kernel_size", &kernel_size));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("strides", &strides));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("padding", &padding));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("dilations", &dilations));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("groups", &groups));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("deformable_groups", &deformable_groups));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("modulated", &modulated));
-    OP_REQUIRES(ctx, kernel_size.size() == 2 && kernel_size[0] >= 1 && kernel_size[1] >= 1,
-                InvalidArgument("deform_conv2d: kernel_size must be 2 positive ints"));
     OP_REQUIRES(ctx, strides.size() == 2 && strides[0] >= 1 && strides[1] >= 1,
                 InvalidArgument("deform_conv2d: strides must be 2 positive ints"));
     OP_REQUIRES(ctx, dilations.size() == 2 && dilations[0] >= 1 && dilations[1] >= 1,
@@ -110,15 +107,24 @@ struct Attrs {
 
 inline std::string shape_string(const tf::Tensor& t) { return t.shape().DebugString(); }
 
-// Validates inputs, offsets and mask against each other and the attributes, and fills *s.
+// Validates inputs, offsets, mask and kernel_size ([kh, kw], host memory) against each other and the
+// attributes, and fills *s.
 absl::Status make_shape(const Attrs& a, const tf::Tensor& inputs, const tf::Tensor& offsets, const tf::Tensor& mask,
-                      Shape* s) {
+                        const tf::Tensor& kernel_size, Shape* s) {
   TF_RETURN_IF_ERROR(ValidateNhwc("deform_conv2d", "inputs", inputs, INT_MAX / 4));
+  if (kernel_size.dims() != 1 || kernel_size.NumElements() != 2) {
+    return InvalidArgument("deform_conv2d: kernel_size must be [kh, kw], got shape ", shape_string(kernel_size));
+  }
+  const int kh = kernel_size.vec<int>()(0), kw = kernel_size.vec<int>()(1);
+  if (kh < 1 || kw < 1 || static_cast<long long>(kh) * kw > INT_MAX / 4) {
+    return InvalidArgument("deform_conv2d: the kernel's spatial size must be positive and not too large, got ", kh,
+                           "x", kw);
+  }
   s->batch = static_cast<int>(inputs.dim_size(0));
   s->height = static_cast<int>(inputs.dim_size(1));
   s->width = static_cast<int>(inputs.dim_size(2));
   s->in_channels = static_cast<int>(inputs.dim_size(3));
-  s->kernel_h = a.kernel_size[0], s->kernel_w = a.kernel_size[1];
+  s->kernel_h = kh, s->kernel_w = kw;
   s->stride_h = a.strides[0], s->stride_w = a.strides[1];
   s->pad_h = a.padding[0], s->pad_w = a.padding[1];
   s->dilation_h = a.dilations[0], s->dilation_w = a.dilations[1];
@@ -139,8 +145,9 @@ absl::Status make_shape(const Attrs& a, const tf::Tensor& inputs, const tf::Tens
   const long long span_h = static_cast<long long>(s->dilation_h) * (s->kernel_h - 1) + 1;
   const long long span_w = static_cast<long long>(s->dilation_w) * (s->kernel_w - 1) + 1;
   if (s->height + 2LL * s->pad_h < span_h || s->width + 2LL * s->pad_w < span_w) {
-    return InvalidArgument("deform_conv2d: the padded inputs (", shape_string(inputs),
-                           " with padding) are smaller than the dilated kernel");
+    return InvalidArgument("deform_conv2d: inputs ", shape_string(inputs), " with padding (", s->pad_h, ", ",
+                           s->pad_w, ") are smaller than the dilated ", s->kernel_h, "x", s->kernel_w,
+                           " kernel (it spans ", span_h, "x", span_w, " pixels)");
   }
   const long long out_h = (s->height + 2LL * s->pad_h - span_h) / s->stride_h + 1;
   const long long out_w = (s->width + 2LL * s->pad_w - span_w) / s->stride_w + 1;
@@ -167,7 +174,7 @@ class DeformIm2colOp : public tf::OpKernel {
 
   void Compute(tf::OpKernelContext* ctx) override {
     Shape s{};
-    OP_REQUIRES_OK(ctx, make_shape(attrs_, ctx->input(0), ctx->input(1), ctx->input(2), &s));
+    OP_REQUIRES_OK(ctx, make_shape(attrs_, ctx->input(0), ctx->input(1), ctx->input(2), ctx->input(3), &s));
     tf::Tensor* columns = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tf::TensorShape({s.batch, s.out_h, s.out_w, s.row_length()}),
                                              &columns));
@@ -186,9 +193,9 @@ class DeformCol2imOp : public tf::OpKernel {
   explicit DeformCol2imOp(tf::OpKernelConstruction* ctx) : tf::OpKernel(ctx), attrs_(ctx) {}
 
   void Compute(tf::OpKernelContext* ctx) override {
-    const tf::Tensor& grad = ctx->input(3);
+    const tf::Tensor& grad = ctx->input(4);
     Shape s{};
-    OP_REQUIRES_OK(ctx, make_shape(attrs_, ctx->input(0), ctx->input(1), ctx->input(2), &s));
+    OP_REQUIRES_OK(ctx, make_shape(attrs_, ctx->input(0), ctx->input(1), ctx->input(2), ctx->input(3), &s));
     OP_REQUIRES(ctx, grad.dims() == 4 && grad.dim_size(0) == s.batch && grad.dim_size(1) == s.out_h &&
                          grad.dim_size(2) == s.out_w && grad.dim_size(3) == s.row_length(),
                 InvalidArgument("deform_conv2d: grad_columns must be [", s.batch, ", ", s.out_h, ", ",
@@ -212,8 +219,10 @@ class DeformCol2imOp : public tf::OpKernel {
 TFDET_REGISTER_FLOAT_KERNELS(Name("Tfdet>DeformIm2col").Device(tf::DEVICE_CPU), DeformIm2colOp, CPUDevice);
 TFDET_REGISTER_FLOAT_KERNELS(Name("Tfdet>DeformCol2im").Device(tf::DEVICE_CPU), DeformCol2imOp, CPUDevice);
 #if GOOGLE_CUDA
-TFDET_REGISTER_FLOAT_KERNELS(Name("Tfdet>DeformIm2col").Device(tf::DEVICE_GPU), DeformIm2colOp, GPUDevice);
-TFDET_REGISTER_FLOAT_KERNELS(Name("Tfdet>DeformCol2im").Device(tf::DEVICE_GPU), DeformCol2imOp, GPUDevice);
+TFDET_REGISTER_FLOAT_KERNELS(Name("Tfdet>DeformIm2col").Device(tf::DEVICE_GPU).HostMemory("kernel_size"),
+                             DeformIm2colOp, GPUDevice);
+TFDET_REGISTER_FLOAT_KERNELS(Name("Tfdet>DeformCol2im").Device(tf::DEVICE_GPU).HostMemory("kernel_size"),
+                             DeformCol2imOp, GPUDevice);
 #endif  // GOOGLE_CUDA
 
 }  // namespace deform_conv

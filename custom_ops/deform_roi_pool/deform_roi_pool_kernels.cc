@@ -7,6 +7,7 @@
 #include <climits>
 
 #include "custom_ops/common/kernel_utils.h"
+#include "custom_ops/roi_align/roi_align_kernels.h"
 
 namespace tfdet {
 namespace deform_roi_pool {
@@ -108,6 +109,7 @@ class DeformRoiPoolOp : public tf::OpKernel {
     s.pooled_h = pooled_h_, s.pooled_w = pooled_w_;
     s.sampling_ratio = sampling_ratio_, s.spatial_scale = spatial_scale_;
     if (has_offsets_) OP_REQUIRES_OK(ctx, validate_offsets(ctx->input(3), s));
+    OP_REQUIRES_OK(ctx, roi_align::ValidateSamplingGrid<T>("deform_roi_pool", s, ctx->input(1), kOnHost<Device>));
     tf::Tensor* output = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tf::TensorShape({s.num_rois, s.pooled_h, s.pooled_w, s.channels}),
                                              &output));
@@ -145,6 +147,8 @@ class DeformRoiPoolGradOp : public tf::OpKernel {
     s.pooled_h = static_cast<int>(grad.dim_size(1)), s.pooled_w = static_cast<int>(grad.dim_size(2));
     s.sampling_ratio = sampling_ratio_, s.spatial_scale = spatial_scale_;
     if (has_offsets_) OP_REQUIRES_OK(ctx, validate_offsets(ctx->input(4), s));
+    OP_REQUIRES_OK(ctx,
+                   roi_align::ValidateSamplingGrid<T>("deform_roi_pool_grad", s, ctx->input(2), kOnHost<Device>));
     tf::Tensor *grad_features = nullptr, *grad_offsets = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, features.shape(), &grad_features));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, has_offsets_ ? ctx->input(4).shape() : tf::TensorShape({0}),

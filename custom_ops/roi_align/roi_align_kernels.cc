@@ -82,6 +82,7 @@ class RoiAlignOp : public tf::OpKernel {
     s.aligned = aligned_;
     OP_REQUIRES_OK(ctx, ValidateRois(boxes, box_indices, s.batch, kOnHost<Device>, &s));
     OP_REQUIRES_OK(ctx, ValidateSpatialSizeForBoxes("roi_align", features, s.num_rois));
+    OP_REQUIRES_OK(ctx, ValidateSamplingGrid<T>("roi_align", s, boxes, kOnHost<Device>));
     tf::Tensor* output = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tf::TensorShape({s.num_rois, s.pooled_h, s.pooled_w, s.channels}),
                                              &output));
@@ -131,6 +132,10 @@ class RoiAlignGradOp : public tf::OpKernel {
                                             ", ph, pw, ", s.channels, "], got ", grad.shape().DebugString()));
     s.pooled_h = static_cast<int>(grad.dim_size(1));
     s.pooled_w = static_cast<int>(grad.dim_size(2));
+    OP_REQUIRES(ctx, s.pooled_h >= 1 && s.pooled_w >= 1,
+                InvalidArgument("roi_align_grad: grad_output must have a pooled size of at least 1x1, got ",
+                                grad.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, ValidateSamplingGrid<T>("roi_align_grad", s, boxes, kOnHost<Device>));
     tf::Tensor* grad_features = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, tf::TensorShape({s.batch, s.height, s.width, s.channels}),
                                              &grad_features));

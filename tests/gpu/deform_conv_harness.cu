@@ -22,6 +22,10 @@ bool run_case(int seed, Shape s) {
   for (auto& v : offsets) v = static_cast<T>(rng.uniform(-3, 3));  // many samples fall partly outside
   for (auto& v : mask) v = static_cast<T>(rng.uniform(0, 1));
   for (auto& v : grad_cols) v = static_cast<T>(rng.uniform(-1, 1));
+  if (offsets.size() >= 8) {  // NaN (reads NaN), +-inf and huge (outside: reads 0) sampling positions
+    offsets[0] = harness::nan<T>(), offsets[3] = harness::inf<T>();
+    offsets[4] = -harness::inf<T>(), offsets[7] = static_cast<T>(1e30);
+  }
 
   // Host: the loops of the CPU kernels (deform_conv_kernels.cc) over the shared per-point functions.
   std::vector<T> cpu_cols(rows * L), cpu_grad_in(inputs.size(), T(0)), cpu_grad_off(offsets.size());

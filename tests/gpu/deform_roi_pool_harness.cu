@@ -26,6 +26,13 @@ bool run_case(int seed, Shape s, T gamma, bool with_offsets) {
     indices[k] = rng.integer(s.batch);
   }
   for (auto& v : offsets) v = static_cast<T>(rng.uniform(-2, 2));
+  if (s.num_rois >= 2) {  // a NaN box; NaN, +-inf and huge offsets (NaN bins or bins outside the map)
+    boxes[4 * 1 + 2] = harness::nan<T>();
+    if (with_offsets && bins >= 4) {
+      offsets[0] = harness::nan<T>(), offsets[3] = harness::inf<T>();
+      offsets[4] = -harness::inf<T>(), offsets[7] = static_cast<T>(1e30);
+    }
+  }
   std::vector<T> grad_out(bins * s.channels);
   for (auto& v : grad_out) v = static_cast<T>(rng.uniform(-1, 1));
   const T* off = with_offsets ? offsets.data() : nullptr;

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <vector>
 
 namespace harness {
@@ -56,17 +57,29 @@ std::vector<T> to_host(const T* dev, size_t n) {
   return host;
 }
 
-// Prints the comparison and returns true when max |a - b| <= atol + rtol * max |b|.
+template <typename T>
+T nan() { return std::numeric_limits<T>::quiet_NaN(); }
+template <typename T>
+T inf() { return std::numeric_limits<T>::infinity(); }
+
+// Prints the comparison and returns true when max |a - b| <= atol + rtol * max |b| over the finite
+// values, and both sides are NaN (or the same infinity) at the same places.
 template <typename T>
 bool compare(const char* what, const std::vector<T>& gpu, const std::vector<T>& cpu, double atol, double rtol) {
   double worst = 0, scale = 0;
-  for (size_t i = 0; i < cpu.size(); ++i) {
-    worst = std::fmax(worst, std::fabs(static_cast<double>(gpu[i]) - static_cast<double>(cpu[i])));
-    scale = std::fmax(scale, std::fabs(static_cast<double>(cpu[i])));
+  size_t non_finite_mismatches = 0;
+  for (size_t i = 0; i < cpu.size() && i < gpu.size(); ++i) {
+    const double a = static_cast<double>(gpu[i]), b = static_cast<double>(cpu[i]);
+    if (!std::isfinite(a) || !std::isfinite(b)) {
+      non_finite_mismatches += !(a == b || (std::isnan(a) && std::isnan(b)));
+      continue;
+    }
+    worst = std::fmax(worst, std::fabs(a - b));
+    scale = std::fmax(scale, std::fabs(b));
   }
-  const bool ok = gpu.size() == cpu.size() && worst <= atol + rtol * scale;
-  std::printf("%-40s n=%-9zu max|gpu-cpu|=%.3g (max|cpu|=%.3g) %s\n", what, cpu.size(), worst, scale,
-              ok ? "OK" : "MISMATCH");
+  const bool ok = gpu.size() == cpu.size() && non_finite_mismatches == 0 && worst <= atol + rtol * scale;
+  std::printf("%-40s n=%-9zu max|gpu-cpu|=%.3g (max|cpu|=%.3g, NaN/inf mismatches %zu) %s\n", what, cpu.size(), worst,
+              scale, non_finite_mismatches, ok ? "OK" : "MISMATCH");
   return ok;
 }
 

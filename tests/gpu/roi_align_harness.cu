@@ -24,6 +24,11 @@ bool run_case(int seed, Shape s) {
     boxes[4 * k + 3] = static_cast<T>(y1 + rng.uniform(0, img_h));
     indices[k] = rng.integer(s.batch);
   }
+  if (s.num_rois >= 3) {  // non-finite boxes (NaN bins, no gradient) and a huge finite one (reads 0)
+    boxes[0] = harness::nan<T>();
+    boxes[4 + 3] = harness::inf<T>();
+    boxes[8 + 0] = static_cast<T>(-1e30), boxes[8 + 2] = static_cast<T>(1e30);
+  }
   const size_t out_size = static_cast<size_t>(s.num_rois) * s.pooled_h * s.pooled_w * s.channels;
   std::vector<T> grad_out(out_size);
   for (auto& v : grad_out) v = static_cast<T>(rng.uniform(-1, 1));

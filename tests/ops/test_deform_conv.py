@@ -231,19 +231,48 @@ def test_bad_inputs_raise_value_error(impl, bad, message):
                       deformable_groups=bad.get("deformable_groups", 2), impl=impl)
 
 
-def test_fused_kernel_rejects_bad_dynamic_shapes():
-    """Shapes unknown at trace time reach the kernel, which must refuse them with a clear error."""
+@pytest.mark.parametrize("impl", IMPLS)
+def test_bad_dynamic_shapes_are_clear_errors(impl):
+    """Shapes unknown at trace time, the kernel's included, are checked at run time before any work, with
+    the same messages in both impls (the composite used to return a wrongly shaped output, issue #19)."""
     spec = tf.TensorSpec([None, None, None, None], tf.float32)
 
-    @tf.function(input_signature=[spec, spec, spec])
-    def run(inputs, offsets, mask):
-        return deform_conv2d(inputs, offsets, tf.ones([3, 3, 4, 2]), mask, padding=1, impl="fused")
+    @tf.function(input_signature=[spec, spec, spec, spec])
+    def run(inputs, offsets, mask, kernel):
+        return deform_conv2d(inputs, offsets, kernel, mask, padding=1, impl=impl)
 
-    inputs = tf.ones([1, 5, 5, 4])
-    with pytest.raises(tf.errors.InvalidArgumentError, match="offsets must be"):
-        run(inputs, tf.zeros([1, 4, 5, 18]), tf.ones([1, 5, 5, 9]))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="mask must be"):
-        run(inputs, tf.zeros([1, 5, 5, 18]), tf.ones([1, 5, 5, 3]))
+    inputs, kernel = tf.ones([1, 5, 5, 4]), tf.ones([3, 3, 4, 2])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"offsets must be \[N, Ho, Wo, 2 \* deformable_groups "
+                                                             r"\* kh \* kw\] = \[1 5 5 18\], got \[1 4 5 18\]"):
+        run(inputs, tf.zeros([1, 4, 5, 18]), tf.ones([1, 5, 5, 9]), kernel)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"mask must be \[N, Ho, Wo, deformable_groups \* kh \* "
+                                                             r"kw\] = \[1 5 5 9\], got \[1 5 5 3\]"):
+        run(inputs, tf.zeros([1, 5, 5, 18]), tf.ones([1, 5, 5, 3]), kernel)
     with pytest.raises(tf.errors.InvalidArgumentError, match="kernel must be"):
-        run(tf.ones([1, 5, 5, 3]), tf.zeros([1, 5, 5, 18]), tf.ones([1, 5, 5, 9]))
-    assert run(inputs, tf.zeros([1, 5, 5, 18]), tf.ones([1, 5, 5, 9])).shape == (1, 5, 5, 2)
+        run(tf.ones([1, 5, 5, 3]), tf.zeros([1, 5, 5, 18]), tf.ones([1, 5, 5, 9]), kernel)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"offsets must be .* got \[1 5 5 8\]"):
+        run(inputs, tf.zeros([1, 5, 5, 8]), tf.ones([1, 5, 5, 4]), tf.ones([2, 2, 4, 2]))  # kernel 2x2: Ho = 6
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"inputs \[1 1 1 4\] with padding \(1, 1\) are smaller "
+                                                             r"than the dilated 5x5 kernel \(it spans 5x5 pixels\)"):
+        run(tf.ones([1, 1, 1, 4]), tf.zeros([1, 1, 1, 50]), tf.ones([1, 1, 1, 25]), tf.ones([5, 5, 4, 2]))
+    assert run(inputs, tf.zeros([1, 5, 5, 18]), tf.ones([1, 5, 5, 9]), kernel).shape == (1, 5, 5, 2)
+    assert run(inputs, tf.zeros([1, 6, 6, 8]), tf.ones([1, 6, 6, 4]), tf.ones([2, 2, 4, 2])).shape == (1, 6, 6, 2)
+
+
+def test_fused_kernel_itself_rejects_bad_shapes():
+    """The C++ kernels validate on their own (called without the Python checks)."""
+    from tfdet.ops import loader
+
+    ops = loader.ops_module()
+    inputs, mask = tf.ones([1, 5, 5, 4]), tf.ones([1, 5, 5, 9])
+    attrs = dict(padding=[1, 1], modulated=True)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"offsets must be \[N, Ho, Wo, .*\] = \[1, 5, 5, 18\]"):
+        ops.tfdet_deform_im2col(inputs, tf.zeros([1, 4, 5, 18]), mask, [3, 3], **attrs)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="smaller than the dilated 9x9 kernel"):
+        ops.tfdet_deform_im2col(inputs, tf.zeros([1, 1, 1, 162]), tf.ones([1, 1, 1, 81]), [9, 9], **attrs)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="must be positive"):
+        ops.tfdet_deform_im2col(inputs, tf.zeros([1, 5, 5, 18]), mask, [0, 3], **attrs)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="kernel_size"):
+        ops.tfdet_deform_im2col(inputs, tf.zeros([1, 5, 5, 18]), mask, [3, 3, 1], **attrs)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="grad_columns must be"):
+        ops.tfdet_deform_col2im(inputs, tf.zeros([1, 5, 5, 18]), mask, [3, 3], tf.zeros([1, 5, 5, 35]), **attrs)

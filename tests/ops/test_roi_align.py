@@ -205,3 +205,24 @@ def test_bad_arguments():
         roi_align(tf.zeros([1, 4, 4, 1]), tf.zeros([1, 4]), [0], 2, impl="cuda")
     with pytest.raises(ValueError, match="floating"):
         roi_align(tf.zeros([1, 4, 4, 1], tf.int32), tf.zeros([1, 4]), [0], 2)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_sampling_grid_limit_keeps_every_box_up_to_four_times_the_map(impl):
+    """The grid limit max(64, ceil(4 * map side / output side)) per bin side changes no result for boxes up
+    to 4 times the feature map (here a 1x1 output, where the map term dominates: 160 x 200 samples), and
+    rejects the next larger box and sampling_ratio before any work (issue #19's hangs)."""
+    features = np.random.default_rng(0).normal(size=(1, 40, 50, 1))
+    box = np.array([[-74.7, -59.6, 124.9, 99.8]])  # 199.6 x 159.4 pixels: 4 times the map, at the limit
+    got = roi_align(tf.constant(features), box, [0], 1, impl=impl)
+    np.testing.assert_allclose(got, reference_roi_align(features, box, [0], 1, 1, 1.0, 0, True), atol=1e-7)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"box 0 has an adaptive sampling grid .* of 160 x 201 "
+                                                             r"samples per bin, beyond the limit of 160 x 200"):
+        roi_align(tf.constant(features), box + [0, 0, 0.6, 0], [0], 1, impl=impl)
+    assert roi_align(tf.constant(features), box, [0], 1, sampling_ratio=160, impl=impl).shape == (1, 1, 1, 1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="sampling_ratio = 161 exceeds the limit of 160 x 200"):
+        roi_align(tf.constant(features), box, [0], 1, sampling_ratio=161, impl=impl)
+    small = tf.zeros([1, 4, 4, 1])
+    assert roi_align(small, box, [0], 7, sampling_ratio=64, impl=impl).shape == (1, 7, 7, 1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="sampling_ratio = 65 exceeds the limit of 64 x 64"):
+        roi_align(small, box, [0], 7, sampling_ratio=65, impl=impl)

@@ -62,6 +62,10 @@ def carafe(features, masks, kernel_size, group_size, scale_factor, impl=None, na
     masks are used as given: normalize them first (softmax over the k*k taps of each group), as
     `tfdet.layers.CARAFEUpsample` does.
 
+    Non-finite values propagate through the arithmetic, with one rule (mmcv's, both impls): a tap that
+    falls outside the map is skipped, so its mask value is never read (a NaN there does not reach the
+    output, and its gradient is 0). No input selects memory, so nothing can crash or hang.
+
     Args:
       features: [N, H, W, C] float (float16/bfloat16 are computed in float32).
       masks: [N, H*s, W*s, group_size*k*k] reassembly kernels, same dtype as features.
@@ -109,10 +113,15 @@ def _carafe_composite(features, masks, kernel_size, group_size, scale_factor):
     kernels = tf.reshape(masks, tf.stack([n, h, s, w, s, group_size, k * k]))
     kernels = tf.reshape(tf.transpose(kernels, [0, 1, 3, 5, 6, 2, 4]), tf.stack([n, h, w, group_size, k * k, s * s]))
     out = None
+    rows, cols = tf.range(h), tf.range(w)
     for tap in range(k * k):
         dy, dx = divmod(tap, k)
         shifted = tf.reshape(padded[:, dy:dy + h, dx:dx + w, :], tf.stack([n, h, w, group_size, 1, cg]))
-        term = kernels[:, :, :, :, tap, :, None] * shifted  # [N, H, W, G, s*s, C/G]
+        # A tap outside the map is skipped, its mask value unused (0 * NaN would be NaN), as in mmcv's kernel.
+        on_map = (((rows + dy - r >= 0) & (rows + dy - r < h))[:, None]
+                  & ((cols + dx - r >= 0) & (cols + dx - r < w))[None, :])
+        weights = tf.where(on_map[None, :, :, None, None], kernels[:, :, :, :, tap, :], 0.0)
+        term = weights[..., None] * shifted  # [N, H, W, G, s*s, C/G]
         out = term if out is None else out + term
     out = tf.transpose(tf.reshape(out, tf.stack([n, h, w, group_size, s, s, cg])), [0, 1, 4, 2, 5, 3, 6])
     return tf.reshape(out, tf.stack([n, h * s, w * s, c]))

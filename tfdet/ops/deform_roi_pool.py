@@ -3,7 +3,8 @@
 import tensorflow as tf
 
 from tfdet.ops import loader
-from tfdet.ops._inputs import pair, roi_inputs
+from tfdet.ops._inputs import grid_checks, pair, roi_inputs, scaled_boxes
+from tfdet.ops.roi_align import pool_grouped_by_grid
 
 
 def deform_roi_pool(features, boxes, box_indices, offsets=None, output_size=7, spatial_scale=1.0, sampling_ratio=0,
@@ -28,6 +29,16 @@ def deform_roi_pool(features, boxes, box_indices, offsets=None, output_size=7, s
     Returns:
       [K, output_height, output_width, C], the dtype of `features`. Differentiable w.r.t. features and
       offsets.
+
+    Non-finite and absurd inputs (both impls alike):
+      - A box that is not finite (a NaN or infinite corner after `spatial_scale`, or an infinite width or
+        height) gives NaN in all its bins, as in roi_align.
+      - A bin whose offset moves it to a NaN position (a NaN offset, or 0 * inf for an empty box) is NaN,
+        as the bilinear arithmetic of mmcv's kernel makes it. A bin moved to +-infinity lies outside the
+        map and is 0, as in mmcv. Either way the bin passes no gradient to the features or its offset.
+      - Samples far outside the map read 0; the sampling grid is limited as in roi_align (at most
+        max(64, ceil(4 * feature side / output side)) samples per bin side; beyond it
+        InvalidArgumentError, before any work).
     """
     out_h, out_w = pair(output_size, "deform_roi_pool", "output_size")
     if sampling_ratio < 0:
@@ -44,32 +55,37 @@ def deform_roi_pool(features, boxes, box_indices, offsets=None, output_size=7, s
                                                    for a, b in zip(offsets.shape, expected))):
                 raise ValueError(f"deform_roi_pool: offsets must be [K, {out_h}, {out_w}, 2], got shape "
                                  f"{offsets.shape}.")
+        corners, defined = scaled_boxes(boxes, float(spatial_scale), True)
+        with tf.control_dependencies(grid_checks("deform_roi_pool", features, corners, out_h, out_w,
+                                                 int(sampling_ratio), True)):
+            features = tf.identity(features)
         if impl == "fused":
             out = loader.ops_module().tfdet_deform_roi_pool(
                 features, boxes, box_indices, tf.zeros([0], compute) if offsets is None else offsets,
                 pooled_height=out_h, pooled_width=out_w, spatial_scale=float(spatial_scale),
                 sampling_ratio=int(sampling_ratio), gamma=float(gamma), has_offsets=offsets is not None)
         else:
-            out = _deform_roi_pool_composite(features, boxes, box_indices, offsets, out_h, out_w, float(spatial_scale),
+            out = _deform_roi_pool_composite(features, corners, defined, box_indices, offsets, out_h, out_w,
                                              int(sampling_ratio), float(gamma))
         return tf.cast(out, out_dtype)
 
 
-def _deform_roi_pool_composite(features, boxes, box_indices, offsets, out_h, out_w, spatial_scale, sampling_ratio,
-                               gamma):
+def _deform_roi_pool_composite(features, corners, defined, box_indices, offsets, out_h, out_w, sampling_ratio, gamma):
     """deform_roi_pool from stock TF ops: every bin is a small box for `crop_and_resize`.
 
-    As in roi_align's composite twin, RoIAlign's clamped sampling is crop_and_resize on the map
-    edge-padded by one pixel. The grid_h x grid_w samples of one (moved) bin are a crop of that size
-    averaged; bins whose boxes have different adaptive grids are cropped in groups. crop_and_resize
-    differentiates w.r.t. its boxes, which carries the gradient to the offsets.
+    `corners` and `defined` come from scaled_boxes (aligned). As in roi_align's composite twin,
+    RoIAlign's clamped sampling is crop_and_resize on the map edge-padded by one pixel. The
+    grid_h x grid_w samples of one (moved) bin are a crop of that size averaged; bins whose boxes have
+    different adaptive grids are cropped in groups. crop_and_resize differentiates w.r.t. its boxes,
+    which carries the gradient to the offsets. Bins at a NaN or infinite position are cropped at a
+    stand-in position and set to NaN or 0 at the end (crop_and_resize rejects non-finite boxes).
     """
     dtype = features.dtype
     shape = tf.shape(features)
     height, width, channels = shape[1], shape[2], shape[3]
-    num_rois = tf.shape(boxes)[0]
+    num_rois = tf.shape(corners)[0]
     padded = tf.pad(features, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
-    x1, y1, x2, y2 = tf.unstack(boxes * spatial_scale - 0.5, axis=-1)
+    x1, y1, x2, y2 = corners[:, 0], corners[:, 1], corners[:, 2], corners[:, 3]
     roi_w, roi_h = x2 - x1, y2 - y1
     bin_w, bin_h = roi_w / out_w, roi_h / out_h
     # Corners of every bin [K, out_h, out_w].
@@ -82,6 +98,9 @@ def _deform_roi_pool_composite(features, boxes, box_indices, offsets, out_h, out
         bin_y += gamma * roi_h[:, None, None] * offsets[..., 1]
     bins = out_h * out_w
     bin_y, bin_x = tf.reshape(bin_y, [-1]), tf.reshape(bin_x, [-1])
+    nan_bin = tf.math.is_nan(bin_y) | tf.math.is_nan(bin_x) | tf.repeat(tf.logical_not(defined), bins)
+    finite_bin = tf.math.is_finite(bin_y) & tf.math.is_finite(bin_x) & tf.logical_not(nan_bin)
+    bin_y, bin_x = tf.where(finite_bin, bin_y, 0.0), tf.where(finite_bin, bin_x, 0.0)
     bin_hs, bin_ws = tf.repeat(bin_h, bins), tf.repeat(bin_w, bins)
     bin_images = tf.repeat(box_indices, bins)
     norm_h, norm_w = tf.cast(height + 1, dtype), tf.cast(width + 1, dtype)
@@ -103,23 +122,10 @@ def _deform_roi_pool_composite(features, boxes, box_indices, offsets, out_h, out
     if sampling_ratio > 0:
         out = pooled(sampling_ratio, sampling_ratio, tf.range(num_bins))
     else:
-        grid_h = tf.repeat(tf.cast(tf.math.ceil(roi_h / out_h), tf.int64), bins)
-        grid_w = tf.repeat(tf.cast(tf.math.ceil(roi_w / out_w), tf.int64), bins)
-        stride = tf.reduce_max(tf.concat([grid_w, [0]], 0)) + 1
-        group = tf.maximum(grid_h, 0) * stride + tf.maximum(grid_w, 0)  # boxes with side <= 0 have grid 0
-        groups, _ = tf.unique(group)
-        out = tf.zeros(tf.stack([num_bins, channels]), dtype)
-
-        def body(i, out):
-            grid_h_i, grid_w_i = groups[i] // stride, groups[i] % stride
-            select = tf.where(tf.equal(group, groups[i]))[:, 0]
-            values = tf.cond(
-                tf.logical_and(grid_h_i > 0, grid_w_i > 0),
-                lambda: pooled(tf.cast(grid_h_i, tf.int32), tf.cast(grid_w_i, tf.int32), select),
-                lambda: tf.zeros(tf.stack([tf.size(select), channels]), dtype))  # empty box: no samples
-            return i + 1, tf.tensor_scatter_nd_update(out, select[:, None], values)
-
-        _, out = tf.while_loop(lambda i, _: i < tf.size(groups), body, [tf.constant(0), out])
+        out = pool_grouped_by_grid(pooled, tf.repeat(roi_h, bins), tf.repeat(roi_w, bins), out_h, out_w,
+                                    tf.stack([num_bins, channels]), dtype)
+    fill = tf.where(nan_bin, tf.constant(float("nan"), dtype), tf.constant(0.0, dtype))
+    out = tf.where(finite_bin[:, None], out, fill[:, None])
     return tf.reshape(out, tf.stack([num_rois, out_h, out_w, channels]))
 
 

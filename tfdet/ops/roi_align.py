@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 from tfdet.ops import loader
-from tfdet.ops._inputs import pair, roi_inputs
+from tfdet.ops._inputs import grid_checks, pair, roi_inputs, scaled_boxes
 
 def roi_align(features, boxes, box_indices, output_size, spatial_scale=1.0, sampling_ratio=0, aligned=True,
               impl=None, name=None):
@@ -21,6 +21,18 @@ def roi_align(features, boxes, box_indices, output_size, spatial_scale=1.0, samp
 
     Returns:
       [K, output_height, output_width, C], the dtype of `features`. Differentiable w.r.t. `features`.
+
+    Non-finite and absurd inputs (both impls alike):
+      - A box with a NaN or infinite coordinate (after `spatial_scale`), or whose width or height on the
+        feature map overflows to infinity, gives NaN in all its bins and passes no gradient to the
+        features. (torchvision 0.29's CPU kernel crashes or fails on such boxes, so there is no
+        convention to follow; NaN keeps a diverged box visible instead of silently pooling zeros.)
+      - Samples at +-infinity or far outside the map (huge finite boxes) read 0, as any sample outside.
+      - A bin has at most max(64, ceil(4 * feature side / output side)) samples per side. Every box up to
+        4 times the feature map's size meets this with sampling_ratio=0, and every sampling_ratio <= 64
+        does; a larger sampling_ratio, or a box whose adaptive grid exceeds it, raises
+        InvalidArgumentError before any work.
+      - NaN/inf feature values propagate through the bilinear arithmetic.
     """
     out_h, out_w = pair(output_size, "roi_align", "output_size")
     if sampling_ratio < 0:
@@ -28,18 +40,25 @@ def roi_align(features, boxes, box_indices, output_size, spatial_scale=1.0, samp
     impl = loader.resolve_impl(impl)
     with tf.name_scope(name or "roi_align"):
         features, boxes, box_indices, out_dtype = roi_inputs("roi_align", features, boxes, box_indices)
+        corners, defined = scaled_boxes(boxes, float(spatial_scale), bool(aligned))
+        with tf.control_dependencies(grid_checks("roi_align", features, corners, out_h, out_w, int(sampling_ratio),
+                                                 bool(aligned))):
+            features = tf.identity(features)
         if impl == "fused":
             out = loader.ops_module().tfdet_roi_align(
                 features, boxes, box_indices, pooled_height=out_h, pooled_width=out_w,
                 spatial_scale=float(spatial_scale), sampling_ratio=int(sampling_ratio), aligned=bool(aligned))
         else:
-            out = _roi_align_composite(features, boxes, box_indices, out_h, out_w, float(spatial_scale),
-                                       int(sampling_ratio), bool(aligned))
+            out = _roi_align_composite(features, corners, defined, box_indices, out_h, out_w, int(sampling_ratio),
+                                       bool(aligned))
         return tf.cast(out, out_dtype)
 
 
-def _roi_align_composite(features, boxes, box_indices, out_h, out_w, spatial_scale, sampling_ratio, aligned):
+def _roi_align_composite(features, corners, defined, box_indices, out_h, out_w, sampling_ratio, aligned):
     """RoIAlign from stock TF ops only (the SavedModel-export default and the test oracle's twin).
+
+    `corners` and `defined` come from scaled_boxes: the boxes on the feature map, zeros where not defined
+    (those boxes' bins are set to NaN at the end).
 
     torchvision's bilinear sampling clamps coordinates in [-1, 0] to the first row and those in
     [H-1, H] to the last, and drops samples beyond. That is exactly `crop_and_resize` (which drops
@@ -52,23 +71,21 @@ def _roi_align_composite(features, boxes, box_indices, out_h, out_w, spatial_sca
     shape = tf.shape(features)
     height, width, channels = shape[1], shape[2], shape[3]
     padded = tf.pad(features, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
-    offset = 0.5 if aligned else 0.0
-    x1, y1, x2, y2 = tf.unstack(boxes * spatial_scale - offset, axis=-1)
+    x1, y1, x2, y2 = corners[:, 0], corners[:, 1], corners[:, 2], corners[:, 3]
     roi_w, roi_h = x2 - x1, y2 - y1
     if not aligned:
         roi_w, roi_h = tf.maximum(roi_w, 1.0), tf.maximum(roi_h, 1.0)
-    num_rois = tf.shape(boxes)[0]
+    num_rois = tf.shape(corners)[0]
 
     def pooled(grid_h, grid_w, select):
         """Bins of the boxes at positions `select`, all with the given grid."""
         steps_h = tf.cast(out_h * grid_h, dtype)
         steps_w = tf.cast(out_w * grid_w, dtype)
-        ys = tf.gather(y1, select), tf.gather(roi_h, select)
-        xs = tf.gather(x1, select), tf.gather(roi_w, select)
-        first_y = ys[0] + 0.5 * ys[1] / steps_h
-        last_y = ys[0] + (steps_h - 0.5) * ys[1] / steps_h
-        first_x = xs[0] + 0.5 * xs[1] / steps_w
-        last_x = xs[0] + (steps_w - 0.5) * xs[1] / steps_w
+        ys = tf.gather(y1, select), tf.gather(roi_h, select) / steps_h
+        xs = tf.gather(x1, select), tf.gather(roi_w, select) / steps_w
+        # First and last sample (the step is divided first: no overflow for boxes near the float range).
+        first_y, last_y = ys[0] + 0.5 * ys[1], ys[0] + (steps_h - 0.5) * ys[1]
+        first_x, last_x = xs[0] + 0.5 * xs[1], xs[0] + (steps_w - 0.5) * xs[1]
         # Padded-map coordinates (+1), normalized by (padded size - 1) = size + 1.
         norm_h, norm_w = tf.cast(height + 1, dtype), tf.cast(width + 1, dtype)
         crop_boxes = tf.stack([(first_y + 1) / norm_h, (first_x + 1) / norm_w,
@@ -80,14 +97,22 @@ def _roi_align_composite(features, boxes, box_indices, out_h, out_w, spatial_sca
         return tf.reduce_mean(crops, axis=[2, 4])
 
     if sampling_ratio > 0:
-        return pooled(sampling_ratio, sampling_ratio, tf.range(num_rois))
+        output = pooled(sampling_ratio, sampling_ratio, tf.range(num_rois))
+    else:
+        output = pool_grouped_by_grid(pooled, roi_h, roi_w, out_h, out_w, tf.stack([num_rois, out_h, out_w, channels]),
+                                       dtype)
+    return tf.where(defined[:, None, None, None], output, tf.constant(float("nan"), dtype))
 
+
+def pool_grouped_by_grid(pooled, roi_h, roi_w, out_h, out_w, out_shape, dtype):
+    """The adaptive-grid (sampling_ratio=0) result of shape `out_shape` = [num_rois * ..., ...]: one
+    pooled(grid_h, grid_w, select) call per distinct adaptive grid ceil(roi / out), zeros for the items
+    whose grid is empty (a side <= 0: no samples). roi_h and roi_w are per item (box or bin)."""
     grid_h = tf.cast(tf.math.ceil(roi_h / out_h), tf.int64)
     grid_w = tf.cast(tf.math.ceil(roi_w / out_w), tf.int64)
     stride = tf.reduce_max(tf.concat([grid_w, [0]], 0)) + 1
-    group = tf.maximum(grid_h, 0) * stride + tf.maximum(grid_w, 0)  # boxes with side <= 0 have grid 0
+    group = tf.maximum(grid_h, 0) * stride + tf.maximum(grid_w, 0)  # items with side <= 0 have grid 0
     groups, _ = tf.unique(group)
-    output = tf.zeros(tf.stack([num_rois, out_h, out_w, channels]), dtype)
 
     def body(i, output):
         grid_h_i, grid_w_i = groups[i] // stride, groups[i] % stride
@@ -95,10 +120,10 @@ def _roi_align_composite(features, boxes, box_indices, out_h, out_w, spatial_sca
         values = tf.cond(
             tf.logical_and(grid_h_i > 0, grid_w_i > 0),
             lambda: pooled(tf.cast(grid_h_i, tf.int32), tf.cast(grid_w_i, tf.int32), select),
-            lambda: tf.zeros(tf.stack([tf.size(select), out_h, out_w, channels]), dtype))  # empty box: no samples
+            lambda: tf.zeros(tf.concat([tf.shape(select, out_type=tf.int32), out_shape[1:]], 0), dtype))
         return i + 1, tf.tensor_scatter_nd_update(output, select[:, None], values)
 
-    _, output = tf.while_loop(lambda i, _: i < tf.size(groups), body, [tf.constant(0), output])
+    _, output = tf.while_loop(lambda i, _: i < tf.size(groups), body, [tf.constant(0), tf.zeros(out_shape, dtype)])
     return output
 
 

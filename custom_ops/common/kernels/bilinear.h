@@ -18,9 +18,11 @@ struct BilinearTaps {
 // RoIAlign-style sampling (torchvision.ops.roi_align): a sample with y < -1, y > height, x < -1 or
 // x > width contributes nothing (returns false); otherwise coordinates in [-1, 0] clamp to the first
 // row/column and coordinates past the last row/column clamp to it, so the taps never leave the map.
+// A NaN coordinate also returns false (the test is written so that NaN fails it): only coordinates in
+// [-1, size] reach the int conversion, which is undefined for NaN and out-of-range values.
 template <typename T>
 TFDET_HOST_DEVICE bool clamped_bilinear_taps(T y, T x, int height, int width, BilinearTaps<T>* taps) {
-  if (y < T(-1) || y > T(height) || x < T(-1) || x > T(width)) return false;
+  if (!(y >= T(-1) && y <= T(height) && x >= T(-1) && x <= T(width))) return false;
   if (y <= T(0)) y = T(0);
   if (x <= T(0)) x = T(0);
   int y_low = static_cast<int>(y);
@@ -52,7 +54,9 @@ TFDET_HOST_DEVICE bool clamped_bilinear_taps(T y, T x, int height, int width, Bi
 }
 
 // Deformable-convolution sampling (torchvision.ops.deform_conv2d): the image is zero outside, so a
-// sample with y <= -1, y >= height, x <= -1 or x >= width contributes nothing (returns false) and a
+// sample with y <= -1, y >= height, x <= -1 or x >= width contributes nothing (returns false; so does a
+// NaN coordinate, which fails the test below before any int conversion; callers that give NaN its own
+// meaning test for it themselves) and a
 // tap that falls off the map gets weight 0 (its index is set to 0, a safe address). When grad_y and
 // grad_x are given they receive d weight[t] / dy and d weight[t] / dx of the four taps (0 for the
 // taps that fall off the map), for gradients with respect to the sampling position.

@@ -9,7 +9,18 @@
 #define TFDET_HOST_DEVICE inline
 #endif
 
+#include <cmath>
+
 namespace tfdet {
+
+// Non-finite values (NaN, +-inf), tested without <cmath>'s overloads so that one spelling serves the
+// host and the device. The op library is built without -ffast-math, which would break both.
+template <typename T>
+TFDET_HOST_DEVICE bool is_nan(T v) { return v != v; }
+template <typename T>
+TFDET_HOST_DEVICE bool is_finite(T v) { return v - v == T(0); }  // inf - inf and NaN - NaN are NaN
+template <typename T>
+TFDET_HOST_DEVICE T quiet_nan() { return static_cast<T>(NAN); }
 
 template <typename T>
 TFDET_HOST_DEVICE T min_of(T a, T b) { return a < b ? a : b; }

@@ -44,12 +44,17 @@ TFDET_HOST_DEVICE int column_index(const Shape& s, int k, int c) {
   return ((c / cg) * s.taps() + k) * cg + c % cg;
 }
 
+// Where a sampling point lies: on the zero-padded image (kInside, possibly partly off the map), wholly
+// outside it, +-infinity included (kOutside: the point reads 0), or at a NaN position (kNan: a NaN
+// offset; the point reads NaN, as in torchvision, and passes no gradient to the inputs or offsets).
+enum class Sample { kInside, kOutside, kNan };
+
 // The bilinear taps (zero-padded) and modulation of kernel point k of deformable group g in row p.
-// grad_y / grad_x (may be null) receive the taps' weight derivatives. Returns false when the sample
-// lies wholly outside the image.
+// grad_y / grad_x (may be null) receive the taps' weight derivatives (all 0 unless kInside).
 template <typename T>
-TFDET_HOST_DEVICE bool sample_point(const Shape& s, const T* offsets, const T* mask, long long p, int g, int k,
-                                    BilinearTaps<T>* taps, T* modulation, T* grad_y = nullptr, T* grad_x = nullptr) {
+TFDET_HOST_DEVICE Sample sample_point(const Shape& s, const T* offsets, const T* mask, long long p, int g, int k,
+                                      BilinearTaps<T>* taps, T* modulation, T* grad_y = nullptr,
+                                      T* grad_x = nullptr) {
   const int ox = static_cast<int>(p % s.out_w);
   const int oy = static_cast<int>((p / s.out_w) % s.out_h);
   const int K = s.taps();
@@ -58,23 +63,26 @@ TFDET_HOST_DEVICE bool sample_point(const Shape& s, const T* offsets, const T* m
   const T y = static_cast<T>(oy * s.stride_h - s.pad_h + i * s.dilation_h) + off[0];
   const T x = static_cast<T>(ox * s.stride_w - s.pad_w + j * s.dilation_w) + off[1];
   *modulation = s.modulated ? mask[p * (static_cast<long long>(s.deformable_groups) * K) + g * K + k] : T(1);
-  return zero_padded_bilinear_taps(y, x, s.height, s.width, taps, grad_y, grad_x);
+  if (zero_padded_bilinear_taps(y, x, s.height, s.width, taps, grad_y, grad_x)) return Sample::kInside;
+  return is_nan(y) || is_nan(x) ? Sample::kNan : Sample::kOutside;
 }
 
 // Columns of row p for kernel point k, input channels [c_begin, c_end) of deformable group g.
-// `image` points at inputs[n] (H * W * C values); `row` at the row's first column.
+// `image` points at inputs[n] (H * W * C values); `row` at the row's first column. A point outside
+// the image writes modulation * 0 (NaN for a NaN or infinite mask value, as in torchvision).
 template <typename T>
 TFDET_HOST_DEVICE void im2col_point(const Shape& s, const T* image, const T* offsets, const T* mask, long long p,
                                     int g, int k, int c_begin, int c_end, T* row) {
   BilinearTaps<T> taps;
   T m;
-  const bool inside = sample_point(s, offsets, mask, p, g, k, &taps, &m);
+  const Sample where = sample_point(s, offsets, mask, p, g, k, &taps, &m);
   const int cg = s.group_channels();
+  const T fill = where == Sample::kNan ? quiet_nan<T>() : m * T(0);
   for (int c = c_begin; c < c_end;) {  // runs of channels that stay within one convolution group
     const int run_end = min_of(c_end, (c / cg + 1) * cg);
     T* dst = row + column_index(s, k, c) - c;
-    if (!inside) {
-      for (; c < run_end; ++c) dst[c] = T(0);
+    if (where != Sample::kInside) {
+      for (; c < run_end; ++c) dst[c] = fill;
       continue;
     }
     const T w0 = m * taps.weight[0], w1 = m * taps.weight[1], w2 = m * taps.weight[2], w3 = m * taps.weight[3];
@@ -94,7 +102,8 @@ struct PointGrad {
 
 // Adjoint of im2col_point: given the columns' gradient `grad_row` of row p, scatters into the image's
 // gradient (`grad_image` points at grad_inputs[n]) and returns the partial sums over channels
-// [c_begin, c_end) of the gradients w.r.t. the sample's y, x and mask value. All three are linear in
+// [c_begin, c_end) of the gradients w.r.t. the sample's y, x and mask value (0, 0 and NaN for a point
+// at a NaN position: its value m * NaN is NaN whatever m is). All three are linear in
 // the four dot products d[t] = sum_c grad[c] * tap_t[c] of the gradient with the taps' pixels.
 template <typename T>
 TFDET_HOST_DEVICE PointGrad<T> col2im_point(const Shape& s, const T* image, const T* offsets, const T* mask,
@@ -103,7 +112,9 @@ TFDET_HOST_DEVICE PointGrad<T> col2im_point(const Shape& s, const T* image, cons
   BilinearTaps<T> taps;
   T m, dy[4], dx[4];
   PointGrad<T> out{T(0), T(0), T(0)};
-  if (!sample_point(s, offsets, mask, p, g, k, &taps, &m, dy, dx)) return out;
+  const Sample where = sample_point(s, offsets, mask, p, g, k, &taps, &m, dy, dx);
+  if (where == Sample::kNan && c_begin < c_end) out.mask = quiet_nan<T>();  // d (m * NaN) / dm
+  if (where != Sample::kInside) return out;
   const int cg = s.group_channels();
   T d[4] = {T(0), T(0), T(0), T(0)};
   for (int c = c_begin; c < c_end;) {

@@ -20,13 +20,19 @@ using roi_align::unflatten_bin;
 using roi_align::Shape;  // with aligned = true
 
 // The sampling grid of bin (ph, pw) of the RoI `box`, moved by its offset (`offset` points at
-// offsets[k, ph, pw, 0], or is null for no offsets).
+// offsets[k, ph, pw, 0], or is null for no offsets). Non-finite values: a box that is not finite makes
+// every bin NaN (roi_align::make_grid); a bin moved to a NaN position is NaN too (not `defined`, no
+// samples, no gradient); a bin moved to +-infinity lies outside the map: 0, and zero gradients.
 template <typename T>
 TFDET_HOST_DEVICE RoiGrid<T> bin_grid(const T* box, const T* offset, T gamma, const Shape& s) {
   RoiGrid<T> g = roi_align::make_grid(box, s);
-  if (offset != nullptr) {
+  if (offset != nullptr && g.defined) {
     g.x0 += gamma * g.bin_w * static_cast<T>(s.pooled_w) * offset[0];
     g.y0 += gamma * g.bin_h * static_cast<T>(s.pooled_h) * offset[1];
+    if (is_nan(g.x0) || is_nan(g.y0)) {
+      g.defined = false;
+      g.grid_h = g.grid_w = 0;
+    }
   }
   return g;
 }
