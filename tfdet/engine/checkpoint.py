@@ -12,6 +12,7 @@ process: give layers explicit names).
 import glob
 import logging
 import os
+import re
 
 import tensorflow as tf
 
@@ -41,9 +42,56 @@ def training_checkpoint(model, optimizer):
 def restore_weights(model, path):
     """Loads the model weights of an engine checkpoint `path` into a built `model` (by path; the
     optimizer state is ignored). Raises AssertionError when a weight of the model is not in it."""
-    status = tf.train.Checkpoint(weights=weights_by_path(model)).read(path)
+    weights = weights_by_path(model)
+    stored = {name.split("/")[1].replace(".S", "/") for name, _ in tf.train.list_variables(path)
+              if name.startswith("weights/")}
+    status = tf.train.Checkpoint(weights=_earlier_names(weights, stored, path)).read(path)
     status.assert_existing_objects_matched().expect_partial()
     return path
+
+
+_CARAFE_EARLIER = re.compile(r"^(.*?)/carafe_upsample(?:_(\d+))?/(.*)$")
+
+
+def _earlier_names(weights, stored, path):
+    """`weights` keyed as the checkpoint at `path` stores them. Checkpoints written before CARAFE
+    upsamplers got names by place (`fpn/upsample{level}`, `<mask head>/upsample`) hold them under Keras's
+    creation-order names (`fpn/carafe_upsample_3`, ...): within each parent layer those sort in the order
+    the upsamplers are created (FPN levels ascending, one per mask head), which gives the mapping."""
+    if not any("/carafe_upsample" in key for key in stored) or set(weights) <= stored:
+        return weights
+    earlier = {}  # parent -> sorted creation numbers
+    for key in stored:
+        match = _CARAFE_EARLIER.match(key)
+        if match:
+            earlier.setdefault(match.group(1), set()).add(int(match.group(2) or 0))
+    current = {}  # parent -> the upsample layer names of today's model, in creation order
+    for key in weights:
+        parent, _, rest = key.partition("/")
+        layer = rest.split("/")[0]
+        if parent in earlier and re.fullmatch(r"upsample\d*", layer) and "channel_compressor" in rest:
+            current.setdefault(parent, set()).add(layer)
+    renames = {}
+    for parent, layers in current.items():
+        layers = sorted(layers, key=lambda name: int(name[len("upsample"):] or 0))
+        numbers = sorted(earlier[parent])
+        if len(numbers) != len(layers):
+            return weights  # not the same model: let the restore report what is missing
+        for layer, number in zip(layers, numbers):
+            renames[f"{parent}/{layer}/"] = f"{parent}/carafe_upsample{'_%d' % number if number else ''}/"
+    if not renames:
+        return weights
+    log.warning("checkpoint %s names its CARAFE upsamplers by creation order (written before tfdet named "
+                "them by place); restoring them by place: %s", path,
+                ", ".join(f"{old[:-1]} -> {new[:-1]}" for new, old in sorted(renames.items())))
+    out = {}
+    for key, variable in weights.items():
+        for new, old in renames.items():
+            if key.startswith(new):
+                key = old + key[len(new):]
+                break
+        out[key] = variable
+    return out
 
 
 # -- Finding and restoring a checkpoint for evaluation and export ------------------------------------------

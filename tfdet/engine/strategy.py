@@ -27,7 +27,10 @@ def build_strategy(name, devices=None, tpu=""):
         raise ValueError(f"--strategy must be one of {STRATEGIES}, got {name!r}.")
     if name == "default":
         return tf.distribute.get_strategy()
-    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    # Listing devices starts TensorFlow's context, after which MultiWorkerMirroredStrategy cannot configure
+    # its collective ops: list them only for the strategies that use them.
+    if name in ("one_device", "mirrored"):
+        gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(devices[0] if devices else (gpus[0] if gpus else "/cpu:0"))
     if name == "mirrored":

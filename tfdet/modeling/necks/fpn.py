@@ -79,8 +79,8 @@ class FPN(keras.layers.Layer):
             layer.build((None, None, None, self.out_channels))
         self.upsamplers = []
         if self.upsample == "carafe":
-            self.upsamplers = [make_upsampler("carafe", scale_factor=2, channels=self.out_channels, impl=self.impl)
-                               for _ in self.levels[:-1]]
+            self.upsamplers = [make_upsampler("carafe", scale_factor=2, channels=self.out_channels, impl=self.impl,
+                                              name=f"upsample{lvl}") for lvl in self.levels[:-1]]
             for layer in self.upsamplers:
                 layer.build((None, None, None, self.out_channels))
         super().build(input_shape)

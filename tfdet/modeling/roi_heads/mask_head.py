@@ -26,7 +26,7 @@ def _upsampler(kind, channels, impl):
     if kind == "deconv":
         return keras.layers.Conv2DTranspose(channels, 2, strides=2, name="upsample",
                                             kernel_initializer=keras.initializers.HeNormal())
-    return make_upsampler("carafe", scale_factor=2, channels=channels, impl=impl)
+    return make_upsampler("carafe", scale_factor=2, channels=channels, impl=impl, name="upsample")
 
 
 @keras.saving.register_keras_serializable(package="tfdet")
