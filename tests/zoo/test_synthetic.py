@@ -70,6 +70,10 @@ def test_overrides():
     base = synthetic.synthetic_state_dict(SHAPES, 0)
     np.testing.assert_allclose((w[key] + 4.0) * 0.1 / (0.5 * 3**0.5), base[key], atol=1e-6)  # same draws
     np.testing.assert_array_equal(w["backbone.body.conv1.weight"], base["backbone.body.conv1.weight"])
+    values = synthetic.synthetic_state_dict({"b": [2, 2]}, 0, overrides={"b": {"values": [1, 2, 3, 4.5]}})["b"]
+    np.testing.assert_array_equal(values, np.array([[1, 2], [3, 4.5]], np.float32))
+    with pytest.raises(ValueError, match="3 numbers for shape"):
+        synthetic.synthetic_state_dict({"b": [2, 2]}, 0, overrides={"b": {"values": [1, 2, 3]}})
     with pytest.raises(KeyError, match="not in the state dict"):
         synthetic.synthetic_state_dict(SHAPES, 0, overrides={"nope.weight": {"std": 1.0}})
 

@@ -59,9 +59,10 @@ def uniform(seed, name, shape, mean, std):
 def synthetic_state_dict(shapes, seed, overrides=None):
     """{key: float32 array} for every synthesized key of `shapes` ({key: shape}), in its order.
 
-    `overrides` ({key: {"mean": m, "std": s}}, either entry optional) replaces the default
-    distribution of those keys: the fixtures store it in their meta (e.g. classifier weights scaled so
-    that scores spread). An override naming a key that is not in `shapes` is an error.
+    `overrides` ({key: {"mean": m, "std": s}}, either entry optional, or {key: {"values": [...]}})
+    replaces the default distribution of those keys, or gives their values outright (small tensors,
+    e.g. a classifier bias centred on calibration data): the fixtures store it in their meta. An
+    override naming a key that is not in `shapes` is an error.
     """
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(shapes))
@@ -71,8 +72,14 @@ def synthetic_state_dict(shapes, seed, overrides=None):
     for key, shape in shapes.items():
         if not is_synthesized(key):
             continue
-        mean, std = default_init(key, shape)
         spec = overrides.get(key, {})
+        if "values" in spec:
+            values = np.asarray(spec["values"], np.float64)
+            if values.size != int(np.prod(shape)):
+                raise ValueError(f"override values of {key!r}: {values.size} numbers for shape {list(shape)}")
+            out[key] = values.reshape(tuple(int(d) for d in shape)).astype(np.float32)
+            continue
+        mean, std = default_init(key, shape)
         mean, std = float(spec.get("mean", mean)), float(spec.get("std", std))
         out[key] = uniform(seed, key, shape, mean, std)
     return out
