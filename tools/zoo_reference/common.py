@@ -110,6 +110,14 @@ def calibrating_norms(model):
     never.extend(name for name, m in norms.items() if m not in done)
 
 
+def calibrate_norms(model, run):
+    """calibrating_norms around `run()` (a forward on the calibration input); returns the BN modules
+    never called."""
+    with calibrating_norms(model) as never:
+        run()
+    return never
+
+
 @contextlib.contextmanager
 def calibrating_scales(model, targets):
     """While active, each module of `targets` ({module path: {"std": s, "center": bool, "bias": m}})
