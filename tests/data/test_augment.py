@@ -204,3 +204,21 @@ def test_crop_of_full_box_and_flip_equivariance():
     assert augment.crop_masks_to_boxes(tf.zeros([0, H, W], tf.uint8), tf.zeros([0, 4]), 8).shape == (0, 8, 8)
     with pytest.raises(ValueError, match="size"):
         augment.crop_masks_to_boxes(masks, ex["boxes"], 1)
+
+
+def test_keep_ratio_size_torchvision_rule_equals_torchvision():
+    """The "torchvision" rule reproduces GeneralizedRCNNTransform's sizes (tests/zoo/fixtures/torchvision/
+    ops.npz), float64 floor included (600 x 1000 -> 799 x 1333; "round" gives 800); "round" stays."""
+    from tests.zoo import fixtures_io
+
+    meta, ops = fixtures_io.load("torchvision", "ops")
+    for short, long in meta["size_rules"]:
+        rows = ops[f"size_rule/{short}_{long}"]
+        got = np.stack([augment.keep_ratio_size(h, w, short, long, rule="torchvision") for h, w in rows[:, :2]])
+        np.testing.assert_array_equal(got, rows[:, 2:])
+    assert augment.keep_ratio_size(600, 1000, 800, 1333) == (800, 1333)
+    assert augment.keep_ratio_size(600, 1000, 800, 1333, rule="torchvision") == (799, 1333)
+    ex = augment.resize_to_scale({"image": tf.zeros([480, 640, 3], tf.uint8)}, (1333, 800), rule="torchvision")
+    assert ex["image"].shape[:2] == (800, 1066) and tuple(ex["valid_size"].numpy()) == (800, 1066)
+    with pytest.raises(ValueError, match="rule must be"):
+        augment.keep_ratio_size(1, 1, 800, 1333, rule="floor")

@@ -107,3 +107,89 @@ def test_bad_config():
         AnchorGenerator(strides=[8, 16], scales=[1], base_sizes=[8])
     with pytest.raises(ValueError, match="feature_sizes"):
         AnchorGenerator(strides=[8, 16], scales=[1])([(4, 4)])
+
+
+# ------------------------------------------------------------------ torchvision's anchor conventions
+
+
+def np_torchvision_anchors(sizes, ratios, feat_h, feat_w, image_h, image_w):
+    """torchvision AnchorGenerator in float32 (anchor_utils.py): base anchors [-ws, -hs, ws, hs] / 2 with
+    ws = w_ratio * size (ratios outer), rounded half to even; stride = image size // feature size."""
+    f = np.float32
+    h_ratios = np.sqrt(np.array(ratios, f))
+    w_ratios = f(1) / h_ratios
+    ws = (w_ratios[:, None] * np.array(sizes, f)[None, :]).reshape(-1)
+    hs = (h_ratios[:, None] * np.array(sizes, f)[None, :]).reshape(-1)
+    base = np.round(np.stack([-ws, -hs, ws, hs], axis=1) / f(2))  # np.round: half to even
+    sy, sx = image_h // feat_h, image_w // feat_w
+    ys, xs = np.meshgrid(np.arange(feat_h) * sy, np.arange(feat_w) * sx, indexing="ij")
+    shifts = np.stack([xs, ys, xs, ys], axis=-1).reshape(-1, 1, 4).astype(f)
+    return (shifts + base[None]).reshape(-1, 4)
+
+
+TV_RETINA_SIZES = [(s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))) for s in (32, 64, 128, 256, 512)]
+
+
+@pytest.mark.parametrize("sizes", [[(32,), (64,), (128,), (256,), (512,)], TV_RETINA_SIZES])
+def test_torchvision_sizes_rounding_and_image_strides(sizes):
+    gen = AnchorGenerator(strides=[8, 16, 32, 64, 128], sizes=sizes, round_base=True, strides_from_image=True)
+    assert gen.num_anchors == 3 * len(sizes[0])
+    image = (800, 1088)  # 800 / 32 = 25 rows at stride 32: 13 at "stride 64" (800 // 13 = 61), 7 at 128 (114)
+    feats = [(100, 136), (50, 68), (25, 34), (13, 17), (7, 9)]
+    got = gen(feats, image_size=image)
+    for level, (h, w) in enumerate(feats):
+        want = np_torchvision_anchors(sizes[level], gen.ratios, h, w, *image)
+        np.testing.assert_array_equal(got[level].numpy(), want)
+    assert gen.level_strides(3, feats[3], image) == (1088 // 17, 61)
+    base = gen.base_anchors(0).numpy()
+    assert np.array_equal(base, np.round(base)) and not np.array_equal(
+        base, AnchorGenerator(strides=[8] * 5, sizes=sizes).base_anchors(0).numpy())
+
+
+def test_torchvision_retina_octave_sizes_are_integers():
+    """torchvision RetinaNet (v1 and v2) sizes are int(s * 2^(i/3)), not mmdetection's 4 * stride * 2^(i/3)."""
+    assert TV_RETINA_SIZES[0] == (32, 40, 50) and TV_RETINA_SIZES[2] == (128, 161, 203)
+    tv = AnchorGenerator(strides=[8], sizes=TV_RETINA_SIZES[:1]).base_anchors(0).numpy()
+    mm = AnchorGenerator(strides=[8], octave_base_scale=4, scales_per_octave=3).base_anchors(0).numpy()
+    np.testing.assert_array_equal(tv[3:6, 2] - tv[3:6, 0], [32, 40, 50])  # ratio 1 (ratios outer, sizes inner)
+    np.testing.assert_allclose(mm[3:6, 2] - mm[3:6, 0], [32, 32 * 2 ** (1 / 3), 32 * 2 ** (2 / 3)], rtol=1e-6)
+
+
+def test_strides_from_image_in_graph_and_errors():
+    gen = AnchorGenerator(strides=[32, 64], sizes=[(32,), (64,)], round_base=True, strides_from_image=True)
+
+    @tf.function(input_signature=[tf.TensorSpec([2], tf.int32)])
+    def fn(image_size):
+        h, w = image_size[0], image_size[1]
+        return tf.concat(gen([((h + 31) // 32, (w + 31) // 32), ((h + 63) // 64, (w + 63) // 64)],
+                             image_size=(h, w)), 0)
+
+    got = fn(tf.constant([160, 224])).numpy()
+    want = np.concatenate([np_torchvision_anchors((32,), gen.ratios, 5, 7, 160, 224),
+                           np_torchvision_anchors((64,), gen.ratios, 3, 4, 160, 224)])
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="needs the padded image_size"):
+        gen([(5, 7), (3, 4)])
+    with pytest.raises(ValueError, match="replaces scales"):
+        AnchorGenerator(strides=[8], sizes=[(32,)], scales=[4])
+    with pytest.raises(ValueError, match="equally long tuple per level"):
+        AnchorGenerator(strides=[8, 16], sizes=[(32,), (64, 80)])
+
+
+@pytest.mark.parametrize("model", ["maskrcnn_resnet50_fpn", "retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2"])
+def test_torchvision_fixture_anchors(model):
+    """The anchors torchvision itself produced (tests/zoo/fixtures/torchvision) are reproduced exactly."""
+    from tests.zoo import fixtures_io
+
+    meta, arrays = fixtures_io.load("torchvision", model)
+    levels = meta["levels"]
+    first = int(levels[0][1:])
+    sizes = TV_RETINA_SIZES if model.startswith("retinanet") else [(32,), (64,), (128,), (256,), (512,)]
+    gen = AnchorGenerator(strides=[2 ** (first + i) for i in range(len(levels))], sizes=sizes, round_base=True,
+                          strides_from_image=True)
+    image = tuple(int(v) for v in arrays["input/padded_size"])
+    feats = [(image[0] // 2 ** first, image[1] // 2 ** first)]  # the padded size is a multiple of 32
+    while len(feats) < len(levels):  # P6 / P7: stride-2 pooling or conv, ceil(n / 2)
+        feats.append(((feats[-1][0] + 1) // 2, (feats[-1][1] + 1) // 2))
+    for level, anchors in zip(levels, gen(feats, image_size=image)):
+        fixtures_io.assert_stage(arrays, f"stage/anchors/{level}", anchors.numpy(), rtol=0, atol=0)

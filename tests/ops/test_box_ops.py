@@ -147,3 +147,37 @@ def test_graph_mode_dynamic_shapes():
     rng = np.random.default_rng(3)
     a, b = random_boxes(rng, 4)[None], random_boxes(rng, 6)[None]
     np.testing.assert_allclose(fn(a.astype(np.float32), b.astype(np.float32))[0], np_iou(a[0], b[0]), rtol=1e-5)
+
+
+def np_torchvision_decode(rel_codes, boxes, weights, clip=math.log(1000.0 / 16)):
+    """torchvision BoxCoder.decode_single written out: codes / weights, dw and dh clamped from above only."""
+    widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    ctr_x, ctr_y = boxes[:, 0] + 0.5 * widths, boxes[:, 1] + 0.5 * heights
+    dx, dy = rel_codes[:, 0] / weights[0], rel_codes[:, 1] / weights[1]
+    dw, dh = np.minimum(rel_codes[:, 2] / weights[2], clip), np.minimum(rel_codes[:, 3] / weights[3], clip)
+    cx, cy = dx * widths + ctr_x, dy * heights + ctr_y
+    w, h = np.exp(dw) * widths, np.exp(dh) * heights
+    return np.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], axis=1)
+
+
+@pytest.mark.parametrize("weights", [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0)])
+def test_decode_torchvision_box_coder(weights):
+    rng = np.random.default_rng(4)
+    anchors = random_boxes(rng, 50)
+    codes = rng.normal(0, 1, (50, 4)) * np.array(weights) * 2.5  # |dw| beyond the clip both ways
+    codes[:5, 2:] = -60.0 * np.array(weights[2:])  # far below -log(1000/16): only torchvision keeps these
+    stds = tuple(1.0 / w for w in weights)
+    got = box_ops.decode_boxes(tf.constant(codes), anchors, stds=stds, clip_below=False).numpy()
+    np.testing.assert_allclose(got, np_torchvision_decode(codes, anchors, weights), rtol=1e-12, atol=1e-9)
+    symmetric = box_ops.decode_boxes(tf.constant(codes), anchors, stds=stds).numpy()
+    assert not np.allclose(symmetric[:5], got[:5])  # the default keeps mmdetection's two-sided clamp
+    np.testing.assert_allclose(symmetric[5:][np.all(np.abs(codes[5:, 2:] / weights[2:]) < 4.0, axis=1)],
+                               got[5:][np.all(np.abs(codes[5:, 2:] / weights[2:]) < 4.0, axis=1)], rtol=1e-12)
+
+
+def test_large_enough():
+    boxes = np.array([[0, 0, 1e-3, 5], [0, 0, 2e-3, 2e-3], [0, 0, 5, 0], [3, 3, 2, 8], [0, 0, 1, 1]], np.float32)
+    np.testing.assert_array_equal(box_ops.large_enough(boxes, 1e-3), [False, True, False, False, True])
+    np.testing.assert_array_equal(box_ops.large_enough(boxes, np.float32(1e-3), inclusive=True),
+                                  [True, True, False, False, True])
+    np.testing.assert_array_equal(box_ops.large_enough(boxes[None], 0.0).numpy().shape, (1, 5))

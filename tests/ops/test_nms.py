@@ -174,3 +174,39 @@ def test_bad_arguments():
         nms.batched_nms(tf.zeros([2, 4]), tf.zeros([2]), 2, 0.5)
     with pytest.raises(ValueError, match="scores"):
         nms.multiclass_nms(tf.zeros([1, 2, 4]), tf.zeros([1, 2]), 2)
+
+
+def np_torchvision_level_candidates(scores, k, threshold):
+    """torchvision RetinaNet.postprocess_detections' per-level selection for one image, written out."""
+    flat = scores.reshape(-1)
+    keep = np.nonzero(flat > threshold)[0]
+    order = np.argsort(-flat[keep], kind="stable")[:k]
+    index = keep[order]
+    return index // scores.shape[1], index % scores.shape[1], flat[index]
+
+
+@pytest.mark.parametrize("k,threshold", [(7, 0.5), (40, 0.05), (1000, 0.05), (5, float("-inf"))])
+def test_top_candidates_equal_torchvision_selection(k, threshold):
+    rng = np.random.default_rng(9)
+    scores = rng.random((3, 10, 4)).astype(np.float32)
+    scores[2] *= 0.1  # the third image has few scores above 0.05
+    anchors, classes, top, valid = (t.numpy() for t in nms.top_candidates(scores, k, threshold))
+    assert anchors.shape == (3, min(k, 40))
+    for b in range(3):
+        want_a, want_c, want_s = np_torchvision_level_candidates(scores[b], k, threshold)
+        n = len(want_s)
+        assert valid[b].sum() == n and valid[b, :n].all()
+        np.testing.assert_array_equal(anchors[b, :n], want_a)
+        np.testing.assert_array_equal(classes[b, :n], want_c)
+        np.testing.assert_array_equal(top[b, :n], want_s)
+        assert (classes[b, n:] == -1).all() and (top[b, n:] == 0).all()
+
+
+def test_top_candidates_dynamic_shapes_and_bad_input():
+    fn = tf.function(lambda s: nms.top_candidates(s, 3, 0.2), input_signature=[tf.TensorSpec([None, None, 2])])
+    anchors, classes, top, valid = fn(tf.constant([[[0.1, 0.9], [0.3, 0.25], [0.05, 0.0]]]))
+    np.testing.assert_array_equal(anchors.numpy(), [[0, 1, 1]])
+    np.testing.assert_array_equal(classes.numpy(), [[1, 0, 1]])
+    np.testing.assert_allclose(top.numpy(), [[0.9, 0.3, 0.25]])
+    with pytest.raises(ValueError, match="must be \\[B, N, C\\]"):
+        nms.top_candidates(tf.zeros([3, 4]), 2)

@@ -51,19 +51,36 @@ def random_flip(example, seed, prob=0.5, flip_map=None):
     return tf.cond(flip, lambda: flip_left_right(example, flip_map), lambda: dict(example))
 
 
-def resize_keep_ratio(example, short_side, long_side):
+SIZE_RULES = ("round", "torchvision")
+
+
+def keep_ratio_size(height, width, short_side, long_side, rule="round"):
+    """(new_h, new_w) int32 of the keep-ratio resize: ratio = min(short / min(h, w), long / max(h, w)).
+
+    rule "round" (mmdetection): ratio in float32, sizes rounded, at least 1.
+    rule "torchvision" (GeneralizedRCNNTransform -> interpolate(scale_factor=ratio,
+      recompute_scale_factor=True)): ratio in float64, sizes floor(h * ratio) in float64, so that
+      157 x 224/157 = 223.99999999999997 gives 223 pixels, not 224.
+    """
+    if rule not in SIZE_RULES:
+        raise ValueError(f"keep_ratio_size: rule must be one of {SIZE_RULES}, got {rule!r}.")
+    dtype = tf.float32 if rule == "round" else tf.float64
+    hf, wf = tf.cast(height, dtype), tf.cast(width, dtype)
+    ratio = tf.minimum(tf.cast(short_side, dtype) / tf.minimum(hf, wf), tf.cast(long_side, dtype) / tf.maximum(hf, wf))
+    to_int = tf.round if rule == "round" else tf.floor
+    return tuple(tf.maximum(tf.cast(to_int(v * ratio), tf.int32), 1) for v in (hf, wf))
+
+
+def resize_keep_ratio(example, short_side, long_side, rule="round"):
     """Resizes so that the short edge is `short_side` unless the long edge would exceed `long_side`
-    (then the long edge is `long_side`): the (1333, 800) rule. Output size is rounded to whole pixels and
-    boxes/keypoints scale by the exact per-axis ratio new/old, recorded (accumulated) in `scale`.
+    (then the long edge is `long_side`): the (1333, 800) rule. Output size follows keep_ratio_size(rule)
+    and boxes/keypoints scale by the exact per-axis ratio new/old, recorded (accumulated) in `scale`.
     Images become float32 (bilinear); masks and semantic maps use nearest neighbour."""
     out = dict(example)
     image = example["image"]
     h, w = _size(image)
     hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
-    ratio = tf.minimum(tf.cast(short_side, tf.float32) / tf.minimum(hf, wf),
-                       tf.cast(long_side, tf.float32) / tf.maximum(hf, wf))
-    new_h = tf.maximum(tf.cast(tf.round(hf * ratio), tf.int32), 1)
-    new_w = tf.maximum(tf.cast(tf.round(wf * ratio), tf.int32), 1)
+    new_h, new_w = keep_ratio_size(h, w, short_side, long_side, rule)
     sy, sx = tf.cast(new_h, tf.float32) / hf, tf.cast(new_w, tf.float32) / wf
     out["image"] = tf.image.resize(tf.cast(image, tf.float32), [new_h, new_w], method="bilinear")
     if "boxes" in example:
@@ -81,9 +98,9 @@ def resize_keep_ratio(example, short_side, long_side):
     return out
 
 
-def resize_to_scale(example, scale=(1333, 800)):
+def resize_to_scale(example, scale=(1333, 800), rule="round"):
     """Keep-ratio resize to an mmdetection-style scale (long, short) given in either order."""
-    return resize_keep_ratio(example, min(scale), max(scale))
+    return resize_keep_ratio(example, min(scale), max(scale), rule)
 
 
 def random_resize(example, seed, short_range=(400, 1400), long_side=1600):

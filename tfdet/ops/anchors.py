@@ -11,6 +11,16 @@ This is the order of an NHWC head output [B, H, W, A * k] reshaped to [B, H * W 
 RPN (FPN): strides (4, 8, 16, 32, 64), scales (8,), ratios (0.5, 1, 2).
 RetinaNet: strides (8, 16, 32, 64, 128), octave_base_scale 4, scales_per_octave 3 (scales
 4 * 2^(0, 1/3, 2/3)), ratios (0.5, 1, 2).
+
+torchvision's AnchorGenerator (models/detection/anchor_utils.py) has the same layout with three
+differences, each an option here (defaults keep the mmdetection behaviour):
+  sizes=((32,), (64,), ...)   absolute anchor sizes per level instead of base size x scales:
+                              w = size * w_ratio, h = size * h_ratio (torchvision RetinaNet uses the integer
+                              octave sizes int(s * 2^(i/3)): (32, 40, 50), (64, 80, 101), ...);
+  round_base=True             base anchors rounded to whole pixels (half to even, torch.round);
+  strides_from_image=True     the stride of a level is padded_image_size // feature_size per axis,
+                              not the configured stride: an 800-pixel input gives P6 13 rows and a
+                              vertical stride of 61, not 64 (pass image_size to __call__).
 """
 
 import tensorflow as tf
@@ -36,27 +46,44 @@ class AnchorGenerator:
       base_sizes: per level base size; defaults to min(stride) of each level.
       center_offset: anchor centre offset within a cell, in units of the base size (0: the cell's
         top-left corner, mmdetection's default).
+      sizes: per level, absolute anchor sizes (torchvision): replaces scales / octave scales and
+        base_sizes; every level must have the same number of sizes.
+      round_base: round the base anchors to whole pixels (torchvision).
+      strides_from_image: compute each level's stride as padded_image_size // feature_size per axis
+        (torchvision); __call__ then needs image_size. `strides` still serve valid_flags.
     """
 
     def __init__(self, strides, ratios=(0.5, 1.0, 2.0), scales=None, base_sizes=None, octave_base_scale=None,
-                 scales_per_octave=None, center_offset=0.0):
+                 scales_per_octave=None, center_offset=0.0, sizes=None, round_base=False, strides_from_image=False):
         self.strides = [_pair(s) for s in strides]
         if not self.strides:
             raise ValueError("AnchorGenerator: strides must not be empty.")
+        self.ratios = tuple(float(r) for r in ratios)
+        self.round_base, self.strides_from_image = bool(round_base), bool(strides_from_image)
+        if not 0.0 <= center_offset <= 1.0:
+            raise ValueError(f"AnchorGenerator: center_offset must be in [0, 1], got {center_offset}.")
+        self.center_offset = float(center_offset)
+        if sizes is not None:
+            if scales is not None or octave_base_scale is not None or base_sizes is not None:
+                raise ValueError("AnchorGenerator: sizes replaces scales, octave_base_scale and base_sizes; give "
+                                 "only sizes.")
+            self.sizes = [tuple(float(v) for v in level) for level in sizes]
+            if len(self.sizes) != len(self.strides) or len({len(level) for level in self.sizes}) != 1:
+                raise ValueError(f"AnchorGenerator: sizes must give one equally long tuple per level "
+                                 f"({len(self.strides)} levels), got {sizes!r}.")
+            self.scales = self.base_sizes = None
+            return
+        self.sizes = None
         if (scales is None) == (octave_base_scale is None or scales_per_octave is None):
             raise ValueError("AnchorGenerator: give either scales, or octave_base_scale and scales_per_octave.")
         if scales is None:
             scales = [octave_base_scale * 2.0 ** (i / scales_per_octave) for i in range(scales_per_octave)]
         self.scales = tuple(float(s) for s in scales)
-        self.ratios = tuple(float(r) for r in ratios)
         if base_sizes is None:
             base_sizes = [min(s) for s in self.strides]
         if len(base_sizes) != len(self.strides):
             raise ValueError(f"AnchorGenerator: {len(base_sizes)} base_sizes for {len(self.strides)} strides.")
         self.base_sizes = [float(b) for b in base_sizes]
-        if not 0.0 <= center_offset <= 1.0:
-            raise ValueError(f"AnchorGenerator: center_offset must be in [0, 1], got {center_offset}.")
-        self.center_offset = float(center_offset)
 
     @property
     def num_levels(self):
@@ -65,37 +92,56 @@ class AnchorGenerator:
     @property
     def num_anchors(self):
         """Anchors per feature location (the same on every level)."""
-        return len(self.scales) * len(self.ratios)
+        return len(self.sizes[0] if self.sizes is not None else self.scales) * len(self.ratios)
 
     def base_anchors(self, level, dtype=tf.float32):
         """[A, 4] anchors of one location at the origin of `level` (0-based)."""
-        size = tf.constant(self.base_sizes[level], dtype)
-        center = self.center_offset * size
         h_ratios = tf.sqrt(tf.constant(self.ratios, dtype))
         w_ratios = 1.0 / h_ratios
-        scales = tf.constant(self.scales, dtype)
-        ws = tf.reshape(size * w_ratios[:, None] * scales[None, :], [-1])
-        hs = tf.reshape(size * h_ratios[:, None] * scales[None, :], [-1])
-        return tf.stack([center - 0.5 * ws, center - 0.5 * hs, center + 0.5 * ws, center + 0.5 * hs], axis=-1)
+        if self.sizes is not None:  # torchvision: w_ratio * size, in that order (bit-exact)
+            sizes = tf.constant(self.sizes[level], dtype)
+            ws = tf.reshape(w_ratios[:, None] * sizes[None, :], [-1])
+            hs = tf.reshape(h_ratios[:, None] * sizes[None, :], [-1])
+            center = tf.constant(0.0, dtype)
+        else:
+            size = tf.constant(self.base_sizes[level], dtype)
+            center = self.center_offset * size
+            scales = tf.constant(self.scales, dtype)
+            ws = tf.reshape(size * w_ratios[:, None] * scales[None, :], [-1])
+            hs = tf.reshape(size * h_ratios[:, None] * scales[None, :], [-1])
+        anchors = tf.stack([center - 0.5 * ws, center - 0.5 * hs, center + 0.5 * ws, center + 0.5 * hs], axis=-1)
+        return tf.round(anchors) if self.round_base else anchors  # tf.round: half to even, as torch.round
 
-    def level_anchors(self, level, feature_size, dtype=tf.float32):
-        """[H * W * A, 4] anchors of one level for a feature map of size (H, W) (ints or scalar tensors)."""
+    def level_strides(self, level, feature_size, image_size=None):
+        """(stride_w, stride_h) of `level`: the configured one, or with strides_from_image
+        image_size // feature_size per axis (ints or int32 scalar tensors)."""
+        if not self.strides_from_image:
+            return self.strides[level]
+        if image_size is None:
+            raise ValueError("AnchorGenerator(strides_from_image=True) needs the padded image_size (height, width).")
+        (image_h, image_w), (height, width) = image_size, feature_size
+        return image_w // width, image_h // height
+
+    def level_anchors(self, level, feature_size, dtype=tf.float32, image_size=None):
+        """[H * W * A, 4] anchors of one level for a feature map of size (H, W) (ints or scalar tensors);
+        image_size: the padded input (height, width), needed with strides_from_image."""
         height, width = feature_size
-        stride_w, stride_h = self.strides[level]
+        stride_w, stride_h = (tf.cast(s, dtype) for s in self.level_strides(level, feature_size, image_size))
         shift_x = tf.range(tf.cast(width, dtype), dtype=dtype) * stride_w
         shift_y = tf.range(tf.cast(height, dtype), dtype=dtype) * stride_h
         yy, xx = tf.meshgrid(shift_y, shift_x, indexing="ij")  # [H, W], x fastest when flattened
         shifts = tf.reshape(tf.stack([xx, yy, xx, yy], axis=-1), [-1, 1, 4])
         return tf.reshape(shifts + self.base_anchors(level, dtype)[None], [-1, 4])
 
-    def __call__(self, feature_sizes, dtype=tf.float32):
+    def __call__(self, feature_sizes, dtype=tf.float32, image_size=None):
         """Anchors of all levels, a list of [H_l * W_l * A, 4] tensors (concatenate for a flat layout).
 
         Args:
           feature_sizes: one (height, width) per level.
+          image_size: (height, width) of the padded input; needed with strides_from_image.
         """
         self._check_levels(feature_sizes)
-        return [self.level_anchors(level, size, dtype) for level, size in enumerate(feature_sizes)]
+        return [self.level_anchors(level, size, dtype, image_size) for level, size in enumerate(feature_sizes)]
 
     def valid_flags(self, feature_sizes, valid_sizes):
         """Which anchors sit on a feature location inside the un-padded image (mmdetection valid_flags).

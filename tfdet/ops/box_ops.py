@@ -133,17 +133,22 @@ def encode_boxes(boxes, anchors, means=(0.0, 0.0, 0.0, 0.0), stds=(1.0, 1.0, 1.0
 
 
 def decode_boxes(deltas, anchors, means=(0.0, 0.0, 0.0, 0.0), stds=(1.0, 1.0, 1.0, 1.0),
-                 max_shape=None, clip_value=BBOX_XFORM_CLIP):
+                 max_shape=None, clip_value=BBOX_XFORM_CLIP, clip_below=True):
     """Applies deltas to anchors (DeltaXYWHBBoxCoder.decode, mmdetection v2+; no +1 anywhere).
 
     deltas are de-normalized (delta * stds + means), dw and dh are clamped to [-clip_value,
     clip_value] (log(1000/16)), then gx = px + pw * dx, gw = pw * exp(dw), and the corners are
     gx -+ gw / 2.
 
+    torchvision's BoxCoder(weights) is stds = 1 / weights (weights (10, 10, 5, 5) for the R-CNN box
+    head, 1 for RPN and RetinaNet: the same up to float rounding) with clip_below=False: it clamps dw
+    and dh from above only (BoxCoder.decode_single, bbox_xform_clip = log(1000/16)).
+
     Args:
       deltas: [..., 4] (dx, dy, dw, dh).
       anchors: [..., 4], broadcastable to `deltas`.
       max_shape: optional (height, width) or [..., 2] per image to clip the result to (see clip_boxes).
+      clip_below: also clamp dw, dh at -clip_value (mmdetection); False clamps from above only.
     Returns:
       [..., 4] boxes.
     """
@@ -151,7 +156,8 @@ def decode_boxes(deltas, anchors, means=(0.0, 0.0, 0.0, 0.0), stds=(1.0, 1.0, 1.
     anchors = tf.cast(anchors, deltas.dtype)
     deltas = deltas * tf.constant(stds, deltas.dtype) + tf.constant(means, deltas.dtype)
     dxy = deltas[..., :2]
-    dwh = tf.clip_by_value(deltas[..., 2:], -clip_value, clip_value)
+    dwh = (tf.clip_by_value(deltas[..., 2:], -clip_value, clip_value) if clip_below
+           else tf.minimum(deltas[..., 2:], clip_value))
     p = xyxy_to_cxcywh(anchors)
     gxy = p[..., :2] + p[..., 2:] * dxy
     gwh = p[..., 2:] * tf.exp(dwh)
@@ -159,3 +165,12 @@ def decode_boxes(deltas, anchors, means=(0.0, 0.0, 0.0, 0.0), stds=(1.0, 1.0, 1.
     if max_shape is not None:
         boxes = clip_boxes(boxes, max_shape)
     return boxes
+
+
+def large_enough(boxes, min_size, inclusive=False):
+    """[...] bool: both sides of each box larger than `min_size` (mmdetection), or at least
+    `min_size` with inclusive=True (torchvision remove_small_boxes: RPN 1e-3, box head 1e-2)."""
+    boxes = _boxes(boxes)
+    wh = boxes[..., 2:] - boxes[..., :2]
+    ok = wh >= min_size if inclusive else wh > min_size
+    return ok[..., 0] & ok[..., 1]

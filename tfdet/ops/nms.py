@@ -206,3 +206,29 @@ def multiclass_nms(boxes, scores, max_total_size, iou_threshold=0.5, score_thres
     return Detections(boxes=tf.where(valid[..., None], tf.gather(flat_boxes, top, batch_dims=1), 0.0),
                       scores=tf.where(valid, top_scores, 0.0), classes=classes,
                       num_valid=tf.reduce_sum(tf.cast(valid, tf.int32), axis=1))
+
+
+def top_candidates(scores, k, score_threshold=float("-inf")):
+    """The k best (anchor, class) pairs per image among those scoring above `score_threshold`, best first:
+    torchvision RetinaNet's per-level selection (postprocess_detections: scores flattened over
+    [anchors, classes], > score_thresh, top topk_candidates), where tfdet's retina_detections takes the
+    k best anchors by their maximum class score.
+
+    Args:
+      scores: [B, N, C]. k: a Python int.
+    Returns:
+      (anchors [B, K] int32, classes [B, K] int32, scores [B, K], valid [B, K] bool), K = min(k, N * C)
+      when N * C is static (else k); invalid entries have anchor 0, class -1 and score 0.
+    """
+    scores = tf.convert_to_tensor(scores)
+    if scores.shape.rank != 3:
+        raise ValueError(f"top_candidates: scores must be [B, N, C], got shape {scores.shape}.")
+    num_classes = scores.shape[2] or tf.shape(scores)[2]
+    flat = tf.reshape(scores, [tf.shape(scores)[0], -1])
+    count = flat.shape[1]
+    k = min(int(k), count) if count is not None else tf.minimum(int(k), tf.shape(flat)[1])
+    masked = tf.where(flat > score_threshold, flat, tf.constant(float("-inf"), flat.dtype))
+    top, index = tf.math.top_k(masked, k=k)
+    valid = top > float("-inf")
+    return (tf.where(valid, index // num_classes, 0), tf.where(valid, index % num_classes, -1),
+            tf.where(valid, top, tf.zeros_like(top)), valid)
