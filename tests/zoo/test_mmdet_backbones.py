@@ -3,11 +3,9 @@ mmdetection's, on the reference fixtures (tools/zoo_reference/mmdet_ref.py): the
 `backbone.*` load with tfdet.modeling.backbones.weights as they are, and C2-C5 agree to 1e-4 of their
 largest value."""
 
-import numpy as np
 import pytest
 
 from tests.zoo import mmdet_fixture
-from tfdet.modeling.backbones import resnet
 from tfdet.modeling.backbones.weights import load_torch_state_dict
 
 TOLERANCE = 1e-4
@@ -23,22 +21,10 @@ FIXTURES = [
 ]
 
 
-def tfdet_backbone(config):
-    """tfdet's resnet() for an mmdetection ResNet / ResNeXt backbone config."""
-    dcn = config.get("dcn")
-    if dcn and dcn["type"] not in ("DCN", "DCNv2"):
-        raise ValueError(f"unsupported dcn {dcn}")
-    return resnet(depth=config["depth"], groups=config.get("groups", 1), base_width=config.get("base_width", 64),
-                  style=config["style"], norm="frozen_bn",
-                  stage_with_dcn=tuple(config.get("stage_with_dcn", (False,) * 4)),
-                  dcn=None if not dcn else {"modulated": dcn["type"] == "DCNv2",
-                                            "deformable_groups": dcn.get("deform_groups", 1)})
-
-
 @pytest.mark.parametrize("name", FIXTURES)
 def test_backbone_stages_equal_mmdetection(name):
     meta, arrays = mmdet_fixture.load(name)
-    model = tfdet_backbone(meta["backbone"])
+    model = mmdet_fixture.tfdet_backbone(meta["backbone"])
     report = load_torch_state_dict(model, mmdet_fixture.weights(meta, arrays, "backbone."))
     assert report["loaded"]
     x = mmdet_fixture.network_input(meta, arrays)
@@ -53,7 +39,7 @@ def test_backbone_stages_equal_mmdetection(name):
 def test_backbone_check_can_fail():
     """A wrong style gives different C3 (the comparison is not vacuous)."""
     meta, arrays = mmdet_fixture.load("ga_rpn_r50_caffe_fpn")
-    model = tfdet_backbone({**meta["backbone"], "style": "pytorch"})
+    model = mmdet_fixture.tfdet_backbone({**meta["backbone"], "style": "pytorch"})
     load_torch_state_dict(model, mmdet_fixture.weights(meta, arrays, "backbone."))
     c3 = model(mmdet_fixture.network_input(meta, arrays))[3].numpy()
     assert mmdet_fixture.relative_error(arrays, "stage/backbone/c3", c3) > 0.1

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from tests.zoo import mmdet_fixture
-from tests.zoo.test_mmdet_backbones import tfdet_backbone
+from tests.zoo.mmdet_fixture import assign, conv_kernel as conv
 from tfdet.layers.roi_align import MultiLevelRoIAlign
 from tfdet.modeling.backbones.weights import load_torch_state_dict
 from tfdet.modeling.dense_heads.rpn import RPNHead, rpn_proposals
@@ -23,24 +23,10 @@ TOLERANCE = 1e-4
 LEVELS = (2, 3, 4, 5, 6)
 
 
-def conv(w):
-    return np.transpose(w, (2, 3, 1, 0))  # OIHW -> HWIO
-
-
-def assign(layer, kernel, bias):
-    layer.kernel.assign(kernel)
-    layer.bias.assign(bias)
-
-
 @pytest.fixture(scope="module")
 def reference():
     meta, arrays = mmdet_fixture.load("faster_rcnn_r50_fpn")
     return meta, arrays, mmdet_fixture.weights(meta, arrays)
-
-
-def stage(arrays, name):
-    """A whole stored stage."""
-    return arrays[name]
 
 
 def fpn_of(weights, shapes):
@@ -70,7 +56,7 @@ def box_head_of(weights, pooled_shape):
 def test_faster_rcnn_stages_equal_mmdetection(reference):
     meta, arrays, weights = reference
     errors = {}
-    backbone = tfdet_backbone(meta["backbone"])
+    backbone = mmdet_fixture.tfdet_backbone(meta["backbone"])
     load_torch_state_dict(backbone, {k: v for k, v in weights.items() if k.startswith("backbone.")})
     feats = backbone(mmdet_fixture.network_input(meta, arrays))
     for lvl in (2, 3, 4, 5):
@@ -96,10 +82,10 @@ def test_faster_rcnn_stages_equal_mmdetection(reference):
     anchors = AnchorGenerator((4, 8, 16, 32, 64), scales=(8,))([o.shape[1:3] for o in objectness])
     proposals = rpn_proposals(objectness, deltas, anchors, image_size, pre_nms_top_k=1000, max_proposals=1000,
                               nms_iou=0.7, min_size=0.0)
-    expected = stage(arrays, "stage/proposals/boxes")
+    expected = arrays["stage/proposals/boxes"]
     count = int(tf.reduce_sum(tf.cast(proposals.valid, tf.int32)))
     mmdet_fixture.assert_same_set(proposals.boxes[0, :count], proposals.scores[0, :count], expected,
-                                  stage(arrays, "stage/proposals/scores"))
+                                  arrays["stage/proposals/scores"])
 
     rois = tf.constant(expected[None])  # the reference's proposals from here on
     pooled = MultiLevelRoIAlign(7, 2, 5, sampling_ratio=0)([pyramid[lvl] for lvl in (2, 3, 4, 5)], rois)
@@ -115,6 +101,6 @@ def test_faster_rcnn_stages_equal_mmdetection(reference):
                            stds=(0.1, 0.1, 0.2, 0.2), score_threshold=rcnn["score_thr"],
                            nms_iou=rcnn["nms"]["iou_threshold"], max_detections=rcnn["max_per_img"])
     count = int(dets.num_valid[0])
-    mmdet_fixture.assert_same_set(dets.boxes[0, :count], dets.scores[0, :count], stage(arrays, "stage/det/boxes"),
-                                  stage(arrays, "stage/det/scores"))
-    np.testing.assert_array_equal(dets.classes[0, :count], stage(arrays, "stage/det/labels"))
+    mmdet_fixture.assert_same_set(dets.boxes[0, :count], dets.scores[0, :count], arrays["stage/det/boxes"],
+                                  arrays["stage/det/scores"])
+    np.testing.assert_array_equal(dets.classes[0, :count], arrays["stage/det/labels"])

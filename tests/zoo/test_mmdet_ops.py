@@ -5,21 +5,20 @@ and box coder, the delta coder, RoI level mapping, mask pasting, NMS as mmdetect
 
 import json
 import math
-import pathlib
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.zoo import mmdet_fixture
 from tfdet.modeling.roi_heads.mask_head import paste_masks
 from tfdet.ops import box_ops, nms
 from tfdet.ops.anchors import AnchorGenerator
 from tfdet.ops.legacy import LegacyAnchorGenerator, legacy_decode_boxes, legacy_encode_boxes
 from tfdet.ops.roi_align import fpn_levels
 from tfdet.ops.topk import class_topk
-from tfdet.zoo import synthetic
 
-FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "mmdet" / "ops.npz"
+FIXTURE = mmdet_fixture.ROOT / "ops.npz"
 RPN_STRIDES, RETINA_STRIDES = (4, 8, 16, 32, 64), (8, 16, 32, 64, 128)
 
 
@@ -30,17 +29,8 @@ def ref():
     return json.loads(str(arrays.pop("__meta__"))), arrays
 
 
-def stored(arrays, name):
-    """(values, flat indices) of a stage stored whole or as a sample (tfdet.zoo.synthetic.sample_indices)."""
-    if name in arrays:
-        return arrays[name].reshape(-1), None
-    stats = arrays[f"{name}/stats"]
-    size = int(np.prod(stats[3:]))
-    return arrays[f"{name}/sample"], synthetic.sample_indices(size)
-
-
 def assert_stored(arrays, name, actual, **tol):
-    values, index = stored(arrays, name)
+    values, index = mmdet_fixture.stored(arrays, name)
     actual = np.asarray(actual).reshape(-1)
     np.testing.assert_allclose(actual if index is None else actual[index], values, **tol)
 

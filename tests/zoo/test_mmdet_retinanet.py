@@ -10,8 +10,7 @@ import pytest
 import tensorflow as tf
 
 from tests.zoo import mmdet_fixture
-from tests.zoo.test_mmdet_backbones import tfdet_backbone
-from tests.zoo.test_mmdet_faster_rcnn import assign, conv
+from tests.zoo.mmdet_fixture import assign, conv_kernel as conv
 from tfdet.modeling.backbones.weights import load_torch_state_dict
 from tfdet.modeling.dense_heads.retina_head import RetinaHead
 from tfdet.modeling.necks.fpn import FPN
@@ -30,7 +29,7 @@ def outputs():
     meta, arrays = mmdet_fixture.load("retinanet_r50_fpn")
     weights = mmdet_fixture.weights(meta, arrays)
     assert meta["neck"]["add_extra_convs"] == "on_input" and not meta["neck"].get("relu_before_extra_convs")
-    backbone = tfdet_backbone(meta["backbone"])
+    backbone = mmdet_fixture.tfdet_backbone(meta["backbone"])
     load_torch_state_dict(backbone, {k: v for k, v in weights.items() if k.startswith("backbone.")})
     feats = backbone(mmdet_fixture.network_input(meta, arrays))
     fpn = FPN(256, min_level=3, max_level=7, extra="conv", extra_source="input", relu_before_extra=False)
