@@ -87,24 +87,34 @@ def network_input(meta, arrays):
     return out
 
 
-def assert_same_set(boxes, scores, expected_boxes, expected_scores, box_atol=1e-2, score_atol=1e-4):
+def assert_same_set(boxes, scores, expected_boxes, expected_scores, box_atol=1e-2, score_atol=1e-4, max_flips=0):
     """Boxes and scores equal the expected ones as a set (issue #17: boxes within 1e-2 px, scores within
     1e-4), in the same order up to swaps of neighbours whose scores are within score_atol (near-ties that
-    float32 rounding may order either way)."""
+    float32 rounding may order either way).
+
+    max_flips: how many expected boxes may be missing, each replaced by another box. Two overlapping
+    candidates whose scores differ by float32 noise (~1e-6) survive NMS either way, and what the survivor
+    suppresses differs in turn; a fixture with thousands of candidates can hold such a pair.
+    Returns (indices of the unmatched expected boxes, indices of the unmatched boxes)."""
     boxes, scores = np.asarray(boxes, np.float64), np.asarray(scores, np.float64)
     expected_boxes, expected_scores = np.asarray(expected_boxes, np.float64), np.asarray(expected_scores, np.float64)
     if len(boxes) != len(expected_boxes):
         raise AssertionError(f"{len(boxes)} boxes, expected {len(expected_boxes)}")
-    free = np.ones(len(boxes), bool)
+    free, missing, unmatched = np.ones(len(boxes), bool), [], []
     for i, (box, score) in enumerate(zip(expected_boxes, expected_scores)):
         close = free & (np.abs(boxes - box).max(axis=1) <= box_atol) & (np.abs(scores - score) <= score_atol)
         candidates = np.flatnonzero(close)
         if not len(candidates):
-            raise AssertionError(f"expected box {i} {box} (score {score}) has no match")
+            missing.append(f"{i}: {box.round(2).tolist()} score {score:.6f}")
+            unmatched.append(i)
+            continue
         j = candidates[np.argmin(np.abs(candidates - i))]
-        if j != i and abs(scores[j] - scores[i]) > score_atol:
+        if j != i and abs(scores[j] - scores[i]) > score_atol and not missing:
             raise AssertionError(f"expected box {i} matches position {j}, scores {scores[i]} vs {scores[j]} not tied")
         free[j] = False
+    if len(missing) > max_flips:
+        raise AssertionError(f"{len(missing)} expected boxes have no match (at most {max_flips}): {missing[:5]}")
+    return unmatched, np.flatnonzero(free).tolist()
 
 
 def conv_kernel(weight):
