@@ -16,6 +16,7 @@ The tables are printed and written as json to --metrics_output (default <output>
 <predictions>.metrics.json).
 """
 
+import _cpu_kernels  # noqa: F401  (first, before TensorFlow: oneDNN on unless TF_ENABLE_ONEDNN_OPTS is set)
 import os
 import sys
 

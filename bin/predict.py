@@ -12,6 +12,7 @@ here and sends uint8 arrays, one image per request). image_id in the json is the
 COCO id when --annotations lists the file name.
 """
 
+import _cpu_kernels  # noqa: F401  (first, before TensorFlow: oneDNN on unless TF_ENABLE_ONEDNN_OPTS is set)
 import glob
 import json
 import os
