@@ -11,6 +11,7 @@ finds its last checkpoint and stops at once, the export adds a version. <out>/su
 metrics and the time of each stage.
 """
 
+import _cpu_kernels  # noqa: F401  (first, before TensorFlow: oneDNN on unless TF_ENABLE_ONEDNN_OPTS is set)
 import json
 import os
 import shlex

@@ -18,6 +18,7 @@ reports no AP (their objects would count as missed) unless --allow_missing, whic
 ground truth and says how many.
 """
 
+import _cpu_kernels  # noqa: F401  (first, before TensorFlow: oneDNN on unless TF_ENABLE_ONEDNN_OPTS is set)
 import os
 import sys
 

@@ -8,6 +8,7 @@
 loads; --ops=fused uses tfdet's Tfdet> kernels (a server built with //:tfdet_ops_kernels is needed).
 """
 
+import _cpu_kernels  # noqa: F401  (first, before TensorFlow: oneDNN on unless TF_ENABLE_ONEDNN_OPTS is set)
 import json
 import os
 import sys

@@ -16,6 +16,7 @@ alone) is named on stderr and skipped; the others are processed and their result
 status is then 1, with a last line saying how many were skipped.
 """
 
+import _cpu_kernels  # noqa: F401  (first, before TensorFlow: oneDNN on unless TF_ENABLE_ONEDNN_OPTS is set)
 import glob
 import json
 import os

@@ -4,6 +4,7 @@ the image (boxes outlined) above the fused crops and the composite crops, to a P
     .venv/bin/python bin/roi_align_demo.py --output demo/roi_align.png
 """
 
+import _cpu_kernels  # noqa: F401  (first, before TensorFlow: oneDNN on unless TF_ENABLE_ONEDNN_OPTS is set)
 import os
 
 from absl import app, flags

@@ -9,6 +9,7 @@
 Exit status 1 with a one-line reason for a bad config or a NaN loss (the last good checkpoint is kept).
 """
 
+import _cpu_kernels  # noqa: F401  (first, before TensorFlow: oneDNN on unless TF_ENABLE_ONEDNN_OPTS is set)
 import os
 import sys
 

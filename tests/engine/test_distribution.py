@@ -22,6 +22,7 @@ def _run(shapes_dir, workdir, clip_norm, precision="float32"):
 
 
 @pytest.mark.slow
+@pytest.mark.cpu_kernels
 def test_mirrored_matches_one_device(shapes_dir, tmp_path):
     r = _run(shapes_dir, tmp_path, 0.0)
     assert r["replicas_agree"]
@@ -31,6 +32,7 @@ def test_mirrored_matches_one_device(shapes_dir, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.cpu_kernels
 def test_mirrored_matches_one_device_with_clipping(shapes_dir, tmp_path):
     # clip_norm 0.01 is far below the gradient norm: every update is clipped, on the all-reduced gradient
     r = _run(shapes_dir, tmp_path, 0.01)
@@ -40,6 +42,7 @@ def test_mirrored_matches_one_device_with_clipping(shapes_dir, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.cpu_kernels
 def test_mirrored_matches_one_device_mixed_float16(shapes_dir, tmp_path):
     # dynamic loss scaling: the finite check and the update see the all-reduced gradient on every replica
     r = _run(shapes_dir, tmp_path, 0.0, "mixed_float16")

@@ -25,6 +25,7 @@ def checkpoint_steps(workdir):
 
 
 @pytest.mark.slow
+@pytest.mark.cpu_kernels
 def test_resume_reproduces_an_uninterrupted_run(tiny, tmp_path):
     config = tiny()
     straight = train.train(config, str(tmp_path / "straight"), verbose=0)
