@@ -29,9 +29,10 @@ import ml_collections
 import tensorflow as tf
 
 from tfdet.engine import callbacks as cb
-from tfdet.engine import optim, step
+from tfdet.engine import interrupt, optim, preflight, resume, step
 from tfdet.engine.checkpoint import training_checkpoint
 from tfdet.engine.strategy import build_strategy, is_chief, worker_dir
+from tfdet.ops import sampling
 
 TRAIN_DEFAULTS = dict(batch_size=2, optimizer="sgd", base_lr=0.02, momentum=0.9, weight_decay=1e-4, beta_1=0.9,
                       beta_2=0.999, epsilon=1e-8, epochs=12, total_steps=0, steps_per_epoch=0, warmup_steps=500,
@@ -102,8 +103,13 @@ def _train(config, workdir, strategy, devices, verbose, extra_callbacks):
     from tfdet.engine import data as input_data
 
     train_cfg = _block(config, "train", TRAIN_DEFAULTS)
+    preflight.check_train_block(train_cfg)
     keras.utils.set_random_seed(train_cfg.seed)
     strategy = build_strategy(strategy, devices=devices) if isinstance(strategy, str) else strategy
+    preflight.check_batch_size(train_cfg.batch_size, strategy.num_replicas_in_sync)
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    for folder in (workdir, worker_dir(ckpt_dir, strategy)):  # before anything is read or built
+        preflight.check_writable(folder)
     source = input_data.TrainInput(config.get("data") or {}, train_cfg.batch_size, train_cfg.seed)
     steps_per_epoch = int(train_cfg.steps_per_epoch) or max(1, source.num_images // train_cfg.batch_size)
     total_steps = int(train_cfg.total_steps) or int(train_cfg.epochs) * steps_per_epoch
@@ -124,10 +130,8 @@ def _train(config, workdir, strategy, devices, verbose, extra_callbacks):
         checkpoint = training_checkpoint(model, model.optimizer)
     iterations = model.optimizer.iterations
     chief = is_chief(strategy)
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    latest = tf.train.latest_checkpoint(ckpt_dir)
+    latest, _ = resume.restore_latest(checkpoint, ckpt_dir, repair=chief)
     if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
         print(f"tfdet.train: resumed from {latest} at step {int(iterations.numpy())}", flush=True)
     manager = tf.train.CheckpointManager(checkpoint, worker_dir(ckpt_dir, strategy), train_cfg.keep_checkpoints)
     start = int(iterations.numpy())
@@ -149,7 +153,10 @@ def _train(config, workdir, strategy, devices, verbose, extra_callbacks):
     if chief and _has_tensorboard():
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"),
                                                      update_freq=int(train_cfg.log_every)))
-    model.fit(dataset, epochs=math.ceil(total_steps / steps_per_epoch), initial_epoch=start // steps_per_epoch,
-              steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=1 if verbose == 1 else 0,
-              shuffle=False)
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)  # saving is collective there
+    with sampling.step_seeds(train_cfg.seed, iterations), interrupt.stop_requests(enabled=not multi_worker) as stop:
+        callbacks.append(cb.SaveOnStopRequest(stop, checkpointer))
+        model.fit(dataset, epochs=math.ceil(total_steps / steps_per_epoch), initial_epoch=start // steps_per_epoch,
+                  steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=1 if verbose == 1 else 0,
+                  shuffle=False)
     return model
