@@ -12,6 +12,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfdet.engine.interrupt import TrainingInterrupted
+
 
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or infinite loss."""
@@ -106,8 +108,6 @@ class SaveOnStopRequest(keras.callbacks.Callback):
         self.requests, self.checkpointer = requests, checkpointer
 
     def on_train_batch_end(self, batch, logs=None):
-        from tfdet.engine.interrupt import TrainingInterrupted
-
         if self.requests.signum is None or self.model.stop_training:  # the last step: training ends anyway
             return
         self.checkpointer.save()

@@ -14,10 +14,12 @@ updates. The `train` block (defaults in TRAIN_DEFAULTS):
   log_every      TensorBoard update frequency in steps      seed: Keras / data seed
 
 Resume: the step, the learning rate (a function of the step) and the optimizer slots come from the
-checkpoint; the input restarts at the same position by skipping the batches already consumed (the
-pipeline is deterministic given its seed: same shuffle, same augmentation), so a resumed run sees the
-same batches as an uninterrupted one (skipping re-reads the consumed records: set `data.resume` to
-"reseed" to start a fresh shuffle seeded by the step instead, for very long runs).
+newest readable checkpoint (tfdet.engine.resume); the input restarts at the same position by skipping the
+batches already consumed (the pipeline is deterministic given its seed: same shuffle, same augmentation),
+and the samplers draw from the step (tfdet.ops.sampling.step_seeds), so a resumed run computes what an
+uninterrupted one does, bit for bit (skipping re-reads the consumed records: set `data.resume` to
+"reseed" to start a fresh shuffle seeded by the step instead, for very long runs). SIGINT / SIGTERM
+save a checkpoint after the current step and raise interrupt.TrainingInterrupted.
 """
 
 import importlib

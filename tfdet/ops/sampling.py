@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-_STEP_SEEDS = []  # the active step_seeds scopes: (seed, step variable, {(graph, replica): calls traced})
+_STEP_SEEDS = []  # the active step_seeds scopes: (seed, step variable, {graph: {replica: calls traced}})
 
 
 @contextlib.contextmanager
