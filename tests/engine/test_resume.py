@@ -8,20 +8,12 @@ import glob
 import os
 import shutil
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.engine.test_train import max_diff, weights
 from tfdet.engine import resume, train
 from tfdet.ops import sampling
-
-
-def weights(model):
-    return [np.asarray(v) for v in model.trainable_variables]
-
-
-def max_diff(a, b):
-    return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
 
 
 def steps(workdir):
