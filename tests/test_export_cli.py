@@ -32,7 +32,8 @@ def files(tmp_path):
 CASES = [
     ("version_exists", ["--export_dir=out", "--version=1"], 1,
      r"out/1 exists; pick another --version \(TF Serving versions are immutable\) or leave --version out .*"),
-    ("export_dir_is_a_file", ["--export_dir=afile/model"], 1, r".*/afile is a file, not a folder; .*"),
+    ("export_dir_is_a_file", ["--export_dir=afile/model"], 1,
+     r".*/afile is a file, not a folder, so afile/model cannot be created; give --export_dir a folder path\."),
     ("negative_version", ["--export_dir=new", "--version=-1"], 2, r"flag --version=-1: --version must be >= 0 .*"),
     ("bad_json", ["--export_dir=new", "--annotations=bad.json"], 1,
      r"--annotations bad\.json is not a COCO annotations json .*\(JSONDecodeError: .*\)\."),

@@ -61,11 +61,7 @@ def check_writable(folder, flag="--workdir"):
     read-only or full disk). Local paths and gs:// alike (tf.io.gfile)."""
     import tensorflow as tf
 
-    if "://" not in folder:
-        for parent in _ancestors(folder):
-            if os.path.exists(parent) and not os.path.isdir(parent):
-                raise NotADirectoryError(f"{parent} is a file, not a folder, so {folder} cannot be created; give "
-                                         f"{flag} a folder path.")
+    check_no_file_in_the_way(folder, flag)
     probe = os.path.join(folder, f".write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         tf.io.gfile.makedirs(folder)
@@ -78,11 +74,16 @@ def check_writable(folder, flag="--workdir"):
                       "folder.") from None
 
 
-def _ancestors(path):
-    """`path` and its parents, the path itself first."""
-    path = os.path.abspath(path)
-    out = [path]
-    while os.path.dirname(path) != path:
+def check_no_file_in_the_way(folder, flag="--workdir"):
+    """Raises NotADirectoryError when `folder` or one of its parents is a file (local paths; a gs:// or
+    other remote path passes)."""
+    if "://" in folder:
+        return
+    path = os.path.abspath(folder)
+    while True:
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise NotADirectoryError(f"{path} is a file, not a folder, so {folder} cannot be created; give {flag} a "
+                                     "folder path.")
+        if os.path.dirname(path) == path:
+            return
         path = os.path.dirname(path)
-        out.append(path)
-    return out

@@ -15,6 +15,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from tfdet.engine.preflight import check_no_file_in_the_way
 from tfdet.serving import warmup
 from tfdet.serving.module import INPUT_TYPES, ServingModule
 
@@ -52,14 +53,7 @@ def check_target(export_dir, version=None):
     """The version an export into `export_dir` would write (`version`, default the next free one), checked
     before any work: raises NotADirectoryError when `export_dir` (or a parent) is a file, ValueError for a
     negative version, FileExistsError when that version exists (TF Serving versions are immutable)."""
-    path = os.path.abspath(export_dir)
-    while True:
-        if os.path.exists(path) and not os.path.isdir(path):
-            raise NotADirectoryError(f"{path} is a file, not a folder; the export folder must be a folder (or not "
-                                     "exist yet).")
-        if os.path.dirname(path) == path:
-            break
-        path = os.path.dirname(path)
+    check_no_file_in_the_way(export_dir, "--export_dir")
     version = next_version(export_dir) if version is None else int(version)
     if version < 0:
         raise ValueError(f"the version must be >= 0, got {version}.")
