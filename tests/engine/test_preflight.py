@@ -19,8 +19,9 @@ def block(**values):
     ("keep_checkpoints", 0, "an integer >= 1"), ("log_every", 0, "an integer >= 1"), ("seed", -1, "an integer >= 0"),
     ("seed", True, "an integer"), ("base_lr", 0.0, "a number > 0"), ("base_lr", float("nan"), "a number > 0"),
     ("base_lr", "fast", "a number > 0"), ("momentum", 1.0, r"a number in \[0, 1\)"), ("beta_2", -0.1, "a number in"),
-    ("epsilon", 0.0, "a number > 0"), ("weight_decay", -1e-4, "a number >= 0"), ("warmup_ratio", 0.0, r"a number in \(0, 1\]"),
-    ("decay_factor", 0.0, "a number > 0"), ("clip_norm", -1.0, "a number >= 0"),
+    ("epsilon", 0.0, "a number > 0"), ("weight_decay", -1e-4, "a number >= 0"),
+    ("warmup_ratio", 0.0, r"a number in \(0, 1\]"), ("decay_factor", 0.0, "a number > 0"),
+    ("clip_norm", -1.0, "a number >= 0"),
 ])
 def test_bad_values_are_named(field, value, must):
     with pytest.raises(ValueError, match=rf"^config\.train\.{field} must be {must}") as info:

@@ -114,9 +114,13 @@ def test_annotations_and_images_that_cannot_be_used_are_one_line(shapes_dir, tmp
         del a["id"]
     (tmp_path / "noid.json").write_text(json.dumps(ann))
     config = tmp_path / "coco.py"  # arg: "annotations json,image folder"
-    config.write_text("from tests.engine import tiny_config\n\n\ndef get_config(arg):\n    c = tiny_config.get_config()\n"
-                      "    ann, images = arg.split(',')\n    c.data.update(source='coco', train_ann=ann, "
-                      "train_images=images)\n    c.train.total_steps = 1\n    return c\n")
+    config.write_text("from tests.engine import tiny_config\n\n\n"
+                      "def get_config(arg):\n"
+                      "    c = tiny_config.get_config()\n"
+                      "    ann, images = arg.split(',')\n"
+                      "    c.data.update(source='coco', train_ann=ann, train_images=images)\n"
+                      "    c.train.total_steps = 1\n"
+                      "    return c\n")
     for name, (ann_file, folder), named in [("missing_json", (tmp_path / "missing.json", images), "missing.json"),
                                             ("missing_folder", (ann_path, tmp_path / "nope"), str(tmp_path / "nope")),
                                             ("no_ids", (tmp_path / "noid.json", images), None)]:
