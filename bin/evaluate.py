@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from tfdet.cli import config_flags_parser  # noqa: E402
+import tfdet.cli  # noqa: E402
 from tfdet.engine.strategy import build_strategy  # noqa: E402
 from tfdet.evaluation import loaders, runner  # noqa: E402
 
@@ -99,10 +99,7 @@ def main(argv):
     if len(sources) != 1:
         raise app.UsageError(f"give exactly one of --predictions, --checkpoint, --saved_model, --watch (got "
                              f"{sources or 'none'}).")
-    try:
-        _evaluate(settings())
-    except (FileNotFoundError, ValueError) as e:  # bad inputs: one clear line, no traceback
-        sys.exit(f"evaluate: {e}")
+    _evaluate(settings())
 
 
 def _evaluate(s):
@@ -119,4 +116,4 @@ def _evaluate(s):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=config_flags_parser(_CONFIG, "evaluate.py"))
+    tfdet.cli.run(main, config_flag=_CONFIG)  # errors: one line, exit 2 (usage) or 1

@@ -20,9 +20,10 @@ import _cpu_kernels  # noqa: F401  (first, before TensorFlow: oneDNN on unless T
 import glob
 import json
 import os
-import sys
 
 from absl import app, flags
+
+import tfdet.cli
 
 flags.DEFINE_string("saved_model", "", "SavedModel folder (a version, or a base folder: its largest version)")
 flags.DEFINE_string("server", "", "TF Serving address: http://host:8501 (REST) or host:8500 (--protocol=grpc)")
@@ -196,4 +197,4 @@ def render(image, dets, names, path):
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    tfdet.cli.run(main)  # errors: one line, exit 2 (usage) or 1

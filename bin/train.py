@@ -6,7 +6,10 @@
   --strategy=one_device|mirrored|multi_worker|tpu   (multi_worker reads TF_CONFIG)
   --mixed_precision=float32|mixed_float16|mixed_bfloat16
 
-Exit status 1 with a one-line reason for a bad config or a NaN loss (the last good checkpoint is kept).
+Errors are one line (--debug: the traceback): exit status 2 for a bad flag or --config, 1 for a bad
+config value, unusable data or folders, a NaN loss (the last good checkpoint is kept) or an unreadable
+checkpoint. Ctrl-C / SIGTERM save a checkpoint after the current step and exit 130 / 143; rerun the same
+command to resume.
 """
 
 import _cpu_kernels  # noqa: F401  (first, before TensorFlow: oneDNN on unless TF_ENABLE_ONEDNN_OPTS is set)
@@ -14,11 +17,12 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs/, tests/ importable
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported (by tfdet below)
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from tfdet.cli import config_flags_parser  # noqa: E402
+from tfdet import cli  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:arg]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints and summaries (resumed when present).")
@@ -36,19 +40,12 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tfdet  # noqa: F401
-    from tfdet.engine import callbacks, strategy, train
+    from tfdet.engine import strategy, train
 
-    try:
-        dist = strategy.build_strategy(_STRATEGY.value, devices=_DEVICES.value, tpu=_TPU.value)
-        train.train(_CONFIG.value, _WORKDIR.value, strategy=dist, mixed_precision=_PRECISION.value,
-                    verbose=int(_VERBOSE.value))
-    except (ValueError, callbacks.NonFiniteLossError) as err:
-        print(f"train.py: error: {err}", file=sys.stderr, flush=True)
-        return 1
-    return 0
+    dist = strategy.build_strategy(_STRATEGY.value, devices=_DEVICES.value, tpu=_TPU.value)
+    train.train(_CONFIG.value, _WORKDIR.value, strategy=dist, mixed_precision=_PRECISION.value,
+                verbose=int(_VERBOSE.value))
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=config_flags_parser(_CONFIG, "train.py"))
+    cli.run(main, config_flag=_CONFIG)

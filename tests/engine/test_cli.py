@@ -1,6 +1,6 @@
 """bin/train.py: flag handling (bad config path / field / value -> one clear line, exit status 2 or 1),
-a run killed with SIGKILL resumes from its last checkpoint without losing completed steps, a NaN loss
-exits 1 with the last good checkpoint kept."""
+a run killed with SIGKILL resumes from its last checkpoint without losing completed steps (and ends with
+the weights of an uninterrupted run), a NaN loss exits 1 with the last good checkpoint kept."""
 
 import os
 import re
@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -60,10 +61,17 @@ def test_unknown_field_in_the_config_file(tmp_path, shapes_dir):
     assert re.search(r"config\.train: unknown field.*momentom", out.stderr), out.stderr[-2000:]
 
 
+def _weights(path):
+    reader = tf.train.load_checkpoint(path)
+    return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map() if n.startswith("weights/")}
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_without_losing_completed_steps(tmp_path, shapes_dir):
+    """kill -9 mid-run, rerun: training goes on from the last checkpoint and ends with the weights of an
+    uninterrupted run, bit for bit (the `sampled` variant samples anchors at random)."""
     workdir = str(tmp_path / "run")
-    args = [f"--config={CONFIG}", f"--workdir={workdir}", "--verbose=2", "--config.train.checkpoint_every=2"]
+    args = [f"--config={CONFIG}:sampled", f"--workdir={workdir}", "--verbose=2", "--config.train.checkpoint_every=2"]
     proc = subprocess.Popen([sys.executable, "bin/train.py", *args, "--config.train.total_steps=100000"], cwd=ROOT,
                             env=_env(shapes_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -82,6 +90,14 @@ def test_killed_run_resumes_without_losing_completed_steps(tmp_path, shapes_dir)
     assert f"resumed from {os.path.join(workdir, 'checkpoints', f'ckpt-{last}')} at step {last}" in out.stdout
     assert _steps(workdir)[-1] == last + 3
     assert re.search(rf"step {last + 3}/{last + 3}  loss [-0-9.e]+ .* lr [0-9.e-]+ .* s/step  ETA 0:00:00", out.stdout)
+    straight = str(tmp_path / "straight")
+    out = _train([*args, f"--workdir={straight}", f"--config.train.total_steps={last + 3}"], shapes_dir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    resumed, uninterrupted = (_weights(os.path.join(w, "checkpoints", f"ckpt-{last + 3}")) for w in (workdir, straight))
+    assert resumed.keys() == uninterrupted.keys() and len(resumed) >= 8
+    assert all(np.array_equal(resumed[k], uninterrupted[k]) for k in resumed)
+    at_kill = _weights(os.path.join(workdir, "checkpoints", f"ckpt-{last}"))
+    assert any(not np.array_equal(resumed[k], at_kill[k]) for k in resumed)  # the steps after the kill trained
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """Config of the engine tests (bin/train.py --config=tests/engine/tiny_config.py[:arg]): TinyRPN on a tiny
-shapes split. `arg` "nan" injects a NaN loss at step 3 (TFDET_TEST_SHAPES_DIR names the data folder)."""
+shapes split. `arg` "nan" injects a NaN loss at step 3, "sampled" samples 16 anchors per image at random
+(TFDET_TEST_SHAPES_DIR names the data folder)."""
 
 import os
 
@@ -10,11 +11,13 @@ SHAPES = dict(num_train=8, num_val=2, min_image_size=96, max_image_size=128, max
 
 
 def get_config(arg=None):
-    if arg not in (None, "", "nan"):
-        raise ValueError(f"tiny_config: unknown variant {arg!r}; known: 'nan'.")
+    if arg not in (None, "", "nan", "sampled"):
+        raise ValueError(f"tiny_config: unknown variant {arg!r}; known: 'nan', 'sampled'.")
     model = dict(type="tests.engine.tiny_rpn:TinyRPN", width=8)
     if arg == "nan":
         model["inject_nan_at_step"] = 3
+    if arg == "sampled":
+        model["num_samples"] = 16
     return ml_collections.ConfigDict(dict(
         model=model,
         data=dict(source="shapes", root=os.environ.get("TFDET_TEST_SHAPES_DIR"), shapes=SHAPES, scale=(128, 96),

@@ -6,6 +6,8 @@ weights created by `build()`, `compute_losses(batch, training)` -> {name: scalar
 Every anchor that the matcher labels is sampled (num_samples >= anchors), so the losses are
 deterministic, and each is the mean over images of per-image losses: the mean over a global batch
 equals the mean of the replicas' means, which makes 1-device vs N-replica runs exactly comparable.
+`num_samples` > 0 samples that many anchors per image instead (half positive at most), drawn at random
+as the real detectors do (for the exact-resume tests).
 `inject_nan_at_step` makes the loss NaN from that optimizer step on (for the NaN tests): the model counts
 its training steps in a weight of its own (restored with the checkpoint).
 """
@@ -32,6 +34,7 @@ class TinyRPN(keras.Model):
         self.anchor_generator = AnchorGenerator(STRIDES, ratios=(0.5, 1.0, 2.0), scales=(4.0,))
         self.inject_nan_at_step = int(config.get("inject_nan_at_step", -1))
         self.steps = self.add_weight(shape=(), dtype="int64", initializer="zeros", trainable=False, name="steps")
+        self.num_samples = int(config.get("num_samples", 0))
 
     def features(self, images):
         x = images / 255.0 - 0.5
@@ -59,10 +62,10 @@ class TinyRPN(keras.Model):
         anchors = tf.concat(anchors, 0) if isinstance(anchors, (list, tuple)) else anchors
         objectness = flatten_levels(objectness, 1)[..., 0]
         deltas = flatten_levels(deltas, 4)
-        num_anchors = int(objectness.shape[1])
+        num_samples, positive_fraction = (self.num_samples, 0.5) if self.num_samples else (objectness.shape[1], 1.0)
         per_image = [rpn_losses(objectness[i:i + 1], deltas[i:i + 1], anchors, batch["gt_boxes"][i:i + 1],
                                 batch["gt_classes"][i:i + 1], gt_is_crowd=batch["gt_is_crowd"][i:i + 1],
-                                num_samples=num_anchors, positive_fraction=1.0)
+                                num_samples=num_samples, positive_fraction=positive_fraction)
                      for i in range(int(batch["images"].shape[0]))]
         losses = {k: tf.add_n([p[k] for p in per_image]) / len(per_image) for k in per_image[0]}
         if self.inject_nan_at_step >= 0 and training:

@@ -1,5 +1,6 @@
 """Keras callbacks the engine adds to `fit()`: checkpoints that survive a kill, a stop on a non-finite
-loss that keeps the last good checkpoint, a stop at the planned step, and the learning rate in the logs.
+loss that keeps the last good checkpoint, a stop at the planned step, a checkpoint and a stop on SIGINT /
+SIGTERM, and the learning rate in the logs.
 """
 
 import datetime
@@ -10,6 +11,8 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
+
+from tfdet.engine.interrupt import TrainingInterrupted
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -93,6 +96,25 @@ class StopAtStep(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if int(self.step_variable.numpy()) >= self.total_steps:
             self.model.stop_training = True
+
+
+class SaveOnStopRequest(keras.callbacks.Callback):
+    """After the step during which a stop was requested (`requests.signum` set, see
+    tfdet.engine.interrupt), saves a checkpoint through `checkpointer` and raises TrainingInterrupted
+    naming it. Put it after CheckpointEvery and StopAtStep."""
+
+    def __init__(self, requests, checkpointer):
+        super().__init__()
+        self.requests, self.checkpointer = requests, checkpointer
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.requests.signum is None or self.model.stop_training:  # the last step: training ends anyway
+            return
+        self.checkpointer.save()
+        step = int(self.checkpointer.step_variable.numpy())
+        raise TrainingInterrupted(f"stopped by {self.requests.name} at step {step}; saved "
+                                  f"{self.checkpointer.manager.latest_checkpoint}. Run the same command again to "
+                                  "resume from it.", self.requests.signum)
 
 
 class LearningRateLogger(keras.callbacks.Callback):

@@ -11,6 +11,8 @@
 
 import ml_collections
 
+from tfdet.engine.preflight import check_train_block
+
 TRAIN_DEFAULTS = dict(batch_size=2, optimizer="sgd", base_lr=0.02, momentum=0.9, weight_decay=1e-4, beta_1=0.9,
                       beta_2=0.999, epsilon=1e-8, epochs=12, total_steps=0, steps_per_epoch=0, warmup_steps=500,
                       warmup_ratio=0.001, decay_epochs=(8, 11), decay_steps=None, decay_factor=0.1, clip_norm=0.0,
@@ -19,10 +21,12 @@ TRAIN_DEFAULTS = dict(batch_size=2, optimizer="sgd", base_lr=0.02, momentum=0.9,
 
 def train_block(block):
     """A `train` block over TRAIN_DEFAULTS as a ConfigDict, refusing unknown keys (a typo must not be
-    silently ignored)."""
+    silently ignored) and values that cannot work (tfdet.engine.preflight.check_train_block)."""
     block = block or {}
     block = block.to_dict() if hasattr(block, "to_dict") else dict(block)
     unknown = set(block) - set(TRAIN_DEFAULTS)
     if unknown:
         raise ValueError(f"config.train: unknown field(s) {sorted(unknown)}; known: {sorted(TRAIN_DEFAULTS)}.")
-    return ml_collections.ConfigDict({**TRAIN_DEFAULTS, **block})
+    block = ml_collections.ConfigDict({**TRAIN_DEFAULTS, **block})
+    check_train_block(block)
+    return block

@@ -7,10 +7,12 @@ latest checkpoint in `workdir/checkpoints`, and runs `fit` until `total_steps` o
 `train` block's fields and defaults: tfdet.engine.settings.
 
 Resume: the step, the learning rate (a function of the step) and the optimizer slots come from the
-checkpoint; the input restarts at the same position by skipping the batches already consumed (the
-pipeline is deterministic given its seed: same shuffle, same augmentation), so a resumed run sees the
-same batches as an uninterrupted one (skipping re-reads the consumed records: set `data.resume` to
-"reseed" to start a fresh shuffle seeded by the step instead, for very long runs).
+newest readable checkpoint (tfdet.engine.resume); the input restarts at the same position by skipping the
+batches already consumed (the pipeline is deterministic given its seed: same shuffle, same augmentation),
+and the samplers draw from the step (tfdet.ops.sampling.step_seeds), so a resumed run computes what an
+uninterrupted one does, bit for bit (skipping re-reads the consumed records: set `data.resume` to
+"reseed" to start a fresh shuffle seeded by the step instead, for very long runs). SIGINT / SIGTERM
+save a checkpoint after the current step and raise interrupt.TrainingInterrupted.
 """
 
 import math
@@ -20,12 +22,13 @@ import keras
 import tensorflow as tf
 
 from tfdet.engine import callbacks as cb
-from tfdet.engine import optim
+from tfdet.engine import interrupt, optim, preflight, resume
 from tfdet.engine.checkpoint import training_checkpoint
 from tfdet.engine.settings import TRAIN_DEFAULTS, train_block
 from tfdet.engine.strategy import build_strategy, is_chief, worker_dir
 from tfdet.engine.trainer import Trainer
 from tfdet.modeling.detectors import build_detector
+from tfdet.ops import sampling
 
 __all__ = ["TRAIN_DEFAULTS", "train"]
 
@@ -60,6 +63,10 @@ def _train(config, workdir, strategy, devices, verbose, extra_callbacks):
     train_cfg = train_block(config.get("train"))
     keras.utils.set_random_seed(train_cfg.seed)
     strategy = build_strategy(strategy, devices=devices) if isinstance(strategy, str) else strategy
+    preflight.check_batch_size(train_cfg.batch_size, strategy.num_replicas_in_sync)
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    for folder in (workdir, worker_dir(ckpt_dir, strategy)):  # before anything is read or built
+        preflight.check_writable(folder)
     source = input_data.TrainInput(config.get("data") or {}, train_cfg.batch_size, train_cfg.seed)
     if any(config.model.get(head) is not None for head in ("roi", "retina")):  # heads with a class per category
         source.check_num_classes(config.model.num_classes)
@@ -74,10 +81,8 @@ def _train(config, workdir, strategy, devices, verbose, extra_callbacks):
         checkpoint = training_checkpoint(model, trainer.optimizer)
     iterations = trainer.optimizer.iterations
     chief = is_chief(strategy)
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    latest = tf.train.latest_checkpoint(ckpt_dir)
+    latest, _ = resume.restore_latest(checkpoint, ckpt_dir, repair=chief)
     if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
         print(f"tfdet.train: resumed from {latest} at step {int(iterations.numpy())}", flush=True)
     manager = tf.train.CheckpointManager(checkpoint, worker_dir(ckpt_dir, strategy), train_cfg.keep_checkpoints)
     start = int(iterations.numpy())
@@ -99,7 +104,10 @@ def _train(config, workdir, strategy, devices, verbose, extra_callbacks):
     if chief and _has_tensorboard():
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"),
                                                      update_freq=int(train_cfg.log_every)))
-    trainer.fit(dataset, epochs=math.ceil(total_steps / steps_per_epoch), initial_epoch=start // steps_per_epoch,
-              steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=1 if verbose == 1 else 0,
-              shuffle=False)
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)  # saving is collective there
+    with sampling.step_seeds(train_cfg.seed, iterations), interrupt.stop_requests(enabled=not multi_worker) as stop:
+        callbacks.append(cb.SaveOnStopRequest(stop, checkpointer))
+        trainer.fit(dataset, epochs=math.ceil(total_steps / steps_per_epoch), initial_epoch=start // steps_per_epoch,
+                    steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=1 if verbose == 1 else 0,
+                    shuffle=False)
     return trainer

@@ -7,11 +7,54 @@ keys, which keeps everything static-shaped and reproducible with a stateless see
 
 Presets: RPN sample(labels, 256, 0.5); R-CNN sample(labels, 512, 0.25) (mmdetection adds the
 ground-truth boxes to the proposals before matching; that is the caller's job).
+
+Training draws reproducibly without plumbing a seed through every detector: inside `step_seeds(seed,
+step)` (the engine enters it around `fit`), a `sample` without a seed draws from a stateless seed
+derived from (seed, the current value of the `step` variable, the replica, the call's rank in the traced
+step). The draws are then a pure function of the optimizer step, so a run resumed from a checkpoint
+draws what an uninterrupted run draws.
 """
 
+import contextlib
+import weakref
 from typing import NamedTuple
 
 import tensorflow as tf
+
+_STEP_SEEDS = []  # the active step_seeds scopes: (seed, step variable, {graph: {replica: calls traced}})
+
+
+@contextlib.contextmanager
+def step_seeds(seed, step):
+    """Within: `sample(..., seed=None)` uses a seed derived from (`seed`, the value of `step` when the op
+    runs, the replica id, the rank of this call among the sample() calls traced in the same tf.function).
+    Not thread-local (MirroredStrategy traces its replicas in threads); ranks restart in every traced
+    function, so each trace of a train step gives its calls the same seeds."""
+    _STEP_SEEDS.append((int(seed), step, weakref.WeakKeyDictionary()))
+    try:
+        yield
+    finally:
+        _STEP_SEEDS.pop()
+
+
+def _scoped_seed():
+    """The next seed of the innermost step_seeds scope (shape [2] int64), or None outside any."""
+    if not _STEP_SEEDS:
+        return None
+    base, step, calls = _STEP_SEEDS[-1]
+    graph = tf.compat.v1.get_default_graph()
+    while getattr(graph, "outer_graph", None) is not None:  # a loop / cond body: rank within the whole step
+        graph = graph.outer_graph
+    replica = tf.distribute.get_replica_context()
+    replica_id = replica.replica_id_in_sync_group if replica is not None else 0
+    static_id = tf.get_static_value(replica_id)
+    static_id = None if static_id is None else int(static_id)
+    per_graph = calls.setdefault(graph, {})
+    rank = per_graph[static_id] = per_graph.get(static_id, -1) + 1
+    seed = tf.stack([tf.constant(base, tf.int64), tf.cast(tf.convert_to_tensor(step), tf.int64)])
+    for value in (rank, replica_id):
+        seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(value, tf.int64), alg="philox")
+    return seed
 
 
 class SampleResult(NamedTuple):
@@ -33,7 +76,8 @@ def sample(labels, num_samples, positive_fraction, neg_pos_ub=-1, seed=None):
       num_samples: samples per image (static).
       positive_fraction: the most positives, as a fraction of num_samples.
       neg_pos_ub: if >= 0, at most neg_pos_ub * max(1, sampled positives) negatives.
-      seed: optional shape-[2] int seed for stateless sampling; None uses the global generator.
+      seed: optional shape-[2] int seed for stateless sampling; None: the seed of the enclosing
+        `step_seeds` scope, else the global generator.
     Returns:
       SampleResult.
     """
@@ -45,6 +89,7 @@ def sample(labels, num_samples, positive_fraction, neg_pos_ub=-1, seed=None):
         raise ValueError(f"sample: labels must be [B, N], got shape {labels.shape}.")
     num_pos = int(num_samples * positive_fraction)
     shape = tf.shape(labels)
+    seed = _scoped_seed() if seed is None else seed
     # float64 keys: ties (which would blur the mask's threshold) are ~1e-10 likely even for 10^5 boxes.
     # Philox explicitly: the same seed gives the same sample on CPU, GPU and under XLA.
     keys = (tf.random.uniform(shape, dtype=tf.float64) if seed is None

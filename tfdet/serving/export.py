@@ -15,6 +15,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from tfdet.engine.preflight import check_no_file_in_the_way
 from tfdet.serving import warmup
 from tfdet.serving.module import INPUT_TYPES, ServingModule
 
@@ -30,7 +31,14 @@ def build_serving_model(config, ops="composite", checkpoint=None):
     model_config.ops_impl = ops
     model = build_detector(model_config)
     if checkpoint:
-        restore(model, checkpoint)
+        try:
+            restore(model, checkpoint)
+        except FileNotFoundError:  # its message names what is missing
+            raise
+        except (OSError, tf.errors.OpError) as err:  # a damaged file: name it (the reader's message does not)
+            reason = " ".join(str(getattr(err, "message", None) or err).split())[:300]
+            raise OSError(f"cannot read the checkpoint {checkpoint} ({reason}); give an intact one (a training "
+                          "folder, a ckpt-N prefix, a .weights.h5 or .keras file).") from None
     return model
 
 
@@ -38,6 +46,21 @@ def next_version(export_dir):
     """1 + the largest integer subfolder of `export_dir` (1 when there is none)."""
     versions = [int(n) for n in (os.listdir(export_dir) if os.path.isdir(export_dir) else []) if n.isdigit()]
     return max(versions, default=0) + 1
+
+
+def check_target(export_dir, version=None):
+    """The version an export into `export_dir` would write (`version`, default the next free one), checked
+    before any work: raises NotADirectoryError when `export_dir` (or a parent) is a file, ValueError for a
+    negative version, FileExistsError when that version exists (TF Serving versions are immutable)."""
+    check_no_file_in_the_way(export_dir, "--export_dir")
+    version = next_version(export_dir) if version is None else int(version)
+    if version < 0:
+        raise ValueError(f"the version must be >= 0, got {version}.")
+    final = os.path.join(export_dir, str(version))
+    if os.path.exists(final):
+        raise FileExistsError(f"{final} exists; pick another --version (TF Serving versions are immutable) or "
+                              "leave --version out to write the next free one.")
+    return version
 
 
 def warmup_images(module, input_type, batch=1):
@@ -55,15 +78,11 @@ def warmup_images(module, input_type, batch=1):
 def export(module, export_dir, version=None, input_types=INPUT_TYPES, model_name="tfdet", with_warmup=True):
     """Saves `module` (a ServingModule) as `export_dir/<version>`; returns that path.
 
-    version: an int (default: the next free one). Fails with FileExistsError if it exists."""
+    version: an int (default: the next free one). Fails as `check_target` says."""
     if not isinstance(module, ServingModule):
         raise TypeError(f"export wants a tfdet.serving.ServingModule, got {type(module).__name__}.")
-    version = next_version(export_dir) if version is None else int(version)
-    if version < 0:
-        raise ValueError(f"version must be >= 0, got {version}.")
+    version = check_target(export_dir, version)
     final = os.path.join(export_dir, str(version))
-    if os.path.exists(final):
-        raise FileExistsError(f"{final} exists; pick another --version (TF Serving versions are immutable).")
     os.makedirs(export_dir, exist_ok=True)
     signatures = module.signatures(tuple(input_types))
     tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_dir)
