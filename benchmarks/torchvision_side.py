@@ -1,4 +1,4 @@
-"""torchvision Mask R-CNN R50-FPN inference on CPU: the torchvision half of issue #17's benchmark (a converted
+"""torchvision Mask R-CNN R50-FPN inference on CPU: the torchvision half of the zoo benchmark (a converted
 model in tfdet against torchvision itself, same weights and input, 800 x 1333). Side environment only:
 
     /work/side/ref/bin/python -m benchmarks.torchvision_side [--repeats 3] [--threads N]

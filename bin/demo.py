@@ -30,7 +30,7 @@ flags.DEFINE_multi_string("override", [], "extra --config.x.y=value for training
 flags.DEFINE_integer("render", 8, "validation images drawn with the exported model's predictions")
 FLAGS = flags.FLAGS
 
-TARGETS = {"bbox": 0.5, "segm": 0.4}  # COCO AP on the held-out split (issue 7)
+TARGETS = {"bbox": 0.5, "segm": 0.4}  # COCO AP on the held-out split (the demo's accuracy targets)
 
 
 def run(stage, script, *args):

@@ -1,5 +1,5 @@
 """The README's main job (bin/demo.py) end to end: shapes data, Mask R-CNN training, COCO evaluation,
-SavedModel export, drawings of the exported model's predictions — and the accuracy targets of issue 7."""
+SavedModel export, drawings of the exported model's predictions — and the demo's accuracy targets (bin/demo.py TARGETS)."""
 
 import json
 import os

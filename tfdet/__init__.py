@@ -1,6 +1,6 @@
 """tfdet: object detection and instance segmentation for TensorFlow 2 / Keras 3.
 
-Importing tfdet selects the TensorFlow backend of Keras (DESIGN.md decision 1). Keras reads the
+Importing tfdet selects the TensorFlow backend of Keras (docs/design.md, "Backend and layout"). Keras reads the
 backend when it is first imported, so tfdet refuses to run under another backend rather than
 silently mixing frameworks.
 """

@@ -234,7 +234,7 @@ def test_bad_inputs_raise_value_error(impl, bad, message):
 @pytest.mark.parametrize("impl", IMPLS)
 def test_bad_dynamic_shapes_are_clear_errors(impl):
     """Shapes unknown at trace time, the kernel's included, are checked at run time before any work, with
-    the same messages in both impls (the composite used to return a wrongly shaped output, issue #19)."""
+    the same messages in both impls (the composite used to return a wrongly shaped output)."""
     spec = tf.TensorSpec([None, None, None, None], tf.float32)
 
     @tf.function(input_signature=[spec, spec, spec, spec])

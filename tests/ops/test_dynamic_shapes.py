@@ -1,4 +1,4 @@
-"""Every op under fully dynamic shapes (issue #18): traced with tf.function(input_signature=[TensorSpec([None]
+"""Every op under fully dynamic shapes: traced with tf.function(input_signature=[TensorSpec([None]
 * rank)]) for every argument, both impls, forward and gradients equal to the eager result."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""No crash and no hang in any op, for any finite or non-finite input (issue #19): NaN / inf coordinates
+"""No crash and no hang in any op, for any finite or non-finite input: NaN / inf coordinates
 and offsets give the result each op documents, the same for the fused and the composite impl, and
 absurd sampling grids are rejected before any work.
 

@@ -211,7 +211,7 @@ def test_bad_arguments():
 def test_sampling_grid_limit_keeps_every_box_up_to_four_times_the_map(impl):
     """The grid limit max(64, ceil(4 * map side / output side)) per bin side changes no result for boxes up
     to 4 times the feature map (here a 1x1 output, where the map term dominates: 160 x 200 samples), and
-    rejects the next larger box and sampling_ratio before any work (issue #19's hangs)."""
+    rejects the next larger box and sampling_ratio before any work (such grids used to hang)."""
     features = np.random.default_rng(0).normal(size=(1, 40, 50, 1))
     box = np.array([[-74.7, -59.6, 124.9, 99.8]])  # 199.6 x 159.4 pixels: 4 times the map, at the limit
     got = roi_align(tf.constant(features), box, [0], 1, impl=impl)

@@ -47,7 +47,7 @@ def shape(arrays, name):
 
 
 def relative_error(arrays, name, actual):
-    """max |actual - reference| / max |reference| over the stored values (issue #17's "within 1e-4
+    """max |actual - reference| / max |reference| over the stored values (the zoo's "within 1e-4
     relative", relative to the tensor's scale); the shapes must agree."""
     actual = np.asarray(actual, np.float64)
     if actual.shape != shape(arrays, name):
@@ -88,7 +88,7 @@ def network_input(meta, arrays):
 
 
 def assert_same_set(boxes, scores, expected_boxes, expected_scores, box_atol=1e-2, score_atol=1e-4, max_flips=0):
-    """Boxes and scores equal the expected ones as a set (issue #17: boxes within 1e-2 px, scores within
+    """Boxes and scores equal the expected ones as a set (the zoo's targets: boxes within 1e-2 px, scores within
     1e-4), in the same order up to swaps of neighbours whose scores are within score_atol (near-ties that
     float32 rounding may order either way).
 

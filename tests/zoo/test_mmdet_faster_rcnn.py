@@ -1,8 +1,8 @@
 """Faster R-CNN R-50-FPN (mmdetection faster-rcnn_r50_fpn_1x_coco) stage by stage in tfdet's parts, against
 the reference fixture: backbone, FPN, RPN head, proposals, RoI features, box head, detections.
 
-Composed by hand from today's layers and pure functions (no converter, no detector class yet: issue #16
-comes first), each stage fed the reference's previous stage so that errors do not compound. This pins the
+Composed by hand from today's layers and pure functions (no converter yet), each stage fed the
+reference's previous stage so that errors do not compound. This pins the
 "=" entries of tools/zoo_reference/mmdet_conventions.md for Faster R-CNN (anchors, proposal rule, RoIAlign
 and level mapping, fc6 flatten order, class layout, multiclass NMS)."""
 

@@ -16,7 +16,7 @@ MASK_RCNN = ["mask_rcnn_r50_fpn", "mask_rcnn_r50_fpn_carafe", "mask_rcnn_r50_mdc
 
 
 def test_fixture_set():
-    """The models of issue #17 (mmdetection side) each have a fixture."""
+    """The mmdetection models of the zoo each have a fixture."""
     expected = {"faster_rcnn_r50_fpn", "mask_rcnn_r50_fpn", "cascade_rcnn_r50_fpn", "cascade_mask_rcnn_r50_fpn",
                 "htc_r50_fpn", "retinanet_r50_fpn", "rpn_r50_fpn", "ga_rpn_r50_caffe_fpn",
                 "ga_faster_rcnn_r50_caffe_fpn", "ga_retinanet_r50_caffe_fpn", "faster_rcnn_r50_fpn_carafe",

@@ -1,6 +1,6 @@
 """Box math as pure, batched TF functions.
 
-Conventions (DESIGN.md decision 2): boxes are `[..., 4]` float tensors `(x1, y1, x2, y2)` in absolute
+Conventions (docs/design.md, "Boxes"): boxes are `[..., 4]` float tensors `(x1, y1, x2, y2)` in absolute
 pixels, width = x2 - x1 with no legacy +1. Every function broadcasts over leading batch dimensions.
 Padding rows (all zeros) have zero area, so their IoU with anything is 0 and they never match.
 """

@@ -124,7 +124,7 @@ def ops_module():
 
 
 def resolve_impl(impl) -> str:
-    """Maps impl=None|'fused'|'composite' to the implementation to run (DESIGN.md decision 4)."""
+    """Maps impl=None|'fused'|'composite' to the implementation to run (docs/design.md, "Two implementations per op")."""
     if impl is None:
         return "fused" if library_status().loaded else "composite"
     if impl not in ("fused", "composite"):

@@ -1,4 +1,4 @@
-"""torchvision's detection post-processing, as pure TF functions (issue #17: reproduce the source exactly).
+"""torchvision's detection post-processing, as pure TF functions (to reproduce the source exactly).
 
   resize_weights        [out, in] matrix of torch.nn.functional.interpolate(mode="bilinear" | "bicubic",
                         align_corners=False, antialias=False) along one axis

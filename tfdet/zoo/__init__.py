@@ -1,4 +1,4 @@
-"""Model zoo: reproducing torchvision and mmdetection detectors (issue #17).
+"""Model zoo: reproducing torchvision and mmdetection detectors.
 
 `synthetic` is numpy-only: the side environment loads it by file path (tools/zoo_reference/).
 """

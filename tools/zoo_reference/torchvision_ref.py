@@ -1,4 +1,4 @@
-"""Reference fixtures of the torchvision detectors (issue #17), in the side environment (torch + torchvision).
+"""Reference fixtures of the torchvision detectors, in the side environment (torch + torchvision).
 
     /work/side/ref/bin/python -m tools.zoo_reference.torchvision_ref [--only NAME ...] [--out DIR]
 

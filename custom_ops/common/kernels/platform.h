@@ -1,4 +1,4 @@
-// Framework-free helpers shared by the CPU and CUDA kernels of every tfdet op (DESIGN.md, decision 5).
+// Framework-free helpers shared by the CPU and CUDA kernels of every tfdet op (docs/design.md, "Kernels").
 // Nothing here includes TensorFlow: the CUDA kernels can be built and tested with nvcc alone.
 #ifndef TFDET_COMMON_KERNELS_PLATFORM_H_
 #define TFDET_COMMON_KERNELS_PLATFORM_H_

@@ -13,7 +13,7 @@ The classifier ends with BN-ReLU-1x1 conv to half the channels, BN-ReLU, global 
 Classifier parameter counts (PyTorch's count: no BN statistics) equal those of the official code:
 FishNet-99 16,628,904; FishNet-150 24,959,400 (the figures imgclsmob's test of the verbatim official
 model asserts); FishNet-201 (official config, no published count) 44,584,552. With `shortcut_bias=True`
-(biased projection shortcuts): 16,630,312 / 24,960,808, the counts quoted in the project's issue. Those
+(biased projection shortcuts): 16,630,312 / 24,960,808, the counts often quoted for FishNet. Those
 are the figures of the `glasses` library's model table (FrancescoSaverioZuppichini/glasses, a
 reimplementation after zsef123/Fishnet-PyTorch), whose pre-activation 1x1 shortcut conv keeps
 PyTorch's default bias=True where the official code sets bias=False. The released checkpoints agree with
@@ -145,7 +145,7 @@ def fishnet(depth=99, norm="bn", frozen_stages=-1, out_levels=(2, 3, 4, 5), incl
       shortcut_bias: biases on the 4 projection-shortcut convs (tail stages 0-2 and the bridge: 128 +
         256 + 512 + 512 = 1408 parameters). The official code (and so its released checkpoints) has
         none; the `glasses` reimplementation has them (its counts 16,630,312 / 24,960,808 are the ones
-        the project's issue quotes), so weights converted from it load with True.
+        often quoted), so weights converted from it load with True.
 
     Returns a keras.Model mapping images [N, H, W, 3] (H, W multiples of 32) to
     {level: [N, H / 2**level, W / 2**level, C_level]} or logits.
