@@ -76,16 +76,18 @@ def measure_tiny_step():
 
     from benchmarks.common import time_call
     from configs import mask_rcnn
-    from tfdet.engine import data as input_data, optim, step, train
+    from tfdet.data import train_input as input_data
+    from tfdet.engine import Trainer
+    from tfdet.engine.settings import train_block
+    from tfdet.modeling.detectors import build_detector
 
     config = mask_rcnn.get_config("tiny")
-    cfg = train._block(config, "train", train.TRAIN_DEFAULTS)
+    cfg = train_block(config.train)
     source = input_data.TrainInput(config.data, cfg.batch_size, cfg.seed)
-    model = train.build_model(config.model)
-    optimizer, l2 = optim.build_optimizer(cfg, max(1, source.num_images // cfg.batch_size))
-    model.compile(optimizer=optimizer)
+    trainer = Trainer(build_detector(config.model), cfg, max(1, source.num_images // cfg.batch_size))
     batches = iter(source.dataset().repeat())
-    run = tf.function(lambda batch: step.train_step(model, batch, step.StepOptions(l2_weight_decay=l2)))
+    trainer.build_optimizer_variables()
+    run = tf.function(trainer.train_step)
     return {"step s": time_call(lambda: float(run(next(batches))["loss"]), warmup=3, repeats=20)}
 
 

@@ -20,6 +20,7 @@ import _cpu_kernels  # noqa: F401  (first, before TensorFlow: oneDNN on unless T
 import glob
 import json
 import os
+import sys
 
 from absl import app, flags
 
@@ -141,10 +142,7 @@ def main(argv):
     del argv
     if FLAGS.batch_size < 1:
         raise app.UsageError(f"--batch_size must be >= 1, got {FLAGS.batch_size}.")
-    try:
-        predict_files()
-    except (ConnectionError, FileNotFoundError, ValueError) as e:  # one clear line, no traceback
-        sys.exit(f"predict.py: {e}")
+    predict_files()  # errors: tfdet.cli.run makes them one line
 
 
 def predict_files():

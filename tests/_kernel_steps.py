@@ -17,15 +17,18 @@ import tensorflow as tf  # noqa: E402
 from tensorflow.python.util import _pywrap_util_port  # noqa: E402
 
 from configs import mask_rcnn  # noqa: E402
-from tfdet.engine import data as input_data, optim, train  # noqa: E402
+from tfdet.data import train_input as input_data  # noqa: E402
+from tfdet.engine import optim  # noqa: E402
+from tfdet.engine.settings import train_block  # noqa: E402
+from tfdet.modeling.detectors import build_detector  # noqa: E402
 
 
 def run(steps):
     config = mask_rcnn.get_config("tiny")
-    cfg = train._block(config, "train", train.TRAIN_DEFAULTS)
+    cfg = train_block(config.train)
     keras.utils.set_random_seed(cfg.seed)
     source = input_data.TrainInput(config.data, cfg.batch_size, cfg.seed)
-    model = train.build_model(config.model)
+    model = build_detector(config.model)
     optimizer, _ = optim.build_optimizer(cfg, max(1, source.num_images // cfg.batch_size))
     batches = iter(source.dataset())
 
