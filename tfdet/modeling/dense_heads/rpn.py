@@ -121,7 +121,8 @@ class Proposals(NamedTuple):
 
 
 def rpn_proposals(objectness, deltas, anchors, image_sizes, pre_nms_top_k=1000, max_proposals=1000,
-                  nms_iou=0.7, min_size=0.0, stds=(1.0, 1.0, 1.0, 1.0), masks=None):
+                  nms_iou=0.7, min_size=0.0, stds=(1.0, 1.0, 1.0, 1.0), masks=None, min_size_inclusive=False,
+                  clip_below=True):
     """Proposals from per-level RPN outputs (mmdetection v2 RPNHead._get_bboxes, batched and padded).
 
     Per level: the pre_nms_top_k highest objectness anchors, decoded and clipped to the image; boxes
@@ -136,6 +137,9 @@ def rpn_proposals(objectness, deltas, anchors, image_sizes, pre_nms_top_k=1000, 
       stds: the box coder's stds (GA-RPN (0.07, 0.07, 0.11, 0.11)).
       masks: optional list of [B, H_l * W_l * A] bool; False anchors never become proposals (Guided
         Anchoring's sparse anchors: the location probability below its threshold).
+      min_size_inclusive: keep boxes whose sides are >= min_size (torchvision remove_small_boxes) instead
+        of > min_size.
+      clip_below: the box coder clamps dw, dh from both sides (True) or from above only (torchvision).
     """
     if not len(objectness) == len(deltas) == len(anchors):
         raise ValueError(f"rpn_proposals: got {len(objectness)} objectness, {len(deltas)} deltas and "
@@ -156,15 +160,14 @@ def rpn_proposals(objectness, deltas, anchors, image_sizes, pre_nms_top_k=1000, 
         top_anchors = (tf.gather(level_anchors, top) if level_anchors.shape.rank == 2
                        else tf.gather(level_anchors, top, batch_dims=1))
         decoded = box_ops.decode_boxes(tf.gather(level_deltas, top, batch_dims=1), top_anchors, stds=stds,
-                                       max_shape=image_sizes)
+                                       max_shape=image_sizes, clip_below=clip_below)
         if masks is not None:
             kept_masks.append(tf.gather(masks[level], top, batch_dims=1))
         boxes.append(decoded)
         scores.append(tf.sigmoid(top_logits))
         levels.append(tf.fill(tf.shape(top), level))
     boxes, scores, levels = tf.concat(boxes, 1), tf.concat(scores, 1), tf.concat(levels, 1)
-    wh = boxes[..., 2:] - boxes[..., :2]
-    big_enough = (wh[..., 0] > min_size) & (wh[..., 1] > min_size)
+    big_enough = box_ops.large_enough(boxes, min_size, inclusive=min_size_inclusive)
     if masks is not None:
         big_enough &= tf.concat(kept_masks, 1)
     scores_for_nms = tf.where(big_enough, scores, float("-inf"))
@@ -196,13 +199,35 @@ class RPNSpec:
       proposals(outputs, image_sizes, training=False) -> Proposals
     """
 
-    DEFAULTS = dict(type="RPN", **PROPOSAL_DEFAULTS, anchor_scales=(8.0,), anchor_ratios=(0.5, 1.0, 2.0))
+    # torchvision's conventions (tools/zoo_reference/torchvision_conventions.md 2.3-2.5), off by default:
+    #   anchor_sizes               absolute anchor sizes per level (replace anchor_scales), e.g. ((32,), (64,), ...)
+    #   anchor_round               base anchors rounded to whole pixels
+    #   anchor_strides_from_image  a level's stride = padded input size // its feature size (the padded size is
+    #                              read off the first level: feature size x stride; exact for inputs padded to a
+    #                              multiple of that stride, as torchvision pads to 32)
+    #   min_size_inclusive         keep proposals with sides >= min_size (not > min_size)
+    #   box_coder_clip_below       False: dw, dh clamped from above only
+    DEFAULTS = dict(type="RPN", **PROPOSAL_DEFAULTS, anchor_scales=(8.0,), anchor_ratios=(0.5, 1.0, 2.0),
+                    anchor_sizes=None, anchor_round=False, anchor_strides_from_image=False, min_size_inclusive=False,
+                    box_coder_clip_below=True)
 
     def __init__(self, block):
         self.block = block = block_options(block, self.DEFAULTS, "model.rpn")
-        self.anchor_generator = AnchorGenerator(strides=[2 ** lvl for lvl in block.levels],
-                                                scales=block.anchor_scales, ratios=block.anchor_ratios)
+        strides = [2 ** lvl for lvl in block.levels]
+        sizes = None if block.anchor_sizes is None else [tuple(s) for s in block.anchor_sizes]
+        self.anchor_generator = AnchorGenerator(strides=strides, scales=None if sizes else block.anchor_scales,
+                                                ratios=block.anchor_ratios, sizes=sizes,
+                                                round_base=block.anchor_round,
+                                                strides_from_image=block.anchor_strides_from_image)
         self.matcher = block_matcher(block)
+
+    def anchors(self, sizes):
+        """The anchors of feature maps of `sizes` ((H, W) per level)."""
+        image_size = None
+        if self.block.anchor_strides_from_image:
+            stride = self.anchor_generator.strides[0]
+            image_size = (sizes[0][0] * int(stride[1]), sizes[0][1] * int(stride[0]))
+        return self.anchor_generator(sizes, image_size=image_size)
 
     def make_head(self, name="rpn_head", impl=None):
         return RPNHead(self.anchor_generator.num_anchors, self.block.feat_channels, name=name)
@@ -212,11 +237,12 @@ class RPNSpec:
         sizes = feature_sizes(objectness)
         valid = tf.concat(self.anchor_generator.valid_flags(sizes, image_sizes), axis=1)
         return rpn_losses(flatten_levels(objectness, 1)[..., 0], flatten_levels(deltas, 4),
-                          tf.concat(self.anchor_generator(sizes), 0), gt_boxes, gt_classes, anchor_valid=valid,
+                          tf.concat(self.anchors(sizes), 0), gt_boxes, gt_classes, anchor_valid=valid,
                           gt_is_crowd=gt_is_crowd, matcher=self.matcher, num_samples=self.block.num_samples,
                           positive_fraction=self.block.positive_fraction)
 
     def proposals(self, outputs, image_sizes, training=False):
         objectness, deltas = outputs
-        return rpn_proposals(objectness, deltas, self.anchor_generator(feature_sizes(objectness)), image_sizes,
-                             **proposal_settings(self.block, training))
+        return rpn_proposals(objectness, deltas, self.anchors(feature_sizes(objectness)), image_sizes,
+                             min_size_inclusive=self.block.min_size_inclusive,
+                             clip_below=self.block.box_coder_clip_below, **proposal_settings(self.block, training))
