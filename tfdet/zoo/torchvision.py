@@ -1,0 +1,266 @@
+"""torchvision detector checkpoints in tfdet: the architecture of a state dict, the tfdet config that
+reproduces it, and its weights under tfdet's weight paths. Pure functions on numpy arrays (no torch).
+
+    arch = detect_arch(state_dict)                  # e.g. "maskrcnn_resnet50_fpn"
+    config = tfdet_config(arch)                     # ml_collections: model, data, train, eval blocks
+    weights = convert(state_dict, arch)             # {tfdet weight path: array}
+
+The conventions (tools/zoo_reference/torchvision_conventions.md) the config reproduces: FrozenBN epsilon
+0, input normalized then zero-padded, anchors of absolute sizes rounded to whole pixels with strides
+padded size // feature size, the box coder clamped from above only, proposals with sides >= 1e-3,
+detections with sides >= 1e-2, RoIAlign aligned=False with sampling ratio 2, torchvision's mask pasting.
+The converter moves torchvision's background class 0 last (tfdet class c is torchvision label c + 1,
+the COCO category id c + 1), permutes fc6's input rows from (C, H, W) to tfdet's (H, W, C) flatten
+order, and accepts the key names of the released v1 files (before torchvision's renames).
+
+Supported: fasterrcnn_resnet50_fpn, maskrcnn_resnet50_fpn. Recognised, not converted yet: their _v2,
+keypointrcnn_resnet50_fpn, retinanet_resnet50_fpn(_v2).
+"""
+
+import re
+
+import ml_collections
+import numpy as np
+
+SUPPORTED = ("fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn")
+KNOWN = SUPPORTED + ("fasterrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn_v2", "keypointrcnn_resnet50_fpn",
+                     "retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2")
+COCO_CLASSES = 91  # torchvision's COCO label space: 0 = background, 1..90 = COCO category ids
+BN_LEAVES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
+IGNORED = ("num_batches_tracked",)
+STAGES = (3, 4, 6, 3)  # ResNet-50 blocks per stage
+ANCHOR_SIZES = ((32,), (64,), (128,), (256,), (512,))
+
+# Names of the released v1 checkpoint files, undone by torchvision's _load_from_state_dict hooks.
+_LEGACY = [(re.compile(r"^rpn\.head\.conv\.(weight|bias)$"), r"rpn.head.conv.0.0.\1"),
+           (re.compile(r"^backbone\.fpn\.(inner|layer)_blocks\.(\d+)\.(weight|bias)$"), r"backbone.fpn.\1_blocks.\2.0.\3"),
+           (re.compile(r"^roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)$"), None)]
+
+
+def _current_name(key):
+    """The current torchvision name of a (possibly legacy) state-dict key."""
+    for pattern, repl in _LEGACY:
+        match = pattern.match(key)
+        if match and repl is None:  # mask_fcn<i+1> -> <i>.0
+            return f"roi_heads.mask_head.{int(match.group(1)) - 1}.0.{match.group(2)}"
+        if match:
+            return pattern.sub(repl, key)
+    return key
+
+
+def canonical(state_dict):
+    """{current key: float32 array} of a state dict (torch tensors or arrays); counters dropped."""
+    out = {}
+    for key, value in state_dict.items():
+        if key.rsplit(".", 1)[-1] in IGNORED:
+            continue
+        value = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+        out[_current_name(key)] = value.astype(np.float32)
+    return out
+
+
+def detect_arch(state_dict_keys):
+    """The torchvision architecture name (one of KNOWN) of a state dict's keys (or the dict)."""
+    keys = {_current_name(k) for k in state_dict_keys}
+    if not any(k.startswith("backbone.body.layer4.") for k in keys):
+        raise ValueError("detect_arch: not a torchvision ResNet-50 FPN detector state dict (no "
+                         "backbone.body.layer4.* keys); pass --arch, one of " + ", ".join(KNOWN) + ".")
+    if any(k.startswith("head.classification_head.") for k in keys):
+        return "retinanet_resnet50_fpn_v2" if "head.classification_head.conv.0.1.weight" in keys \
+            else "retinanet_resnet50_fpn"
+    if any(k.startswith("roi_heads.keypoint_predictor.") for k in keys):
+        return "keypointrcnn_resnet50_fpn"
+    v2 = "_v2" if "rpn.head.conv.1.0.weight" in keys or "roi_heads.box_head.0.0.weight" in keys else ""
+    if any(k.startswith("roi_heads.mask_predictor.") for k in keys):
+        return "maskrcnn_resnet50_fpn" + v2
+    if any(k.startswith("roi_heads.box_predictor.") for k in keys):
+        return "fasterrcnn_resnet50_fpn" + v2
+    raise ValueError("detect_arch: no detection head keys (roi_heads.*, head.*); pass --arch.")
+
+
+def _check_arch(arch):
+    if arch not in KNOWN:
+        raise ValueError(f"unknown torchvision architecture {arch!r}; known: {', '.join(KNOWN)}.")
+    if arch not in SUPPORTED:
+        raise ValueError(f"torchvision {arch} is recognised but not converted yet; supported: "
+                         f"{', '.join(SUPPORTED)}.")
+
+
+# -- The config ----------------------------------------------------------------------------------------------
+
+def tfdet_config(arch, num_classes=None):
+    """The full tfdet config (model, data, train, eval) that reproduces torchvision `arch`: `num_classes`
+    object classes (default 90, torchvision's 91 labels less the background)."""
+    _check_arch(arch)
+    from tfdet.modeling.dense_heads import RPNSpec  # pylint: disable=import-outside-toplevel
+    from tfdet.modeling.detectors.base import MODEL_DEFAULTS  # pylint: disable=import-outside-toplevel
+    from tfdet.modeling.necks import FPN_DEFAULTS  # pylint: disable=import-outside-toplevel
+    from tfdet.modeling.registry import with_defaults  # pylint: disable=import-outside-toplevel
+    from tfdet.modeling.roi_heads.standard import MASK_DEFAULTS, ROI_DEFAULTS  # pylint: disable=import-outside-toplevel
+
+    def block(defaults, **overrides):
+        out = with_defaults(defaults, **overrides)
+        out.pop("type", None)
+        return out
+
+    num_classes = COCO_CLASSES - 1 if num_classes is None else int(num_classes)
+    model = dict(
+        type="MaskRCNN" if arch.startswith("mask") else "FasterRCNN", num_classes=num_classes,
+        backbone=dict(type="ResNet", depth=50, style="pytorch", norm={"type": "frozen_bn", "epsilon": 0.0},
+                      frozen_stages=1, out_levels=(2, 3, 4, 5)),
+        neck=block(FPN_DEFAULTS, out_channels=256, extra="maxpool"),
+        pixel_mean=MODEL_DEFAULTS["pixel_mean"], pixel_std=MODEL_DEFAULTS["pixel_std"], ops_impl=None,
+        zero_padding_after_normalize=True,
+        rpn=block(RPNSpec.DEFAULTS, anchor_sizes=ANCHOR_SIZES, anchor_round=True, anchor_strides_from_image=True,
+                  min_size=1e-3, min_size_inclusive=True, box_coder_clip_below=False,
+                  pre_nms_top_k_train=2000, max_proposals_train=2000, pre_nms_top_k_test=1000,
+                  max_proposals_test=1000),
+        roi=block(ROI_DEFAULTS, sampling_ratio=2, aligned=False, min_box_size=1e-2, box_coder_clip_below=False,
+                  bbox_stds=(0.1, 0.1, 0.2, 0.2), num_samples=512, positive_fraction=0.25, score_threshold=0.05,
+                  nms_iou=0.5, max_detections=100))
+    if arch.startswith("mask"):
+        model["mask"] = block(MASK_DEFAULTS, sampling_ratio=2, aligned=False, num_convs=4, channels=256,
+                              upsample="deconv", paste="torchvision")
+    return ml_collections.ConfigDict(dict(model=model, **_run_blocks(arch.startswith("mask"))))
+
+
+def _run_blocks(with_masks):
+    """data / train blocks: COCO at torchvision's 800 / 1333 test size (training defaults: tfdet's 1x)."""
+    from tfdet.engine.settings import TRAIN_DEFAULTS  # pylint: disable=import-outside-toplevel
+    data = dict(source="coco", train_ann="data/coco/annotations/instances_train2017.json",
+                train_images="data/coco/train2017", scale=(1333, 800), flip_prob=0.5, max_instances=100,
+                mask_size=112 if with_masks else 0, with_keypoints=False, with_semantic=False, semantic_stride=8,
+                shuffle_buffer=1024)
+    train = {k: v for k, v in TRAIN_DEFAULTS.items() if k != "decay_steps"}
+    train.update(batch_size=16, base_lr=0.02)
+    return dict(data=data, train=train)
+
+
+# -- The weights ---------------------------------------------------------------------------------------------
+
+def expected_shapes(arch, num_classes=COCO_CLASSES):
+    """{torchvision key: shape} of `arch` with `num_classes` labels (background included), counters out."""
+    _check_arch(arch)
+    shapes = {}
+
+    def conv(key, out, inp, k, bias=True):
+        shapes[f"{key}.weight"] = (out, inp, k, k)
+        if bias:
+            shapes[f"{key}.bias"] = (out,)
+
+    def bn(key, channels):
+        shapes.update({f"{key}.{leaf}": (channels,) for leaf in BN_LEAVES})
+
+    body = "backbone.body"
+    conv(f"{body}.conv1", 64, 3, 7, bias=False)
+    bn(f"{body}.bn1", 64)
+    channels = 64
+    for s, blocks in enumerate(STAGES, 1):
+        width = 64 * 2 ** (s - 1)
+        for b in range(blocks):
+            p = f"{body}.layer{s}.{b}"
+            conv(f"{p}.conv1", width, channels, 1, bias=False)
+            bn(f"{p}.bn1", width)
+            conv(f"{p}.conv2", width, width, 3, bias=False)
+            bn(f"{p}.bn2", width)
+            conv(f"{p}.conv3", 4 * width, width, 1, bias=False)
+            bn(f"{p}.bn3", 4 * width)
+            if b == 0:
+                conv(f"{p}.downsample.0", 4 * width, channels, 1, bias=False)
+                bn(f"{p}.downsample.1", 4 * width)
+            channels = 4 * width
+    for i in range(4):
+        conv(f"backbone.fpn.inner_blocks.{i}.0", 256, 256 * 2 ** i, 1)
+        conv(f"backbone.fpn.layer_blocks.{i}.0", 256, 256, 3)
+    conv("rpn.head.conv.0.0", 256, 256, 3)
+    conv("rpn.head.cls_logits", 3, 256, 1)
+    conv("rpn.head.bbox_pred", 12, 256, 1)
+    shapes.update({"roi_heads.box_head.fc6.weight": (1024, 256 * 7 * 7), "roi_heads.box_head.fc6.bias": (1024,),
+                   "roi_heads.box_head.fc7.weight": (1024, 1024), "roi_heads.box_head.fc7.bias": (1024,),
+                   "roi_heads.box_predictor.cls_score.weight": (num_classes, 1024),
+                   "roi_heads.box_predictor.cls_score.bias": (num_classes,),
+                   "roi_heads.box_predictor.bbox_pred.weight": (4 * num_classes, 1024),
+                   "roi_heads.box_predictor.bbox_pred.bias": (4 * num_classes,)})
+    if arch.startswith("mask"):
+        for i in range(4):
+            conv(f"roi_heads.mask_head.{i}.0", 256, 256, 3)
+        conv("roi_heads.mask_predictor.conv5_mask", 256, 256, 2)  # ConvTranspose [in, out, kh, kw]
+        conv("roi_heads.mask_predictor.mask_fcn_logits", num_classes, 256, 1)
+    return shapes
+
+
+def check_state_dict(state_dict, arch):
+    """The canonical state dict (current names, float32 arrays) of `arch`; one ValueError listing every
+    missing, unexpected and mis-shaped key otherwise."""
+    sd = canonical(state_dict)
+    cls = sd.get("roi_heads.box_predictor.cls_score.weight")
+    labels = int(cls.shape[0]) if cls is not None and cls.ndim == 2 and cls.shape[0] >= 2 else COCO_CLASSES
+    want = expected_shapes(arch, labels)
+    missing = sorted(set(want) - set(sd))
+    unexpected = sorted(set(sd) - set(want))
+    misshaped = sorted(f"{k} {tuple(sd[k].shape)} (expected {want[k]})" for k in set(want) & set(sd)
+                       if tuple(sd[k].shape) != tuple(want[k]))
+    problems = [f"{what} ({len(keys)}): " + ", ".join(keys) for what, keys in
+                (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if keys]
+    if problems:
+        raise ValueError(f"the state dict is not a torchvision {arch} checkpoint ({'; '.join(problems)}); "
+                         f"is it another architecture (--arch)?")
+    return sd
+
+
+def _kernel(w):
+    """torch conv [O, I, kh, kw] (ConvTranspose [I, O, kh, kw]) -> TF [kh, kw, I, O] ([kh, kw, O, I])."""
+    return w.transpose(2, 3, 1, 0)
+
+
+def _background_last(x):
+    """Rows [1..K-1, 0] (torchvision background 0 -> tfdet background last)."""
+    return np.concatenate([x[1:], x[:1]], axis=0)
+
+
+def convert(state_dict, arch):
+    """{tfdet weight path (tfdet.engine.checkpoint.weights_by_path): array} of a torchvision state dict
+    of `arch` (tfdet_config(arch) builds the model they fit)."""
+    sd = check_state_dict(state_dict, arch)
+    out = {}
+    for key, value in sd.items():
+        parts = key.split(".")
+        if key.startswith("backbone.body."):
+            layer = re.sub(r"^layer(\d)\.(\d+)\.", r"layer\1_\2_", ".".join(parts[2:-1])).replace(".", "_")
+            leaf = parts[-1]
+            out[f"{layer}/" + ("kernel" if value.ndim == 4 else BN_LEAVES[leaf])] = \
+                _kernel(value) if value.ndim == 4 else value
+        elif key.startswith("backbone.fpn."):
+            kind = "lateral" if parts[2] == "inner_blocks" else "output"
+            out[f"fpn/{kind}{int(parts[3]) + 2}/" + ("kernel" if value.ndim == 4 else "bias")] = \
+                _kernel(value) if value.ndim == 4 else value
+        elif key.startswith("rpn.head."):
+            name = {"conv": "rpn_conv", "cls_logits": "rpn_cls", "bbox_pred": "rpn_reg"}[parts[2]]
+            out[f"rpn_head/{name}/" + ("kernel" if value.ndim == 4 else "bias")] = \
+                _kernel(value) if value.ndim == 4 else value
+        elif key.startswith("roi_heads.box_head."):
+            fc = {"fc6": "fc1", "fc7": "fc2"}[parts[2]]
+            if parts[2] == "fc6" and parts[-1] == "weight":  # input rows (C, H, W) -> (H, W, C)
+                value = value.reshape(-1, 256, 7, 7).transpose(2, 3, 1, 0).reshape(256 * 7 * 7, -1)
+            elif parts[-1] == "weight":
+                value = value.T
+            out[f"bbox_head/{fc}/" + ("kernel" if parts[-1] == "weight" else "bias")] = value
+        elif key.startswith("roi_heads.box_predictor.cls_score."):
+            value = _background_last(value)
+            out["bbox_head/cls/" + ("kernel" if value.ndim == 2 else "bias")] = value.T if value.ndim == 2 else value
+        elif key.startswith("roi_heads.box_predictor.bbox_pred."):
+            value = value[4:]  # the background's deltas
+            out["bbox_head/reg/" + ("kernel" if value.ndim == 2 else "bias")] = value.T if value.ndim == 2 else value
+        elif key.startswith("roi_heads.mask_head."):
+            out[f"mask_head/conv{int(parts[2]) + 1}/" + ("kernel" if value.ndim == 4 else "bias")] = \
+                _kernel(value) if value.ndim == 4 else value
+        elif key.startswith("roi_heads.mask_predictor."):
+            if parts[2] == "mask_fcn_logits":
+                value = value[1:]  # the background's channel
+            name = {"conv5_mask": "upsample", "mask_fcn_logits": "logits"}[parts[2]]
+            out[f"mask_head/{name}/" + ("kernel" if value.ndim == 4 else "bias")] = \
+                _kernel(value) if value.ndim == 4 else value
+        else:  # check_state_dict lets no other key through
+            raise AssertionError(key)
+    return {k: np.ascontiguousarray(v, np.float32) for k, v in out.items()}
+
