@@ -7,10 +7,11 @@
                   python -c "import sys, torch, numpy as np; sd = torch.load(sys.argv[1], map_location='cpu');
                   np.savez(sys.argv[2], **{k: v.numpy() for k, v in sd.items()})" model.pth model.npz
   --arch        fasterrcnn_resnet50_fpn | maskrcnn_resnet50_fpn (default: detected from the keys)
+  --num_classes fine-tuning on N other categories: the class-specific layers (box classifier and regressor,
+                mask logits) are re-initialized, everything else loaded
   --out=DIR     a new (or empty) folder; receives DIR/config.py and DIR/checkpoint (tfdet.engine.checkpoint
                 format), which bin/evaluate.py, export.py and train.py take as
-                --config=DIR/config.py --checkpoint=DIR  (train.py: --config.train.init_checkpoint is not
-                needed for evaluation; see the README's Model zoo section).
+                --config=DIR/config.py --checkpoint=DIR (see the README's Model zoo section).
 
 Nothing is written unless everything converts: the files go to a temporary folder next to DIR, renamed to
 DIR at the end. Keys that are missing, unexpected or mis-shaped are reported together, in one error.
@@ -31,6 +32,9 @@ _SOURCE = flags.DEFINE_enum("source", "torchvision", ["torchvision", "mmdet"], "
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "the source checkpoint: .pth (needs torch) or .npz")
 _ARCH = flags.DEFINE_string("arch", "", "the source architecture (default: detected from the checkpoint's keys)")
 _OUT = flags.DEFINE_string("out", None, "output folder (must not exist, or be empty)")
+_NUM_CLASSES = flags.DEFINE_integer("num_classes", None, "object classes of a model to fine-tune on other "
+                                    "categories: the class-specific layers are re-initialized, the rest loaded "
+                                    "(default: the source's, e.g. 90 for COCO)", lower_bound=1)
 flags.mark_flags_as_required(["checkpoint", "out"])
 
 
@@ -41,7 +45,8 @@ def main(argv):
         raise app.UsageError(f"--source={_SOURCE.value} is not supported yet; --source=torchvision is.")
     from tfdet.zoo import files
 
-    arch = files.convert_torchvision(_CHECKPOINT.value, _OUT.value, arch=_ARCH.value or None)
+    arch = files.convert_torchvision(_CHECKPOINT.value, _OUT.value, arch=_ARCH.value or None,
+                                     num_classes=_NUM_CLASSES.value)
     print(f"wrote {_OUT.value}/config.py and {_OUT.value}/checkpoint ({arch}); run e.g. bin/evaluate.py "
           f"--config={_OUT.value}/config.py --checkpoint={_OUT.value}")
 

@@ -15,9 +15,9 @@ import pytest
 from tests.zoo import fixtures_io
 from tests.zoo.test_torchvision_models import DETECTION_ATOL, detection_rows, fixture_inputs, fixture_state_dict
 from tests.zoo.test_torchvision_models import stored_rows
-from tfdet.engine.checkpoint import restore
+from tfdet.engine.checkpoint import restore, weights_by_path
 from tfdet.modeling.detectors import build_detector
-from tfdet.zoo import files
+from tfdet.zoo import files, torchvision
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NAME = "fasterrcnn_resnet50_fpn"
@@ -104,3 +104,22 @@ def test_refuses_a_folder_with_files_and_unknown_arch(tmp_path):
     with pytest.raises(FileNotFoundError):
         files.convert_torchvision(str(tmp_path / "none.npz"), str(tmp_path / "new"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "source.npz"]
+
+
+def test_num_classes_reinitializes_the_class_layers_only(tmp_path):
+    out = tmp_path / "fine_tune"
+    files.convert_torchvision(str(fixture_npz(tmp_path)), str(out), num_classes=3)
+    config = load_config(out / "config.py")
+    assert config.model.num_classes == 3
+    model = build_detector(config.model)
+    restore(model, str(out))
+    meta, arrays = fixtures_io.load("torchvision", NAME)
+    source = torchvision.convert(fixture_state_dict(meta, arrays), NAME)
+    weights = {k: v.numpy() for k, v in weights_by_path(model).items()}
+    assert weights["bbox_head/cls/kernel"].shape == (1024, 4) and weights["bbox_head/reg/kernel"].shape == (1024, 12)
+    assert np.abs(weights["bbox_head/cls/kernel"]).max() > 0  # initialized, not zeros
+    loaded = [k for k in weights if not k.startswith(torchvision.CLASS_LAYERS)]
+    assert len(loaded) == len(weights) - 4
+    for key in loaded:
+        np.testing.assert_array_equal(weights[key], source[key])
+    assert set(torchvision.convert(fixture_state_dict(meta, arrays), NAME, num_classes=3)) == set(loaded)

@@ -16,7 +16,7 @@ from tfdet.zoo import torchvision
 def get_config(arg=None):
     if arg:
         raise ValueError("this converted config takes no argument; override fields with --config.x.y=...")
-    return torchvision.tfdet_config({arch!r})
+    return torchvision.tfdet_config({arch!r}, num_classes={num_classes!r})
 '''
 
 
@@ -70,12 +70,14 @@ def write_checkpoint(model, folder):
     return tf.train.CheckpointManager(checkpoint, folder, max_to_keep=1, checkpoint_name="ckpt").save()
 
 
-def load_weights(model, weights):
-    """Assigns {weight path: array} to a built model; every weight of the model must be given, in its shape."""
+def load_weights(model, weights, keep=()):
+    """Assigns {weight path: array} to a built model; every weight of the model must be given, in its shape,
+    but those whose path starts with one of `keep` (left at their initial values)."""
     from tfdet.engine.checkpoint import weights_by_path  # pylint: disable=import-outside-toplevel
 
     variables = weights_by_path(model)
-    missing, extra = sorted(set(variables) - set(weights)), sorted(set(weights) - set(variables))
+    missing = sorted(k for k in set(variables) - set(weights) if not k.startswith(tuple(keep)))
+    extra = sorted(set(weights) - set(variables))
     misshaped = sorted(k for k in set(variables) & set(weights) if tuple(variables[k].shape) != weights[k].shape)
     if missing or extra or misshaped:
         raise ValueError(f"converted weights do not fit the model: missing {missing}, unexpected {extra}, "
@@ -84,20 +86,22 @@ def load_weights(model, weights):
         variables[path].assign(value)
 
 
-def convert_torchvision(checkpoint, out, arch=None):
-    """Converts torchvision `checkpoint` into `out`/config.py and `out`/checkpoint; returns the arch."""
+def convert_torchvision(checkpoint, out, arch=None, num_classes=None):
+    """Converts torchvision `checkpoint` into `out`/config.py and `out`/checkpoint; returns the arch. With
+    `num_classes` (object classes) other than the source's, the class-specific layers are re-initialized
+    (tfdet's initializers) and everything else is loaded: a starting point for fine-tuning."""
     from tfdet.modeling.detectors import build_detector  # pylint: disable=import-outside-toplevel
     from tfdet.zoo import torchvision  # pylint: disable=import-outside-toplevel
 
     state_dict = load_state_dict(checkpoint)
     arch = arch or torchvision.detect_arch(state_dict)
-    weights = torchvision.convert(state_dict, arch)
-    model = build_detector(torchvision.tfdet_config(arch).model)
-    load_weights(model, weights)
+    weights = torchvision.convert(state_dict, arch, num_classes=num_classes)
+    model = build_detector(torchvision.tfdet_config(arch, num_classes=num_classes).model)
+    load_weights(model, weights, keep=torchvision.CLASS_LAYERS if num_classes is not None else ())
     tmp = prepare_out(out)
     try:
         with open(os.path.join(tmp, "config.py"), "w", encoding="utf-8") as f:
-            f.write(CONFIG_TEMPLATE.format(arch=arch, source=os.path.basename(checkpoint)))
+            f.write(CONFIG_TEMPLATE.format(arch=arch, source=os.path.basename(checkpoint), num_classes=num_classes))
         write_checkpoint(model, tmp)
         finish_out(tmp, out)
     except BaseException:

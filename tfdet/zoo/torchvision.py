@@ -218,10 +218,17 @@ def _background_last(x):
     return np.concatenate([x[1:], x[:1]], axis=0)
 
 
-def convert(state_dict, arch):
+CLASS_LAYERS = ("bbox_head/cls/", "bbox_head/reg/", "mask_head/logits/")  # their shapes follow the classes
+
+
+def convert(state_dict, arch, num_classes=None):
     """{tfdet weight path (tfdet.engine.checkpoint.weights_by_path): array} of a torchvision state dict
-    of `arch` (tfdet_config(arch) builds the model they fit)."""
+    of `arch` (tfdet_config(arch, num_classes) builds the model they fit). With `num_classes` other than the
+    source's, the class-specific layers (CLASS_LAYERS) are left out: the model keeps their initial values
+    (fine-tuning on other categories)."""
     sd = check_state_dict(state_dict, arch)
+    source_classes = sd["roi_heads.box_predictor.cls_score.weight"].shape[0] - 1
+    reinit = num_classes is not None and int(num_classes) != source_classes
     out = {}
     for key, value in sd.items():
         parts = key.split(".")
@@ -262,5 +269,6 @@ def convert(state_dict, arch):
                 _kernel(value) if value.ndim == 4 else value
         else:  # check_state_dict lets no other key through
             raise AssertionError(key)
-    return {k: np.ascontiguousarray(v, np.float32) for k, v in out.items()}
+    return {k: np.ascontiguousarray(v, np.float32) for k, v in out.items()
+            if not (reinit and k.startswith(CLASS_LAYERS))}
 
