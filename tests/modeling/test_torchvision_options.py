@@ -159,3 +159,18 @@ def test_zero_padding_after_normalize():
     for level in a:
         np.testing.assert_allclose(a[level], want[level], rtol=1e-5, atol=1e-5)
     assert not np.allclose(default[2], a[2], atol=1e-3)
+
+
+def test_keypoint_decode_rule():
+    from tfdet.modeling.roi_heads.keypoint_head import decode_keypoints, heatmaps_to_keypoints
+    from tfdet.modeling.roi_heads.standard import KEYPOINT_DEFAULTS
+
+    heatmaps = tf.constant(np.random.default_rng(3).normal(size=(1, 2, 56, 56, 3)), tf.float32)
+    boxes = tf.constant([[[3.3, 4.7, 40.2, 57.9], [10.0, 0.0, 12.5, 90.0]]])
+    assert KEYPOINT_DEFAULTS["decode"] == "cell_center"
+    np.testing.assert_array_equal(decode_keypoints(heatmaps, boxes), heatmaps_to_keypoints(heatmaps, boxes))
+    tv = decode_keypoints(heatmaps, boxes, "torchvision")
+    np.testing.assert_array_equal(tv, postprocess.heatmaps_to_keypoints_torchvision(heatmaps, boxes))
+    assert not np.allclose(tv, heatmaps_to_keypoints(heatmaps, boxes))
+    with pytest.raises(ValueError, match="model.keypoint.decode"):
+        decode_keypoints(heatmaps, boxes, "detectron2")

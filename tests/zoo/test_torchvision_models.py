@@ -1,8 +1,8 @@
-"""torchvision Faster / Mask R-CNN v1 converted by tfdet.zoo.torchvision and run by tfdet's own detector
+"""torchvision Faster / Mask / Keypoint R-CNN v1 converted by tfdet.zoo.torchvision and run by tfdet's own detector
 (built from tfdet_config(arch)) against the committed fixtures (tests/zoo/fixtures/torchvision), stage
-by stage where the detector exposes the stage, then the final detections and pasted masks (issue #17's
-targets: stages 1e-4 relative, the same detections with boxes within 1e-2 px and scores 1e-4, mask IoU
->= 0.99 per detection)."""
+by stage where the detector exposes the stage, then the final detections, pasted masks and keypoints
+(issue #17's targets: stages 1e-4 relative, the same detections with boxes within 1e-2 px and scores 1e-4,
+mask IoU >= 0.99 per detection, keypoints within 0.1 px)."""
 
 import functools
 
@@ -86,7 +86,7 @@ def stored_rows(arrays, b, prefix="stage/detections"):
                            arrays[f"{prefix}/{b}/labels"][:, None]], 1).astype(np.float64)
 
 
-NAMES = ["fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn"]
+NAMES = ["fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn", "keypointrcnn_resnet50_fpn"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -143,6 +143,19 @@ def test_masks_equal_torchvision():
         assert iou.min() >= 0.99, (b, np.sort(iou)[:5])
 
 
+def test_keypoints_equal_torchvision():
+    meta, arrays, model, _, _, out = converted("keypointrcnn_resnet50_fpn")
+    assert model.model_config.keypoint.decode == "torchvision"
+    for b in range(len(meta["images"])):
+        index = fixtures_io.match_rows(detection_rows(out, b), stored_rows(arrays, b), DETECTION_ATOL)
+        assert (index >= 0).all()
+        points = out["detection_keypoints"][b].numpy()[index]  # [n, 17, (x, y, score)], the fixture's order
+        xy1 = np.concatenate([points[..., :2], np.ones_like(points[..., 2:])], -1)  # torchvision: (x, y, 1)
+        fixtures_io.assert_stage(arrays, f"stage/detections/{b}/keypoints", xy1, rtol=0, atol=0.1)
+        scores = arrays[f"stage/detections/{b}/keypoints_scores"]
+        np.testing.assert_allclose(points[..., 2], scores, rtol=1e-4, atol=1e-4 * np.abs(scores).max())
+
+
 def test_bad_state_dict_is_one_error_listing_every_key():
     meta, arrays = fixtures_io.load("torchvision", "fasterrcnn_resnet50_fpn")
     sd = fixture_state_dict(meta, arrays)
@@ -187,8 +200,8 @@ def test_convert_moves_background_last_and_permutes_fc6():
 
 
 def test_detect_arch_and_unsupported():
-    for name in ("fasterrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn_v2", "keypointrcnn_resnet50_fpn",
-                 "retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2"):
+    for name in ("fasterrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn_v2", "retinanet_resnet50_fpn",
+                 "retinanet_resnet50_fpn_v2"):
         meta, _ = fixtures_io.load("torchvision", name)
         assert tv.detect_arch(meta["keys"]) == name
         with pytest.raises(ValueError, match="not converted yet"):

@@ -8,13 +8,15 @@ reproduces it, and its weights under tfdet's weight paths. Pure functions on num
 The conventions (tools/zoo_reference/torchvision_conventions.md) the config reproduces: FrozenBN epsilon
 0, input normalized then zero-padded, anchors of absolute sizes rounded to whole pixels with strides
 padded size // feature size, the box coder clamped from above only, proposals with sides >= 1e-3,
-detections with sides >= 1e-2, RoIAlign aligned=False with sampling ratio 2, torchvision's mask pasting.
+detections with sides >= 1e-2, RoIAlign aligned=False with sampling ratio 2, torchvision's mask pasting
+and keypoint decoding.
 The converter moves torchvision's background class 0 last (tfdet class c is torchvision label c + 1,
 the COCO category id c + 1), permutes fc6's input rows from (C, H, W) to tfdet's (H, W, C) flatten
 order, and accepts the key names of the released v1 files (before torchvision's renames).
 
-Supported: fasterrcnn_resnet50_fpn, maskrcnn_resnet50_fpn. Recognised, not converted yet: their _v2,
-keypointrcnn_resnet50_fpn, retinanet_resnet50_fpn(_v2).
+Supported: fasterrcnn_resnet50_fpn, maskrcnn_resnet50_fpn, keypointrcnn_resnet50_fpn (keypoints decoded
+with torchvision's bicubic rule; one class, person). Recognised, not converted yet: the _v2 models,
+retinanet_resnet50_fpn(_v2).
 """
 
 import re
@@ -22,9 +24,10 @@ import re
 import ml_collections
 import numpy as np
 
-SUPPORTED = ("fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn")
-KNOWN = SUPPORTED + ("fasterrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn_v2", "keypointrcnn_resnet50_fpn",
-                     "retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2")
+SUPPORTED = ("fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn", "keypointrcnn_resnet50_fpn")
+KNOWN = SUPPORTED + ("fasterrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn_v2", "retinanet_resnet50_fpn",
+                     "retinanet_resnet50_fpn_v2")
+SOURCE_CLASSES = {"keypointrcnn_resnet50_fpn": 2}  # labels incl. background; the others COCO_CLASSES
 COCO_CLASSES = 91  # torchvision's COCO label space: 0 = background, 1..90 = COCO category ids
 BN_LEAVES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
 IGNORED = ("num_batches_tracked",)
@@ -89,23 +92,25 @@ def _check_arch(arch):
 # -- The config ----------------------------------------------------------------------------------------------
 
 def tfdet_config(arch, num_classes=None):
-    """The full tfdet config (model, data, train, eval) that reproduces torchvision `arch`: `num_classes`
-    object classes (default 90, torchvision's 91 labels less the background)."""
+    """The full tfdet config (model, data, train) that reproduces torchvision `arch`: `num_classes` object
+    classes (default the source's: 90 COCO classes, Keypoint R-CNN 1), background not counted."""
     _check_arch(arch)
     from tfdet.modeling.dense_heads import RPNSpec  # pylint: disable=import-outside-toplevel
     from tfdet.modeling.detectors.base import MODEL_DEFAULTS  # pylint: disable=import-outside-toplevel
     from tfdet.modeling.necks import FPN_DEFAULTS  # pylint: disable=import-outside-toplevel
     from tfdet.modeling.registry import with_defaults  # pylint: disable=import-outside-toplevel
-    from tfdet.modeling.roi_heads.standard import MASK_DEFAULTS, ROI_DEFAULTS  # pylint: disable=import-outside-toplevel
+    from tfdet.modeling.roi_heads.standard import (KEYPOINT_DEFAULTS, MASK_DEFAULTS,  # pylint: disable=import-outside-toplevel
+                                                   ROI_DEFAULTS)
 
     def block(defaults, **overrides):
         out = with_defaults(defaults, **overrides)
         out.pop("type", None)
         return out
 
-    num_classes = COCO_CLASSES - 1 if num_classes is None else int(num_classes)
+    num_classes = SOURCE_CLASSES.get(arch, COCO_CLASSES) - 1 if num_classes is None else int(num_classes)
+    family = {"mask": "MaskRCNN", "keypoint": "KeypointRCNN"}.get(arch.split("rcnn")[0], "FasterRCNN")
     model = dict(
-        type="MaskRCNN" if arch.startswith("mask") else "FasterRCNN", num_classes=num_classes,
+        type=family, num_classes=num_classes,
         backbone=dict(type="ResNet", depth=50, style="pytorch", norm={"type": "frozen_bn", "epsilon": 0.0},
                       frozen_stages=1, out_levels=(2, 3, 4, 5)),
         neck=block(FPN_DEFAULTS, out_channels=256, extra="maxpool"),
@@ -121,15 +126,19 @@ def tfdet_config(arch, num_classes=None):
     if arch.startswith("mask"):
         model["mask"] = block(MASK_DEFAULTS, sampling_ratio=2, aligned=False, num_convs=4, channels=256,
                               upsample="deconv", paste="torchvision")
-    return ml_collections.ConfigDict(dict(model=model, **_run_blocks(arch.startswith("mask"))))
+    if arch.startswith("keypoint"):
+        model["keypoint"] = block(KEYPOINT_DEFAULTS, sampling_ratio=2, aligned=False, num_keypoints=17, num_convs=8,
+                                  channels=512, decode="torchvision")
+    return ml_collections.ConfigDict(dict(model=model, **_run_blocks(arch.startswith("mask"),
+                                                                     arch.startswith("keypoint"))))
 
 
-def _run_blocks(with_masks):
+def _run_blocks(with_masks, with_keypoints):
     """data / train blocks: COCO at torchvision's 800 / 1333 test size (training defaults: tfdet's 1x)."""
     from tfdet.engine.settings import TRAIN_DEFAULTS  # pylint: disable=import-outside-toplevel
     data = dict(source="coco", train_ann="data/coco/annotations/instances_train2017.json",
                 train_images="data/coco/train2017", scale=(1333, 800), flip_prob=0.5, max_instances=100,
-                mask_size=112 if with_masks else 0, with_keypoints=False, with_semantic=False, semantic_stride=8,
+                mask_size=112 if with_masks else 0, with_keypoints=with_keypoints, with_semantic=False, semantic_stride=8,
                 shuffle_buffer=1024)
     train = {k: v for k, v in TRAIN_DEFAULTS.items() if k != "decay_steps"}
     train.update(batch_size=16, base_lr=0.02)
@@ -186,6 +195,11 @@ def expected_shapes(arch, num_classes=COCO_CLASSES):
             conv(f"roi_heads.mask_head.{i}.0", 256, 256, 3)
         conv("roi_heads.mask_predictor.conv5_mask", 256, 256, 2)  # ConvTranspose [in, out, kh, kw]
         conv("roi_heads.mask_predictor.mask_fcn_logits", num_classes, 256, 1)
+    if arch.startswith("keypoint"):
+        for j in range(8):
+            conv(f"roi_heads.keypoint_head.{2 * j}", 512, 256 if j == 0 else 512, 3)
+        shapes["roi_heads.keypoint_predictor.kps_score_lowres.weight"] = (512, 17, 4, 4)  # ConvTranspose [in, out]
+        shapes["roi_heads.keypoint_predictor.kps_score_lowres.bias"] = (17,)
     return shapes
 
 
@@ -194,7 +208,8 @@ def check_state_dict(state_dict, arch):
     missing, unexpected and mis-shaped key otherwise."""
     sd = canonical(state_dict)
     cls = sd.get("roi_heads.box_predictor.cls_score.weight")
-    labels = int(cls.shape[0]) if cls is not None and cls.ndim == 2 and cls.shape[0] >= 2 else COCO_CLASSES
+    labels = (int(cls.shape[0]) if cls is not None and cls.ndim == 2 and cls.shape[0] >= 2
+              else SOURCE_CLASSES.get(arch, COCO_CLASSES))
     want = expected_shapes(arch, labels)
     missing = sorted(set(want) - set(sd))
     unexpected = sorted(set(sd) - set(want))
@@ -266,6 +281,12 @@ def convert(state_dict, arch, num_classes=None):
                 value = value[1:]  # the background's channel
             name = {"conv5_mask": "upsample", "mask_fcn_logits": "logits"}[parts[2]]
             out[f"mask_head/{name}/" + ("kernel" if value.ndim == 4 else "bias")] = \
+                _kernel(value) if value.ndim == 4 else value
+        elif key.startswith("roi_heads.keypoint_head."):
+            out[f"keypoint_head/conv{int(parts[2]) // 2 + 1}/" + ("kernel" if value.ndim == 4 else "bias")] = \
+                _kernel(value) if value.ndim == 4 else value
+        elif key.startswith("roi_heads.keypoint_predictor."):
+            out["keypoint_head/deconv/" + ("kernel" if value.ndim == 4 else "bias")] = \
                 _kernel(value) if value.ndim == 4 else value
         else:  # check_state_dict lets no other key through
             raise AssertionError(key)

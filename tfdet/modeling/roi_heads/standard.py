@@ -46,7 +46,8 @@ MASK_DEFAULTS = dict(
     gt_masks="box")    # tfdet.data.pipeline's masks cropped to their gt box; "image" for full-image bitmaps
 
 KEYPOINT_DEFAULTS = dict(pooled_size=14, **POOLER_DEFAULTS, **constructor_defaults(keypoint_head.KeypointHead),
-                         loss_weight=1.0)
+                         loss_weight=1.0,
+                         decode="cell_center")  # heatmaps to points: "cell_center" | "torchvision" (bicubic)
 
 
 def roi_block(block, defaults, where="model.roi"):
@@ -194,6 +195,6 @@ class StandardRoIHead(RoIHead):
             out["detection_masks"] = mask_head.mask_probabilities(logits, dets.classes)
         if self.keypoint is not None:
             heatmaps = self.keypoint_head(self.keypoint_roi_align(features, dets.boxes))
-            points = keypoint_head.heatmaps_to_keypoints(heatmaps, dets.boxes)
+            points = keypoint_head.decode_keypoints(heatmaps, dets.boxes, self.keypoint.decode)
             out["detection_keypoints"] = tf.where((dets.classes >= 0)[..., None, None], points, 0.0)
         return out
