@@ -174,3 +174,24 @@ def test_keypoint_decode_rule():
     assert not np.allclose(tv, heatmaps_to_keypoints(heatmaps, boxes))
     with pytest.raises(ValueError, match="model.keypoint.decode"):
         decode_keypoints(heatmaps, boxes, "detectron2")
+
+
+def test_rpn_num_convs():
+    from tfdet.modeling.dense_heads.rpn import RPNHead
+
+    maps = [tf.constant(np.random.default_rng(4).normal(size=(1, 6, 5, 8)), tf.float32)]
+    one = RPNSpec(dict(feat_channels=8)).make_head()
+    one(maps)
+    assert RPNSpec.DEFAULTS["num_convs"] == 1
+    assert sorted(w.path for w in one.weights) == sorted(
+        f"rpn_head/{n}/{leaf}" for n in ("rpn_conv", "rpn_cls", "rpn_reg") for leaf in ("kernel", "bias"))
+    two = RPNSpec(dict(feat_channels=8, num_convs=2)).make_head()
+    objectness, _ = two(maps)
+    assert "rpn_head/rpn_conv2/kernel" in [w.path for w in two.weights]
+    x = tf.nn.relu(tf.nn.conv2d(maps[0], two.conv.kernel, 1, "SAME") + two.conv.bias)
+    x = tf.nn.relu(tf.nn.conv2d(x, two.more_convs[0].kernel, 1, "SAME") + two.more_convs[0].bias)
+    np.testing.assert_allclose(objectness[0], tf.nn.conv2d(x, two.cls.kernel, 1, "SAME") + two.cls.bias,
+                               rtol=1e-5, atol=1e-6)
+    assert RPNHead.from_config(two.get_config()).num_convs == 2
+    with pytest.raises(ValueError, match="num_convs"):
+        RPNHead(num_convs=0)

@@ -15,8 +15,9 @@ the COCO category id c + 1), permutes fc6's input rows from (C, H, W) to tfdet's
 order, and accepts the key names of the released v1 files (before torchvision's renames).
 
 Supported: fasterrcnn_resnet50_fpn, maskrcnn_resnet50_fpn, keypointrcnn_resnet50_fpn (keypoints decoded
-with torchvision's bicubic rule; one class, person). Recognised, not converted yet: the _v2 models,
-retinanet_resnet50_fpn(_v2).
+with torchvision's bicubic rule; one class, person), fasterrcnn_resnet50_fpn_v2 and maskrcnn_resnet50_fpn_v2
+(BatchNorm backbone and FPN, a 2-conv RPN head, a 4-conv + 1-fc box head with BN, a mask head with BN).
+Recognised, not converted yet: retinanet_resnet50_fpn(_v2).
 """
 
 import re
@@ -24,9 +25,9 @@ import re
 import ml_collections
 import numpy as np
 
-SUPPORTED = ("fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn", "keypointrcnn_resnet50_fpn")
-KNOWN = SUPPORTED + ("fasterrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn_v2", "retinanet_resnet50_fpn",
-                     "retinanet_resnet50_fpn_v2")
+SUPPORTED = ("fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn", "keypointrcnn_resnet50_fpn",
+             "fasterrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn_v2")
+KNOWN = SUPPORTED + ("retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2")
 SOURCE_CLASSES = {"keypointrcnn_resnet50_fpn": 2}  # labels incl. background; the others COCO_CLASSES
 COCO_CLASSES = 91  # torchvision's COCO label space: 0 = background, 1..90 = COCO category ids
 BN_LEAVES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
@@ -109,23 +110,25 @@ def tfdet_config(arch, num_classes=None):
 
     num_classes = SOURCE_CLASSES.get(arch, COCO_CLASSES) - 1 if num_classes is None else int(num_classes)
     family = {"mask": "MaskRCNN", "keypoint": "KeypointRCNN"}.get(arch.split("rcnn")[0], "FasterRCNN")
+    v2 = arch.endswith("_v2")
     model = dict(
         type=family, num_classes=num_classes,
-        backbone=dict(type="ResNet", depth=50, style="pytorch", norm={"type": "frozen_bn", "epsilon": 0.0},
-                      frozen_stages=1, out_levels=(2, 3, 4, 5)),
-        neck=block(FPN_DEFAULTS, out_channels=256, extra="maxpool"),
+        backbone=dict(type="ResNet", depth=50, style="pytorch", frozen_stages=1, out_levels=(2, 3, 4, 5),
+                      norm="bn" if v2 else {"type": "frozen_bn", "epsilon": 0.0}),
+        neck=block(FPN_DEFAULTS, out_channels=256, extra="maxpool", norm="bn" if v2 else None),
         pixel_mean=MODEL_DEFAULTS["pixel_mean"], pixel_std=MODEL_DEFAULTS["pixel_std"], ops_impl=None,
         zero_padding_after_normalize=True,
         rpn=block(RPNSpec.DEFAULTS, anchor_sizes=ANCHOR_SIZES, anchor_round=True, anchor_strides_from_image=True,
                   min_size=1e-3, min_size_inclusive=True, box_coder_clip_below=False,
                   pre_nms_top_k_train=2000, max_proposals_train=2000, pre_nms_top_k_test=1000,
-                  max_proposals_test=1000),
+                  max_proposals_test=1000, num_convs=2 if v2 else 1),
         roi=block(ROI_DEFAULTS, sampling_ratio=2, aligned=False, min_box_size=1e-2, box_coder_clip_below=False,
                   bbox_stds=(0.1, 0.1, 0.2, 0.2), num_samples=512, positive_fraction=0.25, score_threshold=0.05,
-                  nms_iou=0.5, max_detections=100))
+                  nms_iou=0.5, max_detections=100,
+                  box_head=dict(num_convs=4, conv_dim=256, norm="bn", num_fcs=1, fc_dim=1024) if v2 else {}))
     if arch.startswith("mask"):
         model["mask"] = block(MASK_DEFAULTS, sampling_ratio=2, aligned=False, num_convs=4, channels=256,
-                              upsample="deconv", paste="torchvision")
+                              upsample="deconv", paste="torchvision", norm="bn" if v2 else None)
     if arch.startswith("keypoint"):
         model["keypoint"] = block(KEYPOINT_DEFAULTS, sampling_ratio=2, aligned=False, num_keypoints=17, num_convs=8,
                                   channels=512, decode="torchvision")
@@ -178,21 +181,33 @@ def expected_shapes(arch, num_classes=COCO_CLASSES):
                 conv(f"{p}.downsample.0", 4 * width, channels, 1, bias=False)
                 bn(f"{p}.downsample.1", 4 * width)
             channels = 4 * width
+    v2 = arch.endswith("_v2")  # conv without bias + BatchNorm (Sequential index 1) where v1 has conv + bias
     for i in range(4):
-        conv(f"backbone.fpn.inner_blocks.{i}.0", 256, 256 * 2 ** i, 1)
-        conv(f"backbone.fpn.layer_blocks.{i}.0", 256, 256, 3)
-    conv("rpn.head.conv.0.0", 256, 256, 3)
+        for name, inputs, k in (("inner_blocks", 256 * 2 ** i, 1), ("layer_blocks", 256, 3)):
+            conv(f"backbone.fpn.{name}.{i}.0", 256, inputs, k, bias=not v2)
+            if v2:
+                bn(f"backbone.fpn.{name}.{i}.1", 256)
+    for i in range(2 if v2 else 1):
+        conv(f"rpn.head.conv.{i}.0", 256, 256, 3)
     conv("rpn.head.cls_logits", 3, 256, 1)
     conv("rpn.head.bbox_pred", 12, 256, 1)
-    shapes.update({"roi_heads.box_head.fc6.weight": (1024, 256 * 7 * 7), "roi_heads.box_head.fc6.bias": (1024,),
-                   "roi_heads.box_head.fc7.weight": (1024, 1024), "roi_heads.box_head.fc7.bias": (1024,),
-                   "roi_heads.box_predictor.cls_score.weight": (num_classes, 1024),
+    if v2:  # FastRCNNConvFCHead: 4 x (conv, BN) at 0..3, Flatten at 4, Linear at 5
+        for i in range(4):
+            conv(f"roi_heads.box_head.{i}.0", 256, 256, 3, bias=False)
+            bn(f"roi_heads.box_head.{i}.1", 256)
+        shapes.update({"roi_heads.box_head.5.weight": (1024, 256 * 7 * 7), "roi_heads.box_head.5.bias": (1024,)})
+    else:
+        shapes.update({"roi_heads.box_head.fc6.weight": (1024, 256 * 7 * 7), "roi_heads.box_head.fc6.bias": (1024,),
+                       "roi_heads.box_head.fc7.weight": (1024, 1024), "roi_heads.box_head.fc7.bias": (1024,)})
+    shapes.update({"roi_heads.box_predictor.cls_score.weight": (num_classes, 1024),
                    "roi_heads.box_predictor.cls_score.bias": (num_classes,),
                    "roi_heads.box_predictor.bbox_pred.weight": (4 * num_classes, 1024),
                    "roi_heads.box_predictor.bbox_pred.bias": (4 * num_classes,)})
     if arch.startswith("mask"):
         for i in range(4):
-            conv(f"roi_heads.mask_head.{i}.0", 256, 256, 3)
+            conv(f"roi_heads.mask_head.{i}.0", 256, 256, 3, bias=not v2)
+            if v2:
+                bn(f"roi_heads.mask_head.{i}.1", 256)
         conv("roi_heads.mask_predictor.conv5_mask", 256, 256, 2)  # ConvTranspose [in, out, kh, kw]
         conv("roi_heads.mask_predictor.mask_fcn_logits", num_classes, 256, 1)
     if arch.startswith("keypoint"):
@@ -246,50 +261,41 @@ def convert(state_dict, arch, num_classes=None):
     reinit = num_classes is not None and int(num_classes) != source_classes
     out = {}
     for key, value in sd.items():
-        parts = key.split(".")
-        if key.startswith("backbone.body."):
+        parts, leaf = key.split("."), key.rsplit(".", 1)[-1]
+        if key.startswith("backbone.body."):  # convs have no bias: 1-d values are BN's
             layer = re.sub(r"^layer(\d)\.(\d+)\.", r"layer\1_\2_", ".".join(parts[2:-1])).replace(".", "_")
-            leaf = parts[-1]
-            out[f"{layer}/" + ("kernel" if value.ndim == 4 else BN_LEAVES[leaf])] = \
-                _kernel(value) if value.ndim == 4 else value
+            name, norm = layer, value.ndim == 1
         elif key.startswith("backbone.fpn."):
             kind = "lateral" if parts[2] == "inner_blocks" else "output"
-            out[f"fpn/{kind}{int(parts[3]) + 2}/" + ("kernel" if value.ndim == 4 else "bias")] = \
-                _kernel(value) if value.ndim == 4 else value
+            norm = parts[4] == "1"
+            name = f"fpn/{kind}{int(parts[3]) + 2}" + ("_norm" if norm else "")
         elif key.startswith("rpn.head."):
-            name = {"conv": "rpn_conv", "cls_logits": "rpn_cls", "bbox_pred": "rpn_reg"}[parts[2]]
-            out[f"rpn_head/{name}/" + ("kernel" if value.ndim == 4 else "bias")] = \
-                _kernel(value) if value.ndim == 4 else value
+            index = int(parts[3]) if parts[2] == "conv" else 0
+            name, norm = "rpn_head/" + {"conv": f"rpn_conv{index + 1 if index else ''}", "cls_logits": "rpn_cls",
+                                        "bbox_pred": "rpn_reg"}[parts[2]], False
         elif key.startswith("roi_heads.box_head."):
-            fc = {"fc6": "fc1", "fc7": "fc2"}[parts[2]]
-            if parts[2] == "fc6" and parts[-1] == "weight":  # input rows (C, H, W) -> (H, W, C)
-                value = value.reshape(-1, 256, 7, 7).transpose(2, 3, 1, 0).reshape(256 * 7 * 7, -1)
-            elif parts[-1] == "weight":
-                value = value.T
-            out[f"bbox_head/{fc}/" + ("kernel" if parts[-1] == "weight" else "bias")] = value
-        elif key.startswith("roi_heads.box_predictor.cls_score."):
-            value = _background_last(value)
-            out["bbox_head/cls/" + ("kernel" if value.ndim == 2 else "bias")] = value.T if value.ndim == 2 else value
-        elif key.startswith("roi_heads.box_predictor.bbox_pred."):
-            value = value[4:]  # the background's deltas
-            out["bbox_head/reg/" + ("kernel" if value.ndim == 2 else "bias")] = value.T if value.ndim == 2 else value
+            fc = {"fc6": "fc1", "fc7": "fc2", "5": "fc1"}.get(parts[2])
+            norm = fc is None and parts[3] == "1"
+            name = f"bbox_head/{fc}" if fc else f"bbox_head/conv{int(parts[2]) + 1}" + ("_norm" if norm else "")
+            if fc == "fc1" and leaf == "weight":  # input rows (C, H, W) -> (H, W, C), tfdet's flatten order
+                value = value.reshape(-1, 256, 7, 7).transpose(2, 3, 1, 0).reshape(256 * 7 * 7, -1).T
+        elif key.startswith("roi_heads.box_predictor."):
+            name, norm = "bbox_head/" + {"cls_score": "cls", "bbox_pred": "reg"}[parts[2]], False
+            value = _background_last(value) if parts[2] == "cls_score" else value[4:]  # background's deltas out
         elif key.startswith("roi_heads.mask_head."):
-            out[f"mask_head/conv{int(parts[2]) + 1}/" + ("kernel" if value.ndim == 4 else "bias")] = \
-                _kernel(value) if value.ndim == 4 else value
+            norm = parts[3] == "1"
+            name = f"mask_head/conv{int(parts[2]) + 1}" + ("_norm" if norm else "")
         elif key.startswith("roi_heads.mask_predictor."):
-            if parts[2] == "mask_fcn_logits":
-                value = value[1:]  # the background's channel
-            name = {"conv5_mask": "upsample", "mask_fcn_logits": "logits"}[parts[2]]
-            out[f"mask_head/{name}/" + ("kernel" if value.ndim == 4 else "bias")] = \
-                _kernel(value) if value.ndim == 4 else value
+            name, norm = "mask_head/" + {"conv5_mask": "upsample", "mask_fcn_logits": "logits"}[parts[2]], False
+            value = value[1:] if parts[2] == "mask_fcn_logits" else value  # the background's channel out
         elif key.startswith("roi_heads.keypoint_head."):
-            out[f"keypoint_head/conv{int(parts[2]) // 2 + 1}/" + ("kernel" if value.ndim == 4 else "bias")] = \
-                _kernel(value) if value.ndim == 4 else value
+            name, norm = f"keypoint_head/conv{int(parts[2]) // 2 + 1}", False
         elif key.startswith("roi_heads.keypoint_predictor."):
-            out["keypoint_head/deconv/" + ("kernel" if value.ndim == 4 else "bias")] = \
-                _kernel(value) if value.ndim == 4 else value
+            name, norm = "keypoint_head/deconv", False
         else:  # check_state_dict lets no other key through
             raise AssertionError(key)
+        out[f"{name}/{BN_LEAVES[leaf] if norm else 'kernel' if leaf == 'weight' else 'bias'}"] = (
+            value if norm or leaf != "weight" else _kernel(value) if value.ndim == 4 else value.T)
     return {k: np.ascontiguousarray(v, np.float32) for k, v in out.items()
             if not (reinit and k.startswith(CLASS_LAYERS))}
 

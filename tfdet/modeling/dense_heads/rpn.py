@@ -30,14 +30,19 @@ RPN_MATCHER = MaxIoUMatcher(pos_iou_thr=0.7, neg_iou_thr=0.3, min_pos_iou=0.3, m
 @keras.saving.register_keras_serializable(package="tfdet")
 class RPNHead(keras.layers.Layer):
     """Shared RPN head. Call on a list of [B, H_l, W_l, C] maps; returns (objectness, deltas), lists of
-    [B, H_l, W_l, A] logits and [B, H_l, W_l, A * 4] (dx, dy, dw, dh per anchor, anchor-major)."""
+    [B, H_l, W_l, A] logits and [B, H_l, W_l, A * 4] (dx, dy, dw, dh per anchor, anchor-major).
+    `num_convs` 3x3 conv + ReLU layers come first (`rpn_conv`, `rpn_conv2`, ...; torchvision's v2 models: 2)."""
 
-    def __init__(self, num_anchors=3, feat_channels=256, **kwargs):
+    def __init__(self, num_anchors=3, feat_channels=256, num_convs=1, **kwargs):
         super().__init__(**kwargs)
-        self.num_anchors, self.feat_channels = int(num_anchors), int(feat_channels)
+        self.num_anchors, self.feat_channels, self.num_convs = int(num_anchors), int(feat_channels), int(num_convs)
+        if self.num_convs < 1:
+            raise ValueError(f"RPNHead: num_convs must be >= 1, got {num_convs}.")
         init = dict(kernel_initializer=keras.initializers.RandomNormal(stddev=0.01), bias_initializer="zeros")
         self.conv = keras.layers.Conv2D(self.feat_channels, 3, padding="same", activation="relu", name="rpn_conv",
                                         **init)
+        self.more_convs = [keras.layers.Conv2D(self.feat_channels, 3, padding="same", activation="relu",
+                                               name=f"rpn_conv{i + 2}", **init) for i in range(self.num_convs - 1)]
         self.cls = keras.layers.Conv2D(self.num_anchors, 1, name="rpn_cls", **init)
         self.reg = keras.layers.Conv2D(self.num_anchors * 4, 1, name="rpn_reg", **init)
 
@@ -45,6 +50,8 @@ class RPNHead(keras.layers.Layer):
         shape = input_shape[0]
         self.conv.build(shape)
         inner = (*shape[:-1], self.feat_channels)
+        for conv in self.more_convs:
+            conv.build(inner)
         self.cls.build(inner)
         self.reg.build(inner)
         super().build(input_shape)
@@ -53,13 +60,15 @@ class RPNHead(keras.layers.Layer):
         objectness, deltas = [], []
         for feature in features:
             x = self.conv(feature)
+            for conv in self.more_convs:
+                x = conv(x)
             objectness.append(self.cls(x))
             deltas.append(self.reg(x))
         return objectness, deltas
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_anchors=self.num_anchors, feat_channels=self.feat_channels)
+        config.update(num_anchors=self.num_anchors, feat_channels=self.feat_channels, num_convs=self.num_convs)
         return config
 
 
@@ -207,9 +216,10 @@ class RPNSpec:
     #                              multiple of that stride, as torchvision pads to 32)
     #   min_size_inclusive         keep proposals with sides >= min_size (not > min_size)
     #   box_coder_clip_below       False: dw, dh clamped from above only
+    # num_convs: 3x3 convs of the head (torchvision v2: 2)
     DEFAULTS = dict(type="RPN", **PROPOSAL_DEFAULTS, anchor_scales=(8.0,), anchor_ratios=(0.5, 1.0, 2.0),
                     anchor_sizes=None, anchor_round=False, anchor_strides_from_image=False, min_size_inclusive=False,
-                    box_coder_clip_below=True)
+                    box_coder_clip_below=True, num_convs=1)
 
     def __init__(self, block):
         self.block = block = block_options(block, self.DEFAULTS, "model.rpn")
@@ -230,7 +240,8 @@ class RPNSpec:
         return self.anchor_generator(sizes, image_size=image_size)
 
     def make_head(self, name="rpn_head", impl=None):
-        return RPNHead(self.anchor_generator.num_anchors, self.block.feat_channels, name=name)
+        return RPNHead(self.anchor_generator.num_anchors, self.block.feat_channels, num_convs=self.block.num_convs,
+                       name=name)
 
     def losses(self, outputs, gt_boxes, gt_classes, image_sizes, gt_is_crowd=None):
         objectness, deltas = outputs
