@@ -10,9 +10,9 @@
                 detected from the keys)
   --num_classes fine-tuning on N other categories: the class-specific layers (box classifier and regressor,
                 mask logits) are re-initialized, everything else loaded
-  --out=DIR     a new (or empty) folder; receives DIR/config.py and DIR/checkpoint (tfdet.engine.checkpoint
-                format), which bin/evaluate.py, export.py and train.py take as
-                --config=DIR/config.py --checkpoint=DIR (see the README's Model zoo section).
+  --out=DIR     a new (or empty) folder; receives DIR/config.py and a checkpoint in tfdet.engine.checkpoint's
+                format, which bin/export.py and evaluate.py take as --config=DIR/config.py --checkpoint=DIR
+                (COCO evaluation: through the export, see the README's Model zoo section).
 
 Nothing is written unless everything converts: the files go to a temporary folder next to DIR, renamed to
 DIR at the end. Keys that are missing, unexpected or mis-shaped are reported together, in one error.
@@ -48,8 +48,8 @@ def main(argv):
 
     arch = files.convert_torchvision(_CHECKPOINT.value, _OUT.value, arch=_ARCH.value or None,
                                      num_classes=_NUM_CLASSES.value)
-    print(f"wrote {_OUT.value}/config.py and {_OUT.value}/checkpoint ({arch}); run e.g. bin/evaluate.py "
-          f"--config={_OUT.value}/config.py --checkpoint={_OUT.value}")
+    print(f"wrote {_OUT.value}/config.py and its checkpoint ({arch}); e.g. bin/export.py "
+          f"--config={_OUT.value}/config.py --checkpoint={_OUT.value} --export_dir=EXPORT_DIR")
 
 
 if __name__ == "__main__":

@@ -159,6 +159,8 @@ def test_zero_padding_after_normalize():
     for level in a:
         np.testing.assert_allclose(a[level], want[level], rtol=1e-5, atol=1e-5)
     assert not np.allclose(default[2], a[2], atol=1e-3)
+    with pytest.raises(ValueError, match="valid sizes"):
+        zeroed.features(images)
 
 
 def test_keypoint_decode_rule():

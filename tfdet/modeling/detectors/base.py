@@ -118,6 +118,9 @@ class Detector(keras.Model):
         image_sizes: needed with model.zero_padding_after_normalize)."""
         images = (tf.cast(images, tf.float32) - self.pixel_mean) / self.pixel_std
         if self.zero_padding:
+            if image_sizes is None:
+                raise ValueError("model.zero_padding_after_normalize needs the images' valid sizes: call "
+                                 "features(images, image_sizes=...).")
             images = zero_outside(images, image_sizes)
         return {int(k): v for k, v in self.neck(self.backbone(images, training=training)).items()}
 
