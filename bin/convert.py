@@ -6,10 +6,10 @@
                 made on a machine with torch by
                   python -c "import sys, torch, numpy as np; sd = torch.load(sys.argv[1], map_location='cpu');
                   np.savez(sys.argv[2], **{k: v.numpy() for k, v in sd.items()})" model.pth model.npz
-  --arch        fasterrcnn_resnet50_fpn(_v2) | maskrcnn_resnet50_fpn(_v2) | keypointrcnn_resnet50_fpn (default:
-                detected from the keys)
+  --arch        fasterrcnn_resnet50_fpn(_v2) | maskrcnn_resnet50_fpn(_v2) | keypointrcnn_resnet50_fpn |
+                retinanet_resnet50_fpn (default: detected from the keys)
   --num_classes fine-tuning on N other categories: the class-specific layers (box classifier and regressor,
-                mask logits) are re-initialized, everything else loaded
+                mask logits, RetinaNet's classifier) are re-initialized, everything else loaded
   --out=DIR     a new (or empty) folder; receives DIR/config.py and a checkpoint in tfdet.engine.checkpoint's
                 format, which bin/export.py and evaluate.py take as --config=DIR/config.py --checkpoint=DIR
                 (COCO evaluation: through the export, see the README's Model zoo section).

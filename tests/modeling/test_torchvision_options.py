@@ -197,3 +197,35 @@ def test_rpn_num_convs():
     assert RPNHead.from_config(two.get_config()).num_convs == 2
     with pytest.raises(ValueError, match="num_convs"):
         RPNHead(num_convs=0)
+
+
+def test_retina_topk_mode_and_anchor_options():
+    from tfdet.modeling.dense_heads import RetinaSpec
+    from tfdet.modeling.dense_heads.retina_head import retina_detections
+
+    probs = np.array([[0.9, 0.8], [0.85, 0.1], [0.1, 0.1]], np.float32)  # 3 anchors x 2 classes
+    logits = [tf.constant(np.log(probs / (1 - probs)).reshape(1, 1, 1, 6))]
+    deltas = [tf.zeros([1, 1, 1, 12])]
+    anchors = [tf.constant([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0], [40.0, 40.0, 50.0, 50.0]])]
+    common = dict(image_sizes=tf.constant([[64.0, 64.0]]), num_classes=2, pre_nms_top_k=2, max_detections=10)
+    by_anchor = retina_detections(logits, deltas, anchors, **common)  # anchors 0, 1 with all their classes
+    by_pair = retina_detections(logits, deltas, anchors, **common, topk_mode="anchor_class")  # the 2 best pairs
+    assert int(by_anchor.num_valid[0]) == 4 and int(by_pair.num_valid[0]) == 2
+    np.testing.assert_allclose(by_pair.scores[0, :2], [0.9, 0.85], rtol=1e-6)
+    np.testing.assert_array_equal(by_pair.classes[0, :3], [0, 0, -1])
+    np.testing.assert_array_equal(by_pair.boxes[0, :2], [[0, 0, 10, 10], [20, 20, 30, 30]])
+    with pytest.raises(ValueError, match="model.retina.topk_mode"):
+        retina_detections(logits, deltas, anchors, **common, topk_mode="class")
+    defaults = RetinaSpec.DEFAULTS
+    assert (defaults["topk_mode"], defaults["anchor_sizes"], defaults["anchor_round"],
+            defaults["anchor_strides_from_image"], defaults["box_coder_clip_below"]) == ("anchor", None, False, False,
+                                                                                       True)
+    features = [(28, 28), (14, 14), (7, 7), (4, 4), (2, 2)]  # P3-P7 of a 224 x 224 input
+    today = AnchorGenerator([8, 16, 32, 64, 128], octave_base_scale=4, scales_per_octave=3)
+    for got, want in zip(RetinaSpec({}, 3).anchors(features), today(features)):
+        np.testing.assert_array_equal(got, want)
+    sizes = tuple((s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))) for s in (32, 64, 128, 256, 512))
+    spec = RetinaSpec(dict(anchor_sizes=sizes, anchor_round=True, anchor_strides_from_image=True), 3)
+    tv = AnchorGenerator([8, 16, 32, 64, 128], sizes=sizes, round_base=True, strides_from_image=True)
+    for got, want in zip(spec.anchors(features), tv(features, image_size=(224, 224))):
+        np.testing.assert_array_equal(got, want)

@@ -228,10 +228,41 @@ def test_convert_moves_background_last_and_permutes_fc6():
 
 
 def test_detect_arch_and_unsupported():
-    for name in ("retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2"):
+    for name in ("retinanet_resnet50_fpn_v2",):
         meta, _ = fixtures_io.load("torchvision", name)
         assert tv.detect_arch(meta["keys"]) == name
         with pytest.raises(ValueError, match="not converted yet"):
             tv.tfdet_config(name)
     with pytest.raises(ValueError, match="not a torchvision"):
         tv.detect_arch(["conv1.weight"])
+
+
+def test_retinanet_equals_torchvision():
+    """RetinaNet v1: backbone, FPN P3-P7, anchors, regression outputs, the 300 detections (91 classes: tfdet
+    class c is torchvision label c)."""
+    meta, arrays = fixtures_io.load("torchvision", "retinanet_resnet50_fpn")
+    assert tv.detect_arch(meta["keys"]) == "retinanet_resnet50_fpn"
+    config = tv.tfdet_config("retinanet_resnet50_fpn")
+    assert config.model.num_classes == 91 and config.model.retina.topk_mode == "anchor_class"
+    model = build_detector(config.model)
+    load_weights(model, tv.convert(fixture_state_dict(meta, arrays), "retinanet_resnet50_fpn"))
+    images, sizes = fixture_inputs(meta, arrays)
+    features = model.backbone(zero_outside((images - model.pixel_mean) / model.pixel_std, sizes))
+    features = {int(k): v for k, v in features.items()}
+    for level in (3, 4, 5):
+        assert_stage(arrays, f"stage/backbone/c{level}", features[level])
+    pyramid = model.features(images, image_sizes=sizes)
+    levels = (3, 4, 5, 6, 7)
+    for level in levels:
+        assert_stage(arrays, f"stage/fpn/p{level}", pyramid[level])
+    cls_logits, deltas = model.head([pyramid[level] for level in levels])
+    for level, c, d in zip(levels, cls_logits, deltas):
+        assert_stage(arrays, f"stage/retina/cls_logits/p{level}", c)
+        assert_stage(arrays, f"stage/retina/deltas/p{level}", d)
+    for level, a in zip(levels, model.retina.anchors([tuple(c.shape[1:3]) for c in cls_logits])):
+        fixtures_io.assert_stage(arrays, f"stage/anchors/p{level}", a.numpy(), rtol=0, atol=0)
+    out = model.detect(images, sizes)
+    for b in range(len(meta["images"])):
+        assert int(out["num_detections"][b]) == 300
+        fixtures_io.assert_same_rows(detection_rows(out, b, labels_offset=0), stored_rows(arrays, b), DETECTION_ATOL,
+                                     f"detections {b}")

@@ -17,7 +17,10 @@ order, and accepts the key names of the released v1 files (before torchvision's 
 Supported: fasterrcnn_resnet50_fpn, maskrcnn_resnet50_fpn, keypointrcnn_resnet50_fpn (keypoints decoded
 with torchvision's bicubic rule; one class, person), fasterrcnn_resnet50_fpn_v2 and maskrcnn_resnet50_fpn_v2
 (BatchNorm backbone and FPN, a 2-conv RPN head, a 4-conv + 1-fc box head with BN, a mask head with BN).
-Recognised, not converted yet: retinanet_resnet50_fpn(_v2).
+retinanet_resnet50_fpn: all 91 sigmoid channels are kept (class 0, never a positive in training, still
+competes at inference in torchvision), so there tfdet class c IS torchvision label c = COCO id c (export
+with --category_ids=0,1,...,90); the top 1000 (anchor, class) pairs per level and 300 detections. Recognised, not converted yet:
+retinanet_resnet50_fpn_v2 (its GroupNorm head).
 """
 
 import re
@@ -26,19 +29,22 @@ import ml_collections
 import numpy as np
 
 SUPPORTED = ("fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn", "keypointrcnn_resnet50_fpn",
-             "fasterrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn_v2")
-KNOWN = SUPPORTED + ("retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2")
+             "fasterrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn_v2", "retinanet_resnet50_fpn")
+KNOWN = SUPPORTED + ("retinanet_resnet50_fpn_v2",)
 SOURCE_CLASSES = {"keypointrcnn_resnet50_fpn": 2}  # labels incl. background; the others COCO_CLASSES
 COCO_CLASSES = 91  # torchvision's COCO label space: 0 = background, 1..90 = COCO category ids
 BN_LEAVES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
 IGNORED = ("num_batches_tracked",)
 STAGES = (3, 4, 6, 3)  # ResNet-50 blocks per stage
 ANCHOR_SIZES = ((32,), (64,), (128,), (256,), (512,))
+RETINA_ANCHOR_SIZES = tuple((s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))) for s in (32, 64, 128, 256, 512))
+RETINA_ANCHORS = 9
 
 # Names of the released v1 checkpoint files, undone by torchvision's _load_from_state_dict hooks.
 _LEGACY = [(re.compile(r"^rpn\.head\.conv\.(weight|bias)$"), r"rpn.head.conv.0.0.\1"),
            (re.compile(r"^backbone\.fpn\.(inner|layer)_blocks\.(\d+)\.(weight|bias)$"), r"backbone.fpn.\1_blocks.\2.0.\3"),
-           (re.compile(r"^roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)$"), None)]
+           (re.compile(r"^roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)$"), None),
+           (re.compile(r"^head\.(classification|regression)_head\.conv\.(\d+)\.(weight|bias)$"), "retina")]
 
 
 def _current_name(key):
@@ -47,6 +53,8 @@ def _current_name(key):
         match = pattern.match(key)
         if match and repl is None:  # mask_fcn<i+1> -> <i>.0
             return f"roi_heads.mask_head.{int(match.group(1)) - 1}.0.{match.group(2)}"
+        if match and repl == "retina":  # conv.<2i> -> conv.<i>.0
+            return f"head.{match.group(1)}_head.conv.{int(match.group(2)) // 2}.0.{match.group(3)}"
         if match:
             return pattern.sub(repl, key)
     return key
@@ -108,6 +116,9 @@ def tfdet_config(arch, num_classes=None):
         out.pop("type", None)
         return out
 
+    if arch.startswith("retinanet"):  # torchvision's 91 sigmoid channels, class 0 included
+        num_classes = COCO_CLASSES if num_classes is None else int(num_classes)
+        return ml_collections.ConfigDict(dict(model=_retina_model(num_classes), **_run_blocks(False, False)))
     num_classes = SOURCE_CLASSES.get(arch, COCO_CLASSES) - 1 if num_classes is None else int(num_classes)
     family = {"mask": "MaskRCNN", "keypoint": "KeypointRCNN"}.get(arch.split("rcnn")[0], "FasterRCNN")
     v2 = arch.endswith("_v2")
@@ -134,6 +145,27 @@ def tfdet_config(arch, num_classes=None):
                                   channels=512, decode="torchvision")
     return ml_collections.ConfigDict(dict(model=model, **_run_blocks(arch.startswith("mask"),
                                                                      arch.startswith("keypoint"))))
+
+
+def _retina_model(num_classes):
+    """RetinaNet v1: C3-C5, FPN P3-P7 (P6 from P5, P7 from relu(P6)), torchvision's integer octave sizes."""
+    from tfdet.modeling.dense_heads import RetinaSpec  # pylint: disable=import-outside-toplevel
+    from tfdet.modeling.detectors.base import MODEL_DEFAULTS  # pylint: disable=import-outside-toplevel
+    from tfdet.modeling.necks import FPN_DEFAULTS  # pylint: disable=import-outside-toplevel
+    from tfdet.modeling.registry import with_defaults  # pylint: disable=import-outside-toplevel
+
+    neck = with_defaults(FPN_DEFAULTS, out_channels=256, min_level=3, max_level=7, extra="conv",
+                         extra_source="output", relu_before_extra=True)
+    retina = with_defaults(RetinaSpec.DEFAULTS, anchor_sizes=RETINA_ANCHOR_SIZES, anchor_round=True,
+                           anchor_strides_from_image=True, box_coder_clip_below=False, topk_mode="anchor_class",
+                           pre_nms_top_k=1000, score_threshold=0.05, nms_iou=0.5, max_detections=300)
+    for block in (neck, retina):
+        block.pop("type")
+    return dict(type="RetinaNet", num_classes=num_classes,
+                backbone=dict(type="ResNet", depth=50, style="pytorch", frozen_stages=1, out_levels=(3, 4, 5),
+                              norm={"type": "frozen_bn", "epsilon": 0.0}),
+                neck=neck, pixel_mean=MODEL_DEFAULTS["pixel_mean"], pixel_std=MODEL_DEFAULTS["pixel_std"],
+                ops_impl=None, zero_padding_after_normalize=True, retina=retina)
 
 
 def _run_blocks(with_masks, with_keypoints):
@@ -181,6 +213,17 @@ def expected_shapes(arch, num_classes=COCO_CLASSES):
                 conv(f"{p}.downsample.0", 4 * width, channels, 1, bias=False)
                 bn(f"{p}.downsample.1", 4 * width)
             channels = 4 * width
+    if arch.startswith("retinanet"):
+        for i in range(3):
+            conv(f"backbone.fpn.inner_blocks.{i}.0", 256, 512 * 2 ** i, 1)
+            conv(f"backbone.fpn.layer_blocks.{i}.0", 256, 256, 3)
+        for p in ("p6", "p7"):
+            conv(f"backbone.fpn.extra_blocks.{p}", 256, 256, 3)
+        for part, last, depth in (("classification", "cls_logits", num_classes), ("regression", "bbox_reg", 4)):
+            for i in range(4):
+                conv(f"head.{part}_head.conv.{i}.0", 256, 256, 3)
+            conv(f"head.{part}_head.{last}", RETINA_ANCHORS * depth, 256, 3)
+        return shapes
     v2 = arch.endswith("_v2")  # conv without bias + BatchNorm (Sequential index 1) where v1 has conv + bias
     for i in range(4):
         for name, inputs, k in (("inner_blocks", 256 * 2 ** i, 1), ("layer_blocks", 256, 3)):
@@ -218,13 +261,21 @@ def expected_shapes(arch, num_classes=COCO_CLASSES):
     return shapes
 
 
+def source_labels(sd, arch):
+    """The number of labels (background included) of a canonical state dict (its classifier's rows)."""
+    if arch.startswith("retinanet"):
+        cls = sd.get("head.classification_head.cls_logits.bias")
+        return int(cls.shape[0]) // RETINA_ANCHORS if cls is not None and cls.ndim == 1 else COCO_CLASSES
+    cls = sd.get("roi_heads.box_predictor.cls_score.weight")
+    return (int(cls.shape[0]) if cls is not None and cls.ndim == 2 and cls.shape[0] >= 2
+            else SOURCE_CLASSES.get(arch, COCO_CLASSES))
+
+
 def check_state_dict(state_dict, arch):
     """The canonical state dict (current names, float32 arrays) of `arch`; one ValueError listing every
     missing, unexpected and mis-shaped key otherwise."""
     sd = canonical(state_dict)
-    cls = sd.get("roi_heads.box_predictor.cls_score.weight")
-    labels = (int(cls.shape[0]) if cls is not None and cls.ndim == 2 and cls.shape[0] >= 2
-              else SOURCE_CLASSES.get(arch, COCO_CLASSES))
+    labels = source_labels(sd, arch)
     want = expected_shapes(arch, labels)
     missing = sorted(set(want) - set(sd))
     unexpected = sorted(set(sd) - set(want))
@@ -248,7 +299,7 @@ def _background_last(x):
     return np.concatenate([x[1:], x[:1]], axis=0)
 
 
-CLASS_LAYERS = ("bbox_head/cls/", "bbox_head/reg/", "mask_head/logits/")  # their shapes follow the classes
+CLASS_LAYERS = ("bbox_head/cls/", "bbox_head/reg/", "mask_head/logits/", "retina_head/retina_cls/")  # per class
 
 
 def convert(state_dict, arch, num_classes=None):
@@ -257,7 +308,7 @@ def convert(state_dict, arch, num_classes=None):
     source's, the class-specific layers (CLASS_LAYERS) are left out: the model keeps their initial values
     (fine-tuning on other categories)."""
     sd = check_state_dict(state_dict, arch)
-    source_classes = sd["roi_heads.box_predictor.cls_score.weight"].shape[0] - 1
+    source_classes = source_labels(sd, arch) - (0 if arch.startswith("retinanet") else 1)
     reinit = num_classes is not None and int(num_classes) != source_classes
     out = {}
     for key, value in sd.items():
@@ -265,10 +316,18 @@ def convert(state_dict, arch, num_classes=None):
         if key.startswith("backbone.body."):  # convs have no bias: 1-d values are BN's
             layer = re.sub(r"^layer(\d)\.(\d+)\.", r"layer\1_\2_", ".".join(parts[2:-1])).replace(".", "_")
             name, norm = layer, value.ndim == 1
+        elif key.startswith("backbone.fpn.extra_blocks."):  # RetinaNet p6, p7
+            name, norm = f"fpn/extra{parts[3][1:]}", False
         elif key.startswith("backbone.fpn."):
             kind = "lateral" if parts[2] == "inner_blocks" else "output"
             norm = parts[4] == "1"
-            name = f"fpn/{kind}{int(parts[3]) + 2}" + ("_norm" if norm else "")
+            first = 3 if arch.startswith("retinanet") else 2
+            name = f"fpn/{kind}{int(parts[3]) + first}" + ("_norm" if norm else "")
+        elif key.startswith("head."):  # RetinaNet
+            tower = "cls" if parts[1] == "classification_head" else "reg"
+            name = (f"retina_head/{tower}_conv{parts[3]}" if parts[2] == "conv" else
+                    "retina_head/" + {"cls_logits": "retina_cls", "bbox_reg": "retina_reg"}[parts[2]])
+            norm = False  # all 91 channels kept (module docstring)
         elif key.startswith("rpn.head."):
             index = int(parts[3]) if parts[2] == "conv" else 0
             name, norm = "rpn_head/" + {"conv": f"rpn_conv{index + 1 if index else ''}", "cls_logits": "rpn_cls",

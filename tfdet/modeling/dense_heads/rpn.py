@@ -83,6 +83,25 @@ def block_matcher(block, match_low_quality=True):
                          match_low_quality=match_low_quality)
 
 
+def block_anchor_generator(block, **scales):
+    """The AnchorGenerator of a config block: anchor_sizes (absolute, per level) when set, else `scales`
+    (scales= or octave_base_scale= / scales_per_octave=); anchor_round, anchor_strides_from_image."""
+    sizes = None if block.anchor_sizes is None else [tuple(s) for s in block.anchor_sizes]
+    return AnchorGenerator(strides=[2 ** lvl for lvl in block.levels], ratios=block.anchor_ratios,
+                           **(dict(sizes=sizes) if sizes else scales), round_base=block.anchor_round,
+                           strides_from_image=block.anchor_strides_from_image)
+
+
+def block_anchors(generator, sizes, strides_from_image):
+    """generator's anchors of feature maps of `sizes`; with strides_from_image the padded input size is read
+    off the first level (feature size x stride: exact for inputs padded to a multiple of that stride)."""
+    image_size = None
+    if strides_from_image:
+        stride = generator.strides[0]
+        image_size = (sizes[0][0] * int(stride[1]), sizes[0][1] * int(stride[0]))
+    return generator(sizes, image_size=image_size)
+
+
 def flatten_levels(outputs, depth):
     """Concatenates per-level [B, H, W, A * depth] maps into [B, N, depth] (N = sum H * W * A)."""
     flat = [tf.reshape(o, [tf.shape(o)[0], -1, depth]) for o in outputs]
@@ -223,21 +242,12 @@ class RPNSpec:
 
     def __init__(self, block):
         self.block = block = block_options(block, self.DEFAULTS, "model.rpn")
-        strides = [2 ** lvl for lvl in block.levels]
-        sizes = None if block.anchor_sizes is None else [tuple(s) for s in block.anchor_sizes]
-        self.anchor_generator = AnchorGenerator(strides=strides, scales=None if sizes else block.anchor_scales,
-                                                ratios=block.anchor_ratios, sizes=sizes,
-                                                round_base=block.anchor_round,
-                                                strides_from_image=block.anchor_strides_from_image)
+        self.anchor_generator = block_anchor_generator(block, scales=block.anchor_scales)
         self.matcher = block_matcher(block)
 
     def anchors(self, sizes):
         """The anchors of feature maps of `sizes` ((H, W) per level)."""
-        image_size = None
-        if self.block.anchor_strides_from_image:
-            stride = self.anchor_generator.strides[0]
-            image_size = (sizes[0][0] * int(stride[1]), sizes[0][1] * int(stride[0]))
-        return self.anchor_generator(sizes, image_size=image_size)
+        return block_anchors(self.anchor_generator, sizes, self.block.anchor_strides_from_image)
 
     def make_head(self, name="rpn_head", impl=None):
         return RPNHead(self.anchor_generator.num_anchors, self.block.feat_channels, num_convs=self.block.num_convs,
