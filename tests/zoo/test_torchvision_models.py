@@ -199,15 +199,16 @@ def test_bad_state_dict_is_one_error_listing_every_key():
     assert "missing (2)" in message and "unexpected (1)" in message and "mis-shaped (1)" in message
 
 
-def test_legacy_key_names_and_counters_are_accepted():
-    meta, arrays = fixtures_io.load("torchvision", "maskrcnn_resnet50_fpn")
+@pytest.mark.parametrize("name", ["maskrcnn_resnet50_fpn", "retinanet_resnet50_fpn"])
+def test_legacy_key_names_and_counters_are_accepted(name):
+    meta, arrays = fixtures_io.load("torchvision", name)
     sd = fixture_state_dict(meta, arrays)
-    current = tv.convert(sd, "maskrcnn_resnet50_fpn")
+    current = tv.convert(sd, name)
     legacy = {meta["legacy_keys"].get(k, k): v for k, v in sd.items()}
     assert set(legacy) != set(sd)
     legacy["backbone.body.bn1.num_batches_tracked"] = np.zeros((), np.int64)
-    assert tv.detect_arch(legacy) == "maskrcnn_resnet50_fpn"
-    converted_legacy = tv.convert(legacy, "maskrcnn_resnet50_fpn")
+    assert tv.detect_arch(legacy) == name
+    converted_legacy = tv.convert(legacy, name)
     assert sorted(converted_legacy) == sorted(current)
     for key, value in current.items():
         np.testing.assert_array_equal(converted_legacy[key], value)

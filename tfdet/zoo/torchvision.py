@@ -2,7 +2,7 @@
 reproduces it, and its weights under tfdet's weight paths. Pure functions on numpy arrays (no torch).
 
     arch = detect_arch(state_dict)                  # e.g. "maskrcnn_resnet50_fpn"
-    config = tfdet_config(arch)                     # ml_collections: model, data, train, eval blocks
+    config = tfdet_config(arch)                     # ml_collections: model, data, train blocks
     weights = convert(state_dict, arch)             # {tfdet weight path: array}
 
 The conventions (tools/zoo_reference/torchvision_conventions.md) the config reproduces: FrozenBN epsilon
@@ -19,8 +19,8 @@ with torchvision's bicubic rule; one class, person), fasterrcnn_resnet50_fpn_v2 
 (BatchNorm backbone and FPN, a 2-conv RPN head, a 4-conv + 1-fc box head with BN, a mask head with BN).
 retinanet_resnet50_fpn: all 91 sigmoid channels are kept (class 0, never a positive in training, still
 competes at inference in torchvision), so there tfdet class c IS torchvision label c = COCO id c (export
-with --category_ids=0,1,...,90); the top 1000 (anchor, class) pairs per level and 300 detections. Recognised, not converted yet:
-retinanet_resnet50_fpn_v2 (its GroupNorm head).
+with --category_ids=0,1,...,90); the top 1000 (anchor, class) pairs per level and 300 detections.
+Recognised, not converted yet: retinanet_resnet50_fpn_v2 (its GroupNorm head).
 """
 
 import re
@@ -40,23 +40,24 @@ ANCHOR_SIZES = ((32,), (64,), (128,), (256,), (512,))
 RETINA_ANCHOR_SIZES = tuple((s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))) for s in (32, 64, 128, 256, 512))
 RETINA_ANCHORS = 9
 
-# Names of the released v1 checkpoint files, undone by torchvision's _load_from_state_dict hooks.
-_LEGACY = [(re.compile(r"^rpn\.head\.conv\.(weight|bias)$"), r"rpn.head.conv.0.0.\1"),
-           (re.compile(r"^backbone\.fpn\.(inner|layer)_blocks\.(\d+)\.(weight|bias)$"), r"backbone.fpn.\1_blocks.\2.0.\3"),
-           (re.compile(r"^roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)$"), None),
-           (re.compile(r"^head\.(classification|regression)_head\.conv\.(\d+)\.(weight|bias)$"), "retina")]
+# Names of the released v1 checkpoint files, undone by torchvision's _load_from_state_dict hooks:
+# (pattern, the current name of a match).
+_LEGACY = [
+    (re.compile(r"^rpn\.head\.conv\.(weight|bias)$"), lambda m: f"rpn.head.conv.0.0.{m[1]}"),
+    (re.compile(r"^backbone\.fpn\.(inner|layer)_blocks\.(\d+)\.(weight|bias)$"),
+     lambda m: f"backbone.fpn.{m[1]}_blocks.{m[2]}.0.{m[3]}"),
+    (re.compile(r"^roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)$"),
+     lambda m: f"roi_heads.mask_head.{int(m[1]) - 1}.0.{m[2]}"),
+    (re.compile(r"^head\.(classification|regression)_head\.conv\.(\d+)\.(weight|bias)$"),  # conv + ReLU pairs
+     lambda m: f"head.{m[1]}_head.conv.{int(m[2]) // 2}.0.{m[3]}")]
 
 
 def _current_name(key):
     """The current torchvision name of a (possibly legacy) state-dict key."""
-    for pattern, repl in _LEGACY:
+    for pattern, current in _LEGACY:
         match = pattern.match(key)
-        if match and repl is None:  # mask_fcn<i+1> -> <i>.0
-            return f"roi_heads.mask_head.{int(match.group(1)) - 1}.0.{match.group(2)}"
-        if match and repl == "retina":  # conv.<2i> -> conv.<i>.0
-            return f"head.{match.group(1)}_head.conv.{int(match.group(2)) // 2}.0.{match.group(3)}"
         if match:
-            return pattern.sub(repl, key)
+            return current(match)
     return key
 
 
