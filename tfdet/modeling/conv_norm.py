@@ -5,6 +5,8 @@ Norm specs: a string ("frozen_bn", "bn", "sync_bn", "gn") or a dict {"type": ...
   bn         keras BatchNormalization
   sync_bn    keras BatchNormalization(synchronized=True): statistics all-reduced across replicas
   gn         keras GroupNormalization (`num_groups`, default 32)
+Every type takes `epsilon` (default BN_EPSILON = 1e-5); torchvision's v1 COCO checkpoints run their
+FrozenBatchNorm2d with epsilon 0 ({"type": "frozen_bn", "epsilon": 0.0}).
 BN layers use PyTorch's epsilon 1e-5 and momentum 0.1 (keras momentum 0.9), so imported weights
 reproduce the reference outputs. None means no normalization.
 
@@ -38,7 +40,7 @@ def norm_spec(norm):
     kind = spec.get("type")
     if kind not in NORM_TYPES:
         raise ValueError(f"norm must be None or one of {NORM_TYPES} (or a dict with such a 'type'), got {norm!r}.")
-    allowed = {"frozen_bn": {"requires_grad"}, "gn": {"num_groups"}}.get(kind, set())
+    allowed = {"frozen_bn": {"requires_grad"}, "gn": {"num_groups"}}.get(kind, set()) | {"epsilon"}
     unknown = set(spec) - allowed - {"type"}
     if unknown:
         raise ValueError(f"norm '{kind}' does not take options {sorted(unknown)}; allowed: {sorted(allowed)}.")
@@ -50,12 +52,12 @@ def make_norm(norm, name):
     spec = norm_spec(norm)
     if spec is None:
         raise ValueError(f"make_norm('{name}'): norm is None.")
-    kind = spec["type"]
+    kind, epsilon = spec["type"], float(spec.get("epsilon", BN_EPSILON))
     if kind == "frozen_bn":
-        return FrozenBatchNormalization(epsilon=BN_EPSILON, requires_grad=spec.get("requires_grad", False), name=name)
+        return FrozenBatchNormalization(epsilon=epsilon, requires_grad=spec.get("requires_grad", False), name=name)
     if kind == "gn":
-        return keras.layers.GroupNormalization(groups=spec.get("num_groups", 32), epsilon=BN_EPSILON, name=name)
-    return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
+        return keras.layers.GroupNormalization(groups=spec.get("num_groups", 32), epsilon=epsilon, name=name)
+    return keras.layers.BatchNormalization(epsilon=epsilon, momentum=BN_MOMENTUM,
                                            synchronized=(kind == "sync_bn"), name=name)
 
 

@@ -84,6 +84,8 @@ class ServingModule(tf.Module):
         self.model_variables = list(model.variables)
         self.scale = (max(scale), min(scale))
         self.mask_output = mask_output
+        mask_block = getattr(model, "model_config", {}).get("mask") or {}
+        self.mask_paste = mask_block.get("paste", "detectron2")  # model.mask.paste
         self.padded_side = _round_up(max(self.scale), int(pad_to_multiple))
         self.category_ids = tf.constant(category_ids, tf.int32)
         h, w = (None, None) if input_size is None else (int(input_size[0]), int(input_size[1]))
@@ -187,7 +189,7 @@ class ServingModule(tf.Module):
             masks = tf.where(keep[..., None, None], out["detection_masks"], 0.0)
             if self.mask_output == "image":
                 size = tf.reduce_max(original, axis=0)
-                masks = paste_masks(masks, boxes, (size[0], size[1]))
+                masks = paste_masks(masks, boxes, (size[0], size[1]), rule=self.mask_paste)
             result["detection_masks"] = masks
         if "detection_keypoints" in out:
             kx, ky, ks = tf.unstack(out["detection_keypoints"], 3, axis=-1)

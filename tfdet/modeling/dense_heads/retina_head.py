@@ -19,10 +19,10 @@ import keras
 import tensorflow as tf
 
 from tfdet import losses
-from tfdet.modeling.dense_heads.rpn import block_matcher, feature_sizes, flatten_levels
+from tfdet.modeling.dense_heads.rpn import block_anchor_generator, block_anchors, block_matcher, feature_sizes
+from tfdet.modeling.dense_heads.rpn import flatten_levels
 from tfdet.modeling.registry import block_options, register_dense_head
 from tfdet.ops import box_ops, nms
-from tfdet.ops.anchors import AnchorGenerator
 from tfdet.ops.matching import MaxIoUMatcher
 
 RETINA_MATCHER = MaxIoUMatcher(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.0, match_low_quality=True)
@@ -107,11 +107,16 @@ def retina_losses(cls_logits, deltas, anchors, gt_boxes, gt_classes, num_classes
     return {"retina_cls": loss_cls, "retina_box": loss_box}
 
 
+TOPK_MODES = ("anchor", "anchor_class")
+
+
 def retina_detections(cls_outputs, reg_outputs, anchors, image_sizes, num_classes, pre_nms_top_k=1000,
-                      score_threshold=0.05, nms_iou=0.5, max_detections=100, stds=UNIT_STDS, masks=None):
+                      score_threshold=0.05, nms_iou=0.5, max_detections=100, stds=UNIT_STDS, masks=None,
+                      topk_mode="anchor", clip_below=True):
     """Detections from per-level head outputs: per level the pre_nms_top_k anchors with the best class
-    score, decoded and clipped, then class-wise NMS over all levels. Returns nms.Detections padded to
-    max_detections.
+    score (topk_mode="anchor"), or the pre_nms_top_k best (anchor, class) pairs scoring above
+    score_threshold (topk_mode="anchor_class", torchvision), decoded and clipped, then class-wise NMS over
+    all levels. Returns nms.Detections padded to max_detections. clip_below: box_ops.decode_boxes'.
 
     Args:
       cls_outputs, reg_outputs: lists as RetinaHead returns ([B, H, W, A * C], [B, H, W, A * 4]).
@@ -119,21 +124,40 @@ def retina_detections(cls_outputs, reg_outputs, anchors, image_sizes, num_classe
       masks: optional per level [B, N_l] bool; False anchors never become detections (Guided Anchoring's
         sparse anchors).
     """
-    boxes, scores = [], []
+    if topk_mode not in TOPK_MODES:
+        raise ValueError(f"retina_detections: topk_mode must be one of {TOPK_MODES} (model.retina.topk_mode), "
+                         f"got {topk_mode!r}.")
+    boxes, scores, labels = [], [], []
     for level, (logits, level_deltas, level_anchors) in enumerate(zip(cls_outputs, reg_outputs, anchors)):
         probs = tf.sigmoid(flatten_levels([tf.cast(logits, tf.float32)], num_classes))  # [B, N_l, C]
         if masks is not None:  # masked anchors score 0: they never pass score_threshold
             probs = tf.where(masks[level][..., None], probs, 0.0)
         level_deltas = flatten_levels([tf.cast(level_deltas, tf.float32)], 4)
+        level_anchors = tf.cast(level_anchors, tf.float32)
+        if topk_mode == "anchor_class":
+            top, label, score, valid = nms.top_candidates(probs, pre_nms_top_k, score_threshold)
+            top_anchors = (tf.gather(level_anchors, top) if level_anchors.shape.rank == 2
+                           else tf.gather(level_anchors, top, batch_dims=1))
+            boxes.append(box_ops.decode_boxes(tf.gather(level_deltas, top, batch_dims=1), top_anchors, stds=stds,
+                                              max_shape=image_sizes, clip_below=clip_below))
+            scores.append(tf.where(valid, score, float("-inf")))
+            labels.append(label)
+            continue
         count = probs.shape[1]
         k = min(pre_nms_top_k, count) if count is not None else tf.minimum(pre_nms_top_k, tf.shape(probs)[1])
         _, top = tf.math.top_k(tf.reduce_max(probs, axis=-1), k=k)
-        level_anchors = tf.cast(level_anchors, tf.float32)
         top_anchors = (tf.gather(level_anchors, top) if level_anchors.shape.rank == 2
                        else tf.gather(level_anchors, top, batch_dims=1))
         boxes.append(box_ops.decode_boxes(tf.gather(level_deltas, top, batch_dims=1), top_anchors, stds=stds,
-                                          max_shape=image_sizes))
+                                          max_shape=image_sizes, clip_below=clip_below))
         scores.append(tf.gather(probs, top, batch_dims=1))
+    if topk_mode == "anchor_class":
+        labels = tf.concat(labels, 1)
+        kept = nms.batched_nms(tf.concat(boxes, 1), tf.concat(scores, 1), max_detections, nms_iou, groups=labels)
+        classes = tf.where(kept.valid, tf.gather(labels, tf.maximum(kept.indices, 0), batch_dims=1), -1)
+        return nms.Detections(boxes=tf.where(kept.valid[..., None], kept.boxes, 0.0),
+                              scores=tf.where(kept.valid, kept.scores, 0.0), classes=classes,
+                              num_valid=tf.reduce_sum(tf.cast(kept.valid, tf.int32), axis=1))
     return nms.multiclass_nms(tf.concat(boxes, 1), tf.concat(scores, 1), max_detections, iou_threshold=nms_iou,
                               score_threshold=score_threshold)
 
@@ -164,16 +188,23 @@ class RetinaSpec:
       detections(outputs, image_sizes) -> nms.Detections
     """
 
+    # torchvision's conventions, off by default: anchor_sizes / anchor_round / anchor_strides_from_image /
+    # box_coder_clip_below as model.rpn's (RPNSpec); topk_mode "anchor_class": the pre_nms_top_k best
+    # (anchor, class) pairs per level (retina_detections).
     DEFAULTS = dict(type="Retina", **RETINA_DEFAULTS, octave_base_scale=4, scales_per_octave=3,
-                    anchor_ratios=(0.5, 1.0, 2.0))
+                    anchor_ratios=(0.5, 1.0, 2.0), anchor_sizes=None, anchor_round=False,
+                    anchor_strides_from_image=False, box_coder_clip_below=True, topk_mode="anchor")
 
     def __init__(self, block, num_classes):
         self.block = block = block_options(block, self.DEFAULTS, "model.retina")
         self.num_classes = int(num_classes)
-        self.anchor_generator = AnchorGenerator(strides=[2 ** lvl for lvl in block.levels], ratios=block.anchor_ratios,
-                                                octave_base_scale=block.octave_base_scale,
-                                                scales_per_octave=block.scales_per_octave)
+        self.anchor_generator = block_anchor_generator(block, octave_base_scale=block.octave_base_scale,
+                                                       scales_per_octave=block.scales_per_octave)
         self.matcher = block_matcher(block)
+
+    def anchors(self, sizes):
+        """The anchors of feature maps of `sizes` ((H, W) per level)."""
+        return block_anchors(self.anchor_generator, sizes, self.block.anchor_strides_from_image)
 
     def make_head(self, name="retina_head", impl=None):
         b = self.block
@@ -185,11 +216,12 @@ class RetinaSpec:
         sizes = feature_sizes(cls_outputs)
         valid = tf.concat(self.anchor_generator.valid_flags(sizes, image_sizes), axis=1)
         return retina_losses(flatten_levels(cls_outputs, self.num_classes), flatten_levels(reg_outputs, 4),
-                             tf.concat(self.anchor_generator(sizes), 0), gt_boxes, gt_classes, self.num_classes,
+                             tf.concat(self.anchors(sizes), 0), gt_boxes, gt_classes, self.num_classes,
                              anchor_valid=valid, gt_is_crowd=gt_is_crowd, matcher=self.matcher,
                              **loss_settings(self.block))
 
     def detections(self, outputs, image_sizes):
         cls_outputs, reg_outputs = outputs
-        return retina_detections(cls_outputs, reg_outputs, self.anchor_generator(feature_sizes(cls_outputs)),
-                                 image_sizes, self.num_classes, **detection_settings(self.block))
+        return retina_detections(cls_outputs, reg_outputs, self.anchors(feature_sizes(cls_outputs)),
+                                 image_sizes, self.num_classes, topk_mode=self.block.topk_mode,
+                                 clip_below=self.block.box_coder_clip_below, **detection_settings(self.block))

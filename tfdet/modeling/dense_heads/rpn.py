@@ -30,14 +30,19 @@ RPN_MATCHER = MaxIoUMatcher(pos_iou_thr=0.7, neg_iou_thr=0.3, min_pos_iou=0.3, m
 @keras.saving.register_keras_serializable(package="tfdet")
 class RPNHead(keras.layers.Layer):
     """Shared RPN head. Call on a list of [B, H_l, W_l, C] maps; returns (objectness, deltas), lists of
-    [B, H_l, W_l, A] logits and [B, H_l, W_l, A * 4] (dx, dy, dw, dh per anchor, anchor-major)."""
+    [B, H_l, W_l, A] logits and [B, H_l, W_l, A * 4] (dx, dy, dw, dh per anchor, anchor-major).
+    `num_convs` 3x3 conv + ReLU layers come first (`rpn_conv`, `rpn_conv2`, ...; torchvision's v2 models: 2)."""
 
-    def __init__(self, num_anchors=3, feat_channels=256, **kwargs):
+    def __init__(self, num_anchors=3, feat_channels=256, num_convs=1, **kwargs):
         super().__init__(**kwargs)
-        self.num_anchors, self.feat_channels = int(num_anchors), int(feat_channels)
+        self.num_anchors, self.feat_channels, self.num_convs = int(num_anchors), int(feat_channels), int(num_convs)
+        if self.num_convs < 1:
+            raise ValueError(f"RPNHead: num_convs must be >= 1, got {num_convs}.")
         init = dict(kernel_initializer=keras.initializers.RandomNormal(stddev=0.01), bias_initializer="zeros")
         self.conv = keras.layers.Conv2D(self.feat_channels, 3, padding="same", activation="relu", name="rpn_conv",
                                         **init)
+        self.more_convs = [keras.layers.Conv2D(self.feat_channels, 3, padding="same", activation="relu",
+                                               name=f"rpn_conv{i + 2}", **init) for i in range(self.num_convs - 1)]
         self.cls = keras.layers.Conv2D(self.num_anchors, 1, name="rpn_cls", **init)
         self.reg = keras.layers.Conv2D(self.num_anchors * 4, 1, name="rpn_reg", **init)
 
@@ -45,6 +50,8 @@ class RPNHead(keras.layers.Layer):
         shape = input_shape[0]
         self.conv.build(shape)
         inner = (*shape[:-1], self.feat_channels)
+        for conv in self.more_convs:
+            conv.build(inner)
         self.cls.build(inner)
         self.reg.build(inner)
         super().build(input_shape)
@@ -53,13 +60,15 @@ class RPNHead(keras.layers.Layer):
         objectness, deltas = [], []
         for feature in features:
             x = self.conv(feature)
+            for conv in self.more_convs:
+                x = conv(x)
             objectness.append(self.cls(x))
             deltas.append(self.reg(x))
         return objectness, deltas
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_anchors=self.num_anchors, feat_channels=self.feat_channels)
+        config.update(num_anchors=self.num_anchors, feat_channels=self.feat_channels, num_convs=self.num_convs)
         return config
 
 
@@ -72,6 +81,25 @@ def block_matcher(block, match_low_quality=True):
     """A MaxIoUMatcher from a config block's pos_iou / neg_iou / min_pos_iou."""
     return MaxIoUMatcher(block.pos_iou, block.neg_iou, min_pos_iou=block.min_pos_iou,
                          match_low_quality=match_low_quality)
+
+
+def block_anchor_generator(block, **scales):
+    """The AnchorGenerator of a config block: anchor_sizes (absolute, per level) when set, else `scales`
+    (scales= or octave_base_scale= / scales_per_octave=); anchor_round, anchor_strides_from_image."""
+    sizes = None if block.anchor_sizes is None else [tuple(s) for s in block.anchor_sizes]
+    return AnchorGenerator(strides=[2 ** lvl for lvl in block.levels], ratios=block.anchor_ratios,
+                           **(dict(sizes=sizes) if sizes else scales), round_base=block.anchor_round,
+                           strides_from_image=block.anchor_strides_from_image)
+
+
+def block_anchors(generator, sizes, strides_from_image):
+    """generator's anchors of feature maps of `sizes`; with strides_from_image the padded input size is read
+    off the first level (feature size x stride: exact for inputs padded to a multiple of that stride)."""
+    image_size = None
+    if strides_from_image:
+        stride = generator.strides[0]
+        image_size = (sizes[0][0] * int(stride[1]), sizes[0][1] * int(stride[0]))
+    return generator(sizes, image_size=image_size)
 
 
 def flatten_levels(outputs, depth):
@@ -121,7 +149,8 @@ class Proposals(NamedTuple):
 
 
 def rpn_proposals(objectness, deltas, anchors, image_sizes, pre_nms_top_k=1000, max_proposals=1000,
-                  nms_iou=0.7, min_size=0.0, stds=(1.0, 1.0, 1.0, 1.0), masks=None):
+                  nms_iou=0.7, min_size=0.0, stds=(1.0, 1.0, 1.0, 1.0), masks=None, min_size_inclusive=False,
+                  clip_below=True):
     """Proposals from per-level RPN outputs (mmdetection v2 RPNHead._get_bboxes, batched and padded).
 
     Per level: the pre_nms_top_k highest objectness anchors, decoded and clipped to the image; boxes
@@ -136,6 +165,9 @@ def rpn_proposals(objectness, deltas, anchors, image_sizes, pre_nms_top_k=1000, 
       stds: the box coder's stds (GA-RPN (0.07, 0.07, 0.11, 0.11)).
       masks: optional list of [B, H_l * W_l * A] bool; False anchors never become proposals (Guided
         Anchoring's sparse anchors: the location probability below its threshold).
+      min_size_inclusive: keep boxes whose sides are >= min_size (torchvision remove_small_boxes) instead
+        of > min_size.
+      clip_below: the box coder clamps dw, dh from both sides (True) or from above only (torchvision).
     """
     if not len(objectness) == len(deltas) == len(anchors):
         raise ValueError(f"rpn_proposals: got {len(objectness)} objectness, {len(deltas)} deltas and "
@@ -156,15 +188,14 @@ def rpn_proposals(objectness, deltas, anchors, image_sizes, pre_nms_top_k=1000, 
         top_anchors = (tf.gather(level_anchors, top) if level_anchors.shape.rank == 2
                        else tf.gather(level_anchors, top, batch_dims=1))
         decoded = box_ops.decode_boxes(tf.gather(level_deltas, top, batch_dims=1), top_anchors, stds=stds,
-                                       max_shape=image_sizes)
+                                       max_shape=image_sizes, clip_below=clip_below)
         if masks is not None:
             kept_masks.append(tf.gather(masks[level], top, batch_dims=1))
         boxes.append(decoded)
         scores.append(tf.sigmoid(top_logits))
         levels.append(tf.fill(tf.shape(top), level))
     boxes, scores, levels = tf.concat(boxes, 1), tf.concat(scores, 1), tf.concat(levels, 1)
-    wh = boxes[..., 2:] - boxes[..., :2]
-    big_enough = (wh[..., 0] > min_size) & (wh[..., 1] > min_size)
+    big_enough = box_ops.large_enough(boxes, min_size, inclusive=min_size_inclusive)
     if masks is not None:
         big_enough &= tf.concat(kept_masks, 1)
     scores_for_nms = tf.where(big_enough, scores, float("-inf"))
@@ -196,27 +227,43 @@ class RPNSpec:
       proposals(outputs, image_sizes, training=False) -> Proposals
     """
 
-    DEFAULTS = dict(type="RPN", **PROPOSAL_DEFAULTS, anchor_scales=(8.0,), anchor_ratios=(0.5, 1.0, 2.0))
+    # torchvision's conventions (tools/zoo_reference/torchvision_conventions.md 2.3-2.5), off by default:
+    #   anchor_sizes               absolute anchor sizes per level (replace anchor_scales), e.g. ((32,), (64,), ...)
+    #   anchor_round               base anchors rounded to whole pixels
+    #   anchor_strides_from_image  a level's stride = padded input size // its feature size (the padded size is
+    #                              read off the first level: feature size x stride; exact for inputs padded to a
+    #                              multiple of that stride, as torchvision pads to 32)
+    #   min_size_inclusive         keep proposals with sides >= min_size (not > min_size)
+    #   box_coder_clip_below       False: dw, dh clamped from above only
+    # num_convs: 3x3 convs of the head (torchvision v2: 2)
+    DEFAULTS = dict(type="RPN", **PROPOSAL_DEFAULTS, anchor_scales=(8.0,), anchor_ratios=(0.5, 1.0, 2.0),
+                    anchor_sizes=None, anchor_round=False, anchor_strides_from_image=False, min_size_inclusive=False,
+                    box_coder_clip_below=True, num_convs=1)
 
     def __init__(self, block):
         self.block = block = block_options(block, self.DEFAULTS, "model.rpn")
-        self.anchor_generator = AnchorGenerator(strides=[2 ** lvl for lvl in block.levels],
-                                                scales=block.anchor_scales, ratios=block.anchor_ratios)
+        self.anchor_generator = block_anchor_generator(block, scales=block.anchor_scales)
         self.matcher = block_matcher(block)
 
+    def anchors(self, sizes):
+        """The anchors of feature maps of `sizes` ((H, W) per level)."""
+        return block_anchors(self.anchor_generator, sizes, self.block.anchor_strides_from_image)
+
     def make_head(self, name="rpn_head", impl=None):
-        return RPNHead(self.anchor_generator.num_anchors, self.block.feat_channels, name=name)
+        return RPNHead(self.anchor_generator.num_anchors, self.block.feat_channels, num_convs=self.block.num_convs,
+                       name=name)
 
     def losses(self, outputs, gt_boxes, gt_classes, image_sizes, gt_is_crowd=None):
         objectness, deltas = outputs
         sizes = feature_sizes(objectness)
         valid = tf.concat(self.anchor_generator.valid_flags(sizes, image_sizes), axis=1)
         return rpn_losses(flatten_levels(objectness, 1)[..., 0], flatten_levels(deltas, 4),
-                          tf.concat(self.anchor_generator(sizes), 0), gt_boxes, gt_classes, anchor_valid=valid,
+                          tf.concat(self.anchors(sizes), 0), gt_boxes, gt_classes, anchor_valid=valid,
                           gt_is_crowd=gt_is_crowd, matcher=self.matcher, num_samples=self.block.num_samples,
                           positive_fraction=self.block.positive_fraction)
 
     def proposals(self, outputs, image_sizes, training=False):
         objectness, deltas = outputs
-        return rpn_proposals(objectness, deltas, self.anchor_generator(feature_sizes(objectness)), image_sizes,
-                             **proposal_settings(self.block, training))
+        return rpn_proposals(objectness, deltas, self.anchors(feature_sizes(objectness)), image_sizes,
+                             min_size_inclusive=self.block.min_size_inclusive,
+                             clip_below=self.block.box_coder_clip_below, **proposal_settings(self.block, training))

@@ -30,9 +30,20 @@ from tfdet.modeling.roi_heads import build_roi_head
 # ImageNet statistics of RGB 0..255 images (torchvision / mmdetection "pytorch style" backbones).
 MODEL_DEFAULTS = dict(type="Detector", num_classes=None, backbone=None, neck=dict(type="FPN"),
                       pixel_mean=(123.675, 116.28, 103.53), pixel_std=(58.395, 57.12, 57.375),
-                      ops_impl=None)  # every custom op of the model: None (fused when loaded) | fused | composite
+                      ops_impl=None,  # every custom op of the model: None (fused when loaded) | fused | composite
+                      # True: pixels outside each image's valid size are 0 AFTER normalizing (torchvision pads
+                      # normalized images with zeros); False: padding is normalized like the image
+                      zero_padding_after_normalize=False)
 PART_BLOCKS = ("rpn", "roi", "retina")
 ROI_BLOCKS = ("mask", "keypoint", "cascade", "htc")
+
+
+def zero_outside(images, image_sizes):
+    """[B, H, W, C] images with every pixel outside its image's [B, 2] valid (height, width) set to 0."""
+    sizes = tf.cast(image_sizes, tf.int32)
+    rows = tf.range(tf.shape(images)[1])[None, :, None] < sizes[:, 0, None, None]
+    cols = tf.range(tf.shape(images)[2])[None, None, :] < sizes[:, 1, None, None]
+    return tf.where((rows & cols)[..., None], images, tf.zeros_like(images))
 
 
 @register_detector("Detector")
@@ -59,6 +70,8 @@ class Detector(keras.Model):
         self.neck = build_neck(config.get("neck", MODEL_DEFAULTS["neck"]), impl=impl)
         self.pixel_mean = tf.constant(config.get("pixel_mean", MODEL_DEFAULTS["pixel_mean"]), tf.float32)
         self.pixel_std = tf.constant(config.get("pixel_std", MODEL_DEFAULTS["pixel_std"]), tf.float32)
+        self.zero_padding = bool(config.get("zero_padding_after_normalize",
+                                            MODEL_DEFAULTS["zero_padding_after_normalize"]))
         self.rpn = self.roi_head = self.retina = None
         if config.get("rpn") is not None:
             self.rpn = build_rpn(config.rpn)
@@ -100,9 +113,15 @@ class Detector(keras.Model):
             raise ValueError("model: no head; add model.rpn (+ model.roi) or model.retina.")
 
     # Parts -------------------------------------------------------------------------------------------
-    def features(self, images, training=False):
-        """{level: [B, H_l, W_l, C]} neck features of raw 0..255 images."""
+    def features(self, images, training=False, image_sizes=None):
+        """{level: [B, H_l, W_l, C]} neck features of raw 0..255 images ([B, 2] valid (height, width)
+        image_sizes: needed with model.zero_padding_after_normalize)."""
         images = (tf.cast(images, tf.float32) - self.pixel_mean) / self.pixel_std
+        if self.zero_padding:
+            if image_sizes is None:
+                raise ValueError("model.zero_padding_after_normalize needs the images' valid sizes: call "
+                                 "features(images, image_sizes=...).")
+            images = zero_outside(images, image_sizes)
         return {int(k): v for k, v in self.neck(self.backbone(images, training=training)).items()}
 
     def _head_outputs(self, spec_head, block, features):
@@ -110,8 +129,8 @@ class Detector(keras.Model):
 
     def compute_losses(self, batch, training=True):
         """{name: scalar loss} of a training batch (tfdet.modeling.batch)."""
-        features = self.features(batch["images"], training=training)
         sizes = image_sizes_of(batch)
+        features = self.features(batch["images"], training=training, image_sizes=sizes)
         crowd = batch.get("gt_is_crowd")
         if self.retina is not None:
             outputs = self._head_outputs(self.head, self.retina.block, features)
@@ -125,7 +144,7 @@ class Detector(keras.Model):
 
     def detect(self, images, image_sizes):
         """Outputs dict (tfdet.modeling.batch) of raw 0..255 images with [B, 2] valid (height, width)."""
-        features = self.features(images, training=False)
+        features = self.features(images, training=False, image_sizes=image_sizes)
         if self.retina is not None:
             outputs = self._head_outputs(self.head, self.retina.block, features)
             return detection_outputs(self.retina.detections(outputs, image_sizes))

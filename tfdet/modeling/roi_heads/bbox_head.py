@@ -200,30 +200,36 @@ def bbox_losses(cls_logits, deltas, targets, num_classes, loss_box="l1", beta=1.
     return {"rcnn_cls": loss_cls, "rcnn_box": loss_box}
 
 
-def decode_class_boxes(deltas, rois, image_sizes, num_classes, stds=BBOX_STDS):
-    """Per-class boxes [B, K, C, 4] (or [B, K, 1, 4] class-agnostic) decoded from the RoIs and clipped."""
+def decode_class_boxes(deltas, rois, image_sizes, num_classes, stds=BBOX_STDS, clip_below=True):
+    """Per-class boxes [B, K, C, 4] (or [B, K, 1, 4] class-agnostic) decoded from the RoIs and clipped
+    (clip_below: box_ops.decode_boxes')."""
     deltas = tf.cast(deltas, tf.float32)
     shape = tf.shape(deltas)
     per = 1 if deltas.shape[-1] == 4 else num_classes
     flat = tf.reshape(deltas, [shape[0], -1, 4])
     anchors = tf.reshape(tf.repeat(tf.cast(rois, tf.float32), per, axis=1), [shape[0], -1, 4])
-    boxes = box_ops.decode_boxes(flat, anchors, stds=stds, max_shape=image_sizes)
+    boxes = box_ops.decode_boxes(flat, anchors, stds=stds, max_shape=image_sizes, clip_below=clip_below)
     return tf.reshape(boxes, [shape[0], shape[1], per, 4])
 
 
 def bbox_detections(cls_logits, deltas, rois, roi_valid, image_sizes, num_classes, stds=BBOX_STDS,
-                    score_threshold=0.05, nms_iou=0.5, max_detections=100, nms_method="hard", soft_nms_sigma=0.5):
+                    score_threshold=0.05, nms_iou=0.5, max_detections=100, nms_method="hard", soft_nms_sigma=0.5,
+                    min_box_size=0.0, clip_below=True):
     """Detections from the box head on K RoIs per image.
 
     Args:
       cls_logits: [B, K, C + 1]; deltas: [B, K, 4C] or [B, K, 4]; rois: [B, K, 4]; roi_valid: [B, K].
       image_sizes: [B, 2] (height, width) for clipping.
       nms_method: "hard" (class-wise NMS at nms_iou), "linear" or "gaussian" (Soft-NMS, sigma).
+      min_box_size: boxes with a side < min_box_size are dropped before NMS (torchvision: 1e-2; 0 keeps all).
+      clip_below: the box coder clamps dw, dh from both sides (True) or from above only (torchvision).
     Returns:
       nms.Detections padded to max_detections (classes 0..C-1, -1 padding).
     """
     scores = tf.nn.softmax(tf.cast(cls_logits, tf.float32), axis=-1)[..., :num_classes]
     scores = tf.where(tf.cast(roi_valid, tf.bool)[..., None], scores, 0.0)
-    boxes = decode_class_boxes(deltas, rois, image_sizes, num_classes, stds)
+    boxes = decode_class_boxes(deltas, rois, image_sizes, num_classes, stds, clip_below=clip_below)
+    if min_box_size > 0:
+        scores = tf.where(box_ops.large_enough(boxes, min_box_size, inclusive=True), scores, 0.0)
     return nms.multiclass_nms(boxes, scores, max_detections, iou_threshold=nms_iou, score_threshold=score_threshold,
                               method=nms_method, sigma=soft_nms_sigma)

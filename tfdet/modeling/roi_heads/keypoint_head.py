@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from tfdet import losses
 from tfdet.modeling.conv_norm import build_conv_stack, conv_stack, run_conv_stack
+from tfdet.ops import postprocess
 
 COCO_KEYPOINT_NAMES = (
     "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
@@ -92,6 +93,19 @@ def keypoint_loss(heatmaps, targets):
     shape = tf.shape(heatmaps)
     logits = tf.reshape(tf.transpose(heatmaps, [0, 1, 4, 2, 3]), [shape[0], shape[1], shape[4], -1])
     return losses.cross_entropy(logits, targets)
+
+
+DECODE_RULES = ("cell_center", "torchvision")
+
+
+def decode_keypoints(heatmaps, boxes, rule="cell_center"):
+    """heatmaps_to_keypoints ("cell_center") or torchvision's bicubic rule
+    (tfdet.ops.postprocess.heatmaps_to_keypoints_torchvision): [B, R, K, 3] (x, y, score)."""
+    if rule not in DECODE_RULES:
+        raise ValueError(f"keypoint decoding must be one of {DECODE_RULES} (model.keypoint.decode), got {rule!r}.")
+    if rule == "torchvision":
+        return postprocess.heatmaps_to_keypoints_torchvision(heatmaps, boxes)
+    return heatmaps_to_keypoints(heatmaps, boxes)
 
 
 def heatmaps_to_keypoints(heatmaps, boxes):

@@ -17,6 +17,7 @@ import tensorflow as tf
 from tfdet import losses
 from tfdet.layers.carafe import make_upsampler
 from tfdet.modeling.conv_norm import build_conv_stack, conv_stack, norm_spec, run_conv_stack
+from tfdet.ops import postprocess
 from tfdet.ops.roi_align import roi_align
 
 UPSAMPLE_KINDS = ("deconv", "carafe")
@@ -148,8 +149,12 @@ def _axis_weights(low, high, size, mask_size):
             + tf.one_hot(floor + 1, mask_size) * frac[..., None])
 
 
-def paste_masks(masks, boxes, image_size, threshold=0.5):
-    """Pastes box-relative masks into full images (detectron2 paste_masks_in_image convention).
+PASTE_RULES = ("detectron2", "torchvision")
+
+
+def paste_masks(masks, boxes, image_size, threshold=0.5, rule="detectron2"):
+    """Pastes box-relative masks into full images (detectron2 paste_masks_in_image convention; with
+    rule="torchvision", tfdet.ops.postprocess.paste_masks_torchvision, whose foreground is > threshold).
 
     Each mask [M, M] covers its box (x1, y1, x2, y2) exactly. Image pixel (i, j) has its centre at
     (j + 0.5, i + 0.5) and takes the bilinear sample of the mask at
@@ -165,6 +170,10 @@ def paste_masks(masks, boxes, image_size, threshold=0.5):
     Returns:
       [B, K, height, width] uint8 0/1 (float32 probabilities when threshold is None).
     """
+    if rule not in PASTE_RULES:
+        raise ValueError(f"paste_masks: rule must be one of {PASTE_RULES} (model.mask.paste), got {rule!r}.")
+    if rule == "torchvision":
+        return postprocess.paste_masks_torchvision(masks, boxes, image_size, threshold=threshold)
     masks = tf.cast(masks, tf.float32)
     boxes = tf.cast(boxes, tf.float32)
     if masks.shape.rank != 4 or boxes.shape.rank != 3:

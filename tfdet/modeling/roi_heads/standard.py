@@ -35,15 +35,19 @@ ROI_DEFAULTS = dict(
     box_head=dict(type="ConvFC", **constructor_defaults(bbox_head.BBoxHead, skip=("num_classes", "class_agnostic"))),
     class_agnostic=False, bbox_stds=bbox_head.BBOX_STDS, loss_box="l1", smooth_l1_beta=1.0,
     pos_iou=0.5, neg_iou=0.5, num_samples=512, positive_fraction=0.25,
-    score_threshold=0.05, nms_iou=0.5, max_detections=100, nms_method="hard", soft_nms_sigma=0.5)
+    score_threshold=0.05, nms_iou=0.5, max_detections=100, nms_method="hard", soft_nms_sigma=0.5,
+    min_box_size=0.0,            # boxes with a side < this dropped before NMS (torchvision 1e-2)
+    box_coder_clip_below=True)   # False: dw, dh clamped from above only (torchvision)
 
 MASK_DEFAULTS = dict(
     pooled_size=14, **POOLER_DEFAULTS, **constructor_defaults(mask_head.MaskHead, skip=("num_classes", "impl")),
     threshold=0.5,     # pasted probabilities >= threshold are foreground
+    paste="detectron2",  # how masks are pasted into images: "detectron2" or "torchvision" (mask_head.paste_masks)
     gt_masks="box")    # tfdet.data.pipeline's masks cropped to their gt box; "image" for full-image bitmaps
 
 KEYPOINT_DEFAULTS = dict(pooled_size=14, **POOLER_DEFAULTS, **constructor_defaults(keypoint_head.KeypointHead),
-                         loss_weight=1.0)
+                         loss_weight=1.0,
+                         decode="cell_center")  # heatmaps to points: "cell_center" | "torchvision" (bicubic)
 
 
 def roi_block(block, defaults, where="model.roi"):
@@ -136,7 +140,8 @@ class RoIHead:
                                          stds=r.bbox_stds if stds is None else stds,
                                          score_threshold=r.score_threshold, nms_iou=r.nms_iou,
                                          max_detections=r.max_detections, nms_method=r.nms_method,
-                                         soft_nms_sigma=r.soft_nms_sigma)
+                                         soft_nms_sigma=r.soft_nms_sigma, min_box_size=r.min_box_size,
+                                         clip_below=r.box_coder_clip_below)
 
 
 @ROI_HEADS.register("standard")
@@ -190,6 +195,6 @@ class StandardRoIHead(RoIHead):
             out["detection_masks"] = mask_head.mask_probabilities(logits, dets.classes)
         if self.keypoint is not None:
             heatmaps = self.keypoint_head(self.keypoint_roi_align(features, dets.boxes))
-            points = keypoint_head.heatmaps_to_keypoints(heatmaps, dets.boxes)
+            points = keypoint_head.decode_keypoints(heatmaps, dets.boxes, self.keypoint.decode)
             out["detection_keypoints"] = tf.where((dets.classes >= 0)[..., None, None], points, 0.0)
         return out

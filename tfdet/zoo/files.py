@@ -1,0 +1,110 @@
+"""Reading source checkpoints and writing converted ones (bin/convert.py): a folder with config.py (the
+tfdet config that reproduces the source model) and a tfdet.engine.checkpoint checkpoint, written to a
+temporary folder and renamed at the end, so that a failure leaves nothing behind."""
+
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+CONFIG_TEMPLATE = '''"""tfdet config of torchvision {arch}, written by bin/convert.py from {source}."""
+
+from tfdet.zoo import torchvision
+
+
+def get_config(arg=None):
+    if arg:
+        raise ValueError("this converted config takes no argument; override fields with --config.x.y=...")
+    return torchvision.tfdet_config({arch!r}, num_classes={num_classes!r})
+'''
+
+
+def load_state_dict(path):
+    """{key: array or tensor} of a checkpoint file: .npz (numpy only) or .pth / .pt (needs torch; a dict
+    holding the state dict under "model" or "state_dict" is unwrapped)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--checkpoint {path}: no such file.")
+    if path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    try:
+        import torch  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise ValueError(f"--checkpoint {path}: reading a torch file needs torch, which is not installed here; "
+                         "on a machine with torch, save its arrays as .npz: np.savez(out, **{k: v.numpy() for k, "
+                         "v in torch.load(path, map_location='cpu').items()}) (bin/convert.py --help)") from None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    return state
+
+
+def prepare_out(out):
+    """A temporary folder next to `out` (which must not exist or be empty) to write into."""
+    out = os.path.abspath(out)
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        raise FileExistsError(f"--out {out} exists and is not an empty folder; choose a new folder (nothing "
+                              "already there is overwritten).")
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    return tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.converting-", dir=parent)
+
+
+def finish_out(tmp, out):
+    """Moves the finished temporary folder to `out`."""
+    out = os.path.abspath(out)
+    if os.path.isdir(out):
+        os.rmdir(out)  # empty (prepare_out checked)
+    os.rename(tmp, out)
+
+
+def write_checkpoint(model, folder):
+    """A tfdet.engine.checkpoint checkpoint of `model` in `folder` (restore(model, folder) loads it)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    from tfdet.engine.checkpoint import weights_by_path  # pylint: disable=import-outside-toplevel
+
+    checkpoint = tf.train.Checkpoint(model=model, weights=weights_by_path(model))
+    return tf.train.CheckpointManager(checkpoint, folder, max_to_keep=1, checkpoint_name="ckpt").save()
+
+
+def load_weights(model, weights, keep=()):
+    """Assigns {weight path: array} to a built model; every weight of the model must be given, in its shape,
+    but those whose path starts with one of `keep` (left at their initial values)."""
+    from tfdet.engine.checkpoint import weights_by_path  # pylint: disable=import-outside-toplevel
+
+    variables = weights_by_path(model)
+    missing = sorted(k for k in set(variables) - set(weights) if not k.startswith(tuple(keep)))
+    extra = sorted(set(weights) - set(variables))
+    misshaped = sorted(k for k in set(variables) & set(weights) if tuple(variables[k].shape) != weights[k].shape)
+    if missing or extra or misshaped:
+        raise ValueError(f"converted weights do not fit the model: missing {missing}, unexpected {extra}, "
+                         f"mis-shaped {misshaped}")
+    for path, value in weights.items():
+        variables[path].assign(value)
+
+
+def convert_torchvision(checkpoint, out, arch=None, num_classes=None):
+    """Converts torchvision `checkpoint` into `out`/config.py and `out`/checkpoint; returns the arch. With
+    `num_classes` (object classes) other than the source's, the class-specific layers are re-initialized
+    (tfdet's initializers) and everything else is loaded: a starting point for fine-tuning."""
+    from tfdet.modeling.detectors import build_detector  # pylint: disable=import-outside-toplevel
+    from tfdet.zoo import torchvision  # pylint: disable=import-outside-toplevel
+
+    state_dict = load_state_dict(checkpoint)
+    arch = arch or torchvision.detect_arch(state_dict)
+    weights = torchvision.convert(state_dict, arch, num_classes=num_classes)
+    model = build_detector(torchvision.tfdet_config(arch, num_classes=num_classes).model)
+    load_weights(model, weights, keep=torchvision.CLASS_LAYERS if num_classes is not None else ())
+    tmp = prepare_out(out)
+    try:
+        with open(os.path.join(tmp, "config.py"), "w", encoding="utf-8") as f:
+            f.write(CONFIG_TEMPLATE.format(arch=arch, source=os.path.basename(checkpoint), num_classes=num_classes))
+        write_checkpoint(model, tmp)
+        finish_out(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return arch
