@@ -1,4 +1,4 @@
-"""Converts a trained detector of another library into a tfdet config and checkpoint (issue #17):
+"""Converts a trained detector of another library into a tfdet config and checkpoint:
 
     .venv/bin/python bin/convert.py --source=torchvision --checkpoint=maskrcnn_resnet50_fpn_coco.pth --out=DIR
 

@@ -1,4 +1,4 @@
-"""The model options torchvision's detectors need (issue #17; tools/zoo_reference/torchvision_conventions.md),
+"""The model options torchvision's detectors need (tools/zoo_reference/torchvision_conventions.md),
 each a config field whose default keeps tfdet's behaviour: each test shows what the option changes and
 that the default is the behaviour without it."""
 

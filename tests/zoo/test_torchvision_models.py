@@ -1,7 +1,7 @@
-"""torchvision Faster / Mask R-CNN (v1 and v2) and Keypoint R-CNN converted by tfdet.zoo.torchvision and run by tfdet's own detector
-(built from tfdet_config(arch)) against the committed fixtures (tests/zoo/fixtures/torchvision), stage
+"""torchvision Faster / Mask R-CNN (v1 and v2) and Keypoint R-CNN converted by tfdet.zoo.torchvision and
+run by tfdet's own detector (built from tfdet_config(arch)) against the committed fixtures (tests/zoo/fixtures/torchvision), stage
 by stage where the detector exposes the stage, then the final detections, pasted masks and keypoints
-(issue #17's targets: stages 1e-4 relative, the same detections with boxes within 1e-2 px and scores 1e-4,
+(the zoo's targets: stages 1e-4 relative, the same detections with boxes within 1e-2 px and scores 1e-4,
 mask IoU >= 0.99 per detection, keypoints within 0.1 px)."""
 
 import functools
