@@ -124,13 +124,20 @@ class Detector(keras.Model):
             images = zero_outside(images, image_sizes)
         return {int(k): v for k, v in self.neck(self.backbone(images, training=training)).items()}
 
+    def _features_of(self, images, training, image_sizes):
+        """features() of a batch; image_sizes are passed only when the model needs them, so a subclass's
+        features(images, training) written before that argument existed keeps working."""
+        if self.zero_padding:
+            return self.features(images, training=training, image_sizes=image_sizes)
+        return self.features(images, training=training)
+
     def _head_outputs(self, spec_head, block, features):
         return spec_head([features[lvl] for lvl in block.levels])
 
     def compute_losses(self, batch, training=True):
         """{name: scalar loss} of a training batch (tfdet.modeling.batch)."""
         sizes = image_sizes_of(batch)
-        features = self.features(batch["images"], training=training, image_sizes=sizes)
+        features = self._features_of(batch["images"], training, sizes)
         crowd = batch.get("gt_is_crowd")
         if self.retina is not None:
             outputs = self._head_outputs(self.head, self.retina.block, features)
@@ -144,7 +151,7 @@ class Detector(keras.Model):
 
     def detect(self, images, image_sizes):
         """Outputs dict (tfdet.modeling.batch) of raw 0..255 images with [B, 2] valid (height, width)."""
-        features = self.features(images, training=False, image_sizes=image_sizes)
+        features = self._features_of(images, False, image_sizes)
         if self.retina is not None:
             outputs = self._head_outputs(self.head, self.retina.block, features)
             return detection_outputs(self.retina.detections(outputs, image_sizes))
