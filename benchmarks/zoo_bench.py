@@ -30,6 +30,7 @@ def build_tfdet():
     import tensorflow as tf
 
     from tests.zoo import fixtures_io
+    from tfdet.engine.checkpoint import weights_by_path
     from tfdet.modeling.detectors import build_detector
     from tfdet.modeling.roi_heads.mask_head import paste_masks
     from tfdet.zoo import synthetic
@@ -39,7 +40,7 @@ def build_tfdet():
     state = synthetic.synthetic_state_dict(meta["keys"], meta["seed"], meta["overrides"])
     state.update({k[3:]: v.astype(np.float32) for k, v in arrays.items() if k.startswith("bn/")})
     model = build_detector(tv.tfdet_config(NAME).model)
-    variables = {v.path[len(model.name) + 1:]: v for v in model.weights}
+    variables = weights_by_path(model)
     for path, value in tv.convert(state, NAME).items():
         variables[path].assign(value)
     image = synthetic.synthetic_image(*SIZE, seed=800).astype(np.float32)
