@@ -16,7 +16,6 @@ from tfdet.ops import box_ops, nms
 from tfdet.ops.anchors import AnchorGenerator
 from tfdet.ops.legacy import LegacyAnchorGenerator, legacy_decode_boxes, legacy_encode_boxes
 from tfdet.ops.roi_align import fpn_levels
-from tfdet.ops.topk import class_topk
 
 FIXTURE = mmdet_fixture.ROOT / "ops.npz"
 RPN_STRIDES, RETINA_STRIDES = (4, 8, 16, 32, 64), (8, 16, 32, 64, 128)
@@ -148,9 +147,9 @@ def test_multiclass_nms_equals_mmdetection(ref):
     np.testing.assert_array_equal(dets.classes[0, :count], a["nms/multiclass_labels"])
 
 
-def test_class_topk_equals_mmdetection(ref):
+def test_top_candidates_equals_mmdetection(ref):
     _, a = ref
-    top = class_topk(a["topk/scores"][None], 100, score_threshold=0.05)
+    top = nms.top_candidates(a["topk/scores"][None], 100, score_threshold=0.05)
     valid = top.valid.numpy()[0]
     assert valid.sum() == len(a["topk/kept_scores"])
     np.testing.assert_allclose(top.scores.numpy()[0][valid], a["topk/kept_scores"], rtol=1e-6)
@@ -158,13 +157,13 @@ def test_class_topk_equals_mmdetection(ref):
     np.testing.assert_array_equal(top.classes.numpy()[0][valid], a["topk/labels"])
 
 
-def test_class_topk_pads_and_sorts():
+def test_top_candidates_pads_and_sorts():
     scores = tf.constant([[[0.9, 0.01], [0.2, 0.6]], [[0.01, 0.02], [0.03, 0.04]]])
-    top = class_topk(scores, 3, score_threshold=0.05)
+    top = nms.top_candidates(scores, 3, score_threshold=0.05)
     np.testing.assert_array_equal(top.valid, [[True, True, True], [False, False, False]])
     np.testing.assert_array_equal(top.anchors, [[0, 1, 1], [-1, -1, -1]])
     np.testing.assert_array_equal(top.classes, [[0, 1, 0], [-1, -1, -1]])
     np.testing.assert_allclose(top.scores, [[0.9, 0.6, 0.2], [0.0, 0.0, 0.0]])
-    assert class_topk(scores, 10).scores.shape == (2, 4)  # K = min(k, N * C)
+    assert nms.top_candidates(scores, 10).scores.shape == (2, 4)  # K = min(k, N * C)
     with pytest.raises(ValueError, match="B, N, C"):
-        class_topk(tf.zeros([2, 3]), 1)
+        nms.top_candidates(tf.zeros([2, 3]), 1)

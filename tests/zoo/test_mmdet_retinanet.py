@@ -1,7 +1,7 @@
 """RetinaNet R-50-FPN (mmdetection retinanet_r50_fpn_1x_coco) in tfdet's parts against the reference fixture:
 backbone, FPN with P6/P7 from C5 (no ReLU before P7), head outputs, and the detections. mmdetection 3.x
 keeps, per level, the best 1000 (anchor, class) pairs above the score threshold and drops empty boxes
-(mmdet_conventions.md 2.12): tfdet.ops.topk.class_topk plus class-wise batched NMS reproduce it. (Today's
+(mmdet_conventions.md 2.12): tfdet.ops.nms.top_candidates plus class-wise batched NMS reproduce it. (Today's
 retina_detections, the best anchors with all their classes, happens to give the same 50 detections here;
 the two rules part when the k-th best pair's score leaves out classes of anchors the other rule keeps.)"""
 
@@ -16,7 +16,6 @@ from tfdet.modeling.dense_heads.retina_head import RetinaHead
 from tfdet.modeling.necks.fpn import FPN
 from tfdet.ops import box_ops, nms
 from tfdet.ops.anchors import AnchorGenerator
-from tfdet.ops.topk import class_topk
 
 pytestmark = pytest.mark.slow
 LEVELS = (3, 4, 5, 6, 7)
@@ -67,12 +66,12 @@ def test_head_outputs_equal_mmdetection(outputs):
 
 
 def mmdet_style_detections(cls_out, reg_out, anchors, image_size, cfg):
-    """mmdet BaseDenseHead inference: per level class_topk (nms_pre, score_thr), decode and clip, keep
+    """mmdet BaseDenseHead inference: per level top_candidates (nms_pre, score_thr), decode and clip, keep
     w > min_bbox_size and h > min_bbox_size, class-wise NMS over all levels, the best max_per_img."""
     boxes, scores, classes, valid = [], [], [], []
     for logits, deltas, level_anchors in zip(cls_out, reg_out, anchors):
         probs = tf.sigmoid(tf.reshape(logits, [1, -1, NUM_CLASSES]))
-        top = class_topk(probs, cfg["nms_pre"], score_threshold=cfg["score_thr"])
+        top = nms.top_candidates(probs, cfg["nms_pre"], score_threshold=cfg["score_thr"])
         index = tf.maximum(top.anchors, 0)
         level_deltas = tf.gather(tf.reshape(deltas, [1, -1, 4]), index, batch_dims=1)
         boxes.append(box_ops.decode_boxes(level_deltas, tf.gather(level_anchors, index), max_shape=image_size))
@@ -89,7 +88,7 @@ def mmdet_style_detections(cls_out, reg_out, anchors, image_size, cfg):
     return kept.boxes[0, :count].numpy(), kept.scores[0, :count].numpy(), labels[0, :count].numpy()
 
 
-def test_class_topk_inference_equals_mmdetection(outputs):
+def test_top_candidates_inference_equals_mmdetection(outputs):
     meta, arrays, _, (cls_out, reg_out), anchors, image_size = outputs
     boxes, scores, labels = mmdet_style_detections(cls_out, reg_out, anchors, image_size, meta["test_cfg"])
     mmdet_fixture.assert_same_set(boxes, scores, arrays["stage/det/boxes"], arrays["stage/det/scores"])

@@ -208,17 +208,27 @@ def multiclass_nms(boxes, scores, max_total_size, iou_threshold=0.5, score_thres
                       num_valid=tf.reduce_sum(tf.cast(valid, tf.int32), axis=1))
 
 
+class Candidates(NamedTuple):
+    """anchors, classes [B, K] int32 (-1 padding); scores [B, K] (0 padding); valid [B, K] bool.
+    Valid entries come first, by decreasing score."""
+
+    anchors: tf.Tensor
+    classes: tf.Tensor
+    scores: tf.Tensor
+    valid: tf.Tensor
+
+
 def top_candidates(scores, k, score_threshold=float("-inf")):
     """The k best (anchor, class) pairs per image among those scoring above `score_threshold`, best first:
-    torchvision RetinaNet's per-level selection (postprocess_detections: scores flattened over
-    [anchors, classes], > score_thresh, top topk_candidates), where tfdet's retina_detections takes the
-    k best anchors by their maximum class score.
+    the per-level selection of torchvision's RetinaNet (postprocess_detections: scores flattened over
+    [anchors, classes], > score_thresh, top topk_candidates) and of mmdetection's dense heads
+    (filter_scores_and_topk), where tfdet's retina_detections takes the k best anchors by their maximum
+    class score.
 
     Args:
       scores: [B, N, C]. k: a Python int.
     Returns:
-      (anchors [B, K] int32, classes [B, K] int32, scores [B, K], valid [B, K] bool), K = min(k, N * C)
-      when N * C is static (else k); invalid entries have anchor 0, class -1 and score 0.
+      Candidates, K = min(k, N * C) when N * C is static (else k).
     """
     scores = tf.convert_to_tensor(scores)
     if scores.shape.rank != 3:
@@ -230,5 +240,6 @@ def top_candidates(scores, k, score_threshold=float("-inf")):
     masked = tf.where(flat > score_threshold, flat, tf.constant(float("-inf"), flat.dtype))
     top, index = tf.math.top_k(masked, k=k)
     valid = top > float("-inf")
-    return (tf.where(valid, index // num_classes, 0), tf.where(valid, index % num_classes, -1),
-            tf.where(valid, top, tf.zeros_like(top)), valid)
+    return Candidates(anchors=tf.where(valid, index // num_classes, -1),
+                      classes=tf.where(valid, index % num_classes, -1),
+                      scores=tf.where(valid, top, tf.zeros_like(top)), valid=valid)

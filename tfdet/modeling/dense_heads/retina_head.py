@@ -136,6 +136,7 @@ def retina_detections(cls_outputs, reg_outputs, anchors, image_sizes, num_classe
         level_anchors = tf.cast(level_anchors, tf.float32)
         if topk_mode == "anchor_class":
             top, label, score, valid = nms.top_candidates(probs, pre_nms_top_k, score_threshold)
+            top = tf.maximum(top, 0)  # padding (-1) reads anchor 0; its score is -inf below
             top_anchors = (tf.gather(level_anchors, top) if level_anchors.shape.rank == 2
                            else tf.gather(level_anchors, top, batch_dims=1))
             boxes.append(box_ops.decode_boxes(tf.gather(level_deltas, top, batch_dims=1), top_anchors, stds=stds,
