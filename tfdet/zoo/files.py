@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 
-import numpy as np
+from tfdet.modeling.backbones.weights import read_state_dict
 
 CONFIG_TEMPLATE = '''"""tfdet config of torchvision {arch}, written by bin/convert.py from {source}."""
 
@@ -21,24 +21,15 @@ def get_config(arg=None):
 
 
 def load_state_dict(path):
-    """{key: array or tensor} of a checkpoint file: .npz (numpy only) or .pth / .pt (needs torch; a dict
-    holding the state dict under "model" or "state_dict" is unwrapped)."""
+    """{key: array} of a checkpoint file: .npz (numpy only) or .pth / .pt (needs torch; a dict holding the
+    state dict under "model" or "state_dict" is unwrapped): tfdet.modeling.backbones.weights.read_state_dict,
+    with --checkpoint's errors."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--checkpoint {path}: no such file.")
-    if path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
     try:
-        import torch  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        raise ValueError(f"--checkpoint {path}: reading a torch file needs torch, which is not installed here; "
-                         "on a machine with torch, save its arrays as .npz: np.savez(out, **{k: v.numpy() for k, "
-                         "v in torch.load(path, map_location='cpu').items()}) (bin/convert.py --help)") from None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("model", "state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    return state
+        return read_state_dict(path)
+    except ImportError as err:
+        raise ValueError(f"--checkpoint {path}: {err} (bin/convert.py --help)") from None
 
 
 def prepare_out(out):
