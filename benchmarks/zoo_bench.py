@@ -30,6 +30,7 @@ def build_tfdet():
     import tensorflow as tf
 
     from tests.zoo import fixtures_io
+    from tests.zoo.test_torchvision_models import fixture_state_dict
     from tfdet.engine.checkpoint import weights_by_path
     from tfdet.modeling.detectors import build_detector
     from tfdet.modeling.roi_heads.mask_head import paste_masks
@@ -37,8 +38,7 @@ def build_tfdet():
     from tfdet.zoo import torchvision as tv
 
     meta, arrays = fixtures_io.load("torchvision", NAME)
-    state = synthetic.synthetic_state_dict(meta["keys"], meta["seed"], meta["overrides"])
-    state.update({k[3:]: v.astype(np.float32) for k, v in arrays.items() if k.startswith("bn/")})
+    state = fixture_state_dict(meta, arrays)
     model = build_detector(tv.tfdet_config(NAME).model)
     variables = weights_by_path(model)
     for path, value in tv.convert(state, NAME).items():
