@@ -137,10 +137,8 @@ class ServingModule(tf.Module):
         return result
 
     def _from_bytes(self, encoded_images):
-        side = self.padded_side
+        side, square = self.padded_side, self.pad == "square"
         count = tf.shape(encoded_images)[0]
-
-        square = self.pad == "square"
 
         def prepare(index, data):
             image = tf.io.decode_image(data, channels=3, expand_animations=False)
