@@ -18,8 +18,8 @@ Supported: fasterrcnn_resnet50_fpn, maskrcnn_resnet50_fpn, keypointrcnn_resnet50
 with torchvision's bicubic rule; one class, person), fasterrcnn_resnet50_fpn_v2 and maskrcnn_resnet50_fpn_v2
 (BatchNorm backbone and FPN, a 2-conv RPN head, a 4-conv + 1-fc box head with BN, a mask head with BN).
 retinanet_resnet50_fpn: all 91 sigmoid channels are kept (class 0, never a positive in training, still
-competes at inference in torchvision), so there tfdet class c IS torchvision label c = COCO id c (export
-with --category_ids=0,1,...,90); the top 1000 (anchor, class) pairs per level and 300 detections.
+competes at inference in torchvision), so there tfdet class c IS torchvision label c = COCO id c (the
+config's data.category_ids 0..90); the top 1000 (anchor, class) pairs per level and 300 detections.
 Recognised, not converted yet: retinanet_resnet50_fpn_v2 (its GroupNorm head).
 The config's data.category_ids / class_names name the classes (COCO ids and names; torchvision's unused
 ids "N/A"); `classes` keeps a subset of them (tfdet.zoo.classes.select_classes on CLASS_LAYER_KINDS).
@@ -330,11 +330,10 @@ def _background_last(x):
     return np.concatenate([x[1:], x[:1]], axis=0)
 
 
-CLASS_LAYERS = ("bbox_head/cls/", "bbox_head/reg/", "mask_head/logits/", "retina_head/retina_cls/")  # per class
-
-
+# The class-specific layers (tfdet.zoo.classes' kinds: how their output channels index the classes).
 CLASS_LAYER_KINDS = (("bbox_head/cls/", "classes+background"), ("bbox_head/reg/", "boxes"),
                      ("mask_head/logits/", "classes"), ("retina_head/retina_cls/", "anchor_major"))
+CLASS_LAYERS = tuple(prefix for prefix, _ in CLASS_LAYER_KINDS)
 
 
 def convert(state_dict, arch, num_classes=None, classes=None):
