@@ -4,8 +4,10 @@ sends them), returns torchvision's final detections (tests/zoo/fixtures/torchvis
 boxes in original pixels within 1e-2 px, scores within 1e-4, the same COCO labels, pasted masks IoU >= 0.99).
 
 torchvision's transform resized both images (112 x 157 -> 159 x 223 by its floor rule, where tfdet's
-rounding gives 160 x 224; 150 x 118 -> 203 x 160) and padded the batch to 224 x 224: the converted config's
-data.size_rule="torchvision" and data.serving_pad="batch" make the SavedModel do the same."""
+rounding gives 160 x 224; 150 x 118 -> 203 x 160) and padded the batch to 224 x 224; the first image sent
+alone is padded to 160 x 224 (the fixture's `alone/`: other P6 anchor strides, 53 x 56 instead of 56 x 56,
+and other detections). The converted config's data.size_rule="torchvision" and data.serving_pad="batch"
+make the SavedModel do the same (tfdet's square padding would give 224 x 224 for both requests)."""
 
 import os
 import subprocess
@@ -31,10 +33,27 @@ export, images, out = sys.argv[1:4]
 loaded = tf.saved_model.load(export)
 with np.load(images) as z:
     encoded = [tf.io.encode_png(z[f"image{i}"]).numpy() for i in range(len(z.files))]
-result = loaded.signatures["encoded_image"](encoded_images=tf.constant(encoded))
+result = loaded.signatures["encoded_image"](encoded_images=tf.constant(encoded))  # one request, both images
+alone = loaded.signatures["encoded_image"](encoded_images=tf.constant(encoded[:1]))  # the first alone
 assert "tfdet" not in sys.modules and not any(m.startswith("tfdet.") for m in sys.modules)
-np.savez(out, **{k: v.numpy() for k, v in result.items()})
+np.savez(out, **{k: v.numpy() for k, v in result.items()}, **{f"alone/{k}": v.numpy() for k, v in alone.items()})
 """
+
+
+def assert_outputs_equal(out, arrays, b, prefix):
+    """Image b of the SavedModel's outputs `out` holds the fixture's final outputs under `prefix`/b."""
+    n = int(out["num_detections"][b])
+    got = np.concatenate([out["detection_boxes"][b, :n], out["detection_scores"][b, :n, None],
+                          out["detection_classes"][b, :n, None]], 1)  # COCO ids = torchvision labels
+    want = stored_rows(arrays, b, prefix=prefix)  # boxes in original pixels
+    fixtures_io.assert_same_rows(got, want, DETECTION_ATOL, f"{prefix} {b}")
+    index = fixtures_io.match_rows(got, want, DETECTION_ATOL)
+    height, width = (int(v) for v in arrays["input/original_sizes"][b])
+    pasted = out["detection_masks"][b, index, :height, :width].astype(bool)
+    stored = np.unpackbits(arrays[f"{prefix}/{b}/masks_packbits"])[:pasted.size].reshape(pasted.shape).astype(bool)
+    union = (pasted | stored).sum((1, 2))
+    iou = np.where(union > 0, (pasted & stored).sum((1, 2)) / np.maximum(union, 1), 1.0)
+    assert iou.min() >= 0.99, (prefix, b, np.sort(iou)[:5])
 
 
 @pytest.mark.slow
@@ -59,16 +78,6 @@ def test_exported_savedmodel_returns_torchvision_detections(tmp_path):
         out = {k: z[k] for k in z.files}
     np.testing.assert_array_equal(out["image_status"], np.zeros(count))
     for b in range(count):
-        n = int(out["num_detections"][b])
-        got = np.concatenate([out["detection_boxes"][b, :n], out["detection_scores"][b, :n, None],
-                              out["detection_classes"][b, :n, None]], 1)  # COCO ids = torchvision labels
-        want = stored_rows(arrays, b, prefix="stage/output")  # boxes in original pixels
-        fixtures_io.assert_same_rows(got, want, DETECTION_ATOL, f"image {b}")
-        index = fixtures_io.match_rows(got, want, DETECTION_ATOL)
-        height, width = (int(v) for v in arrays["input/original_sizes"][b])
-        pasted = out["detection_masks"][b, index, :height, :width].astype(bool)
-        stored = np.unpackbits(arrays[f"stage/output/{b}/masks_packbits"])[:pasted.size].reshape(pasted.shape)
-        stored = stored.astype(bool)
-        union = (pasted | stored).sum((1, 2))
-        iou = np.where(union > 0, (pasted & stored).sum((1, 2)) / np.maximum(union, 1), 1.0)
-        assert iou.min() >= 0.99, (b, np.sort(iou)[:5])
+        assert_outputs_equal(out, arrays, b, "stage/output")
+    np.testing.assert_array_equal(arrays["alone/input/padded_size"], [160, 224])  # the batch: 224 x 224
+    assert_outputs_equal({k[6:]: v for k, v in out.items() if k.startswith("alone/")}, arrays, 0, "alone/output")
