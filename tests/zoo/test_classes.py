@@ -81,10 +81,12 @@ def test_torchvision_convert_keeps_the_chosen_classes(name):
             np.testing.assert_array_equal(chosen[path], value)
     if name.startswith("mask"):
         np.testing.assert_array_equal(chosen["bbox_head/cls/kernel"], full["bbox_head/cls/kernel"][:, [2, 0, 90]])
-        np.testing.assert_array_equal(chosen["bbox_head/reg/bias"], full["bbox_head/reg/bias"][[8, 9, 10, 11, 0, 1, 2, 3]])
+        np.testing.assert_array_equal(chosen["bbox_head/reg/bias"],
+                                      full["bbox_head/reg/bias"][[8, 9, 10, 11, 0, 1, 2, 3]])
         np.testing.assert_array_equal(chosen["mask_head/logits/kernel"], full["mask_head/logits/kernel"][..., keep])
         # torchvision's rows: cls_score row 3 (label 3) is the kept class 0
-        np.testing.assert_array_equal(chosen["bbox_head/cls/kernel"][:, 0], sd["roi_heads.box_predictor.cls_score.weight"][3])
+        np.testing.assert_array_equal(chosen["bbox_head/cls/kernel"][:, 0],
+                                      sd["roi_heads.box_predictor.cls_score.weight"][3])
     else:
         cls = sd["head.classification_head.cls_logits.weight"]  # [9 * 91, 256, 3, 3], anchor-major
         want = np.stack([cls[a * 91 + k] for a in range(9) for k in keep])

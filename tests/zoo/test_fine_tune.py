@@ -90,7 +90,8 @@ def test_convert_keeps_the_chosen_classes(tmp_path):
     full = tv.convert(fixture_state_dict(meta, arrays), NAME)
     weights = {k: v.numpy() for k, v in weights_by_path(model).items()}
     np.testing.assert_array_equal(weights["bbox_head/cls/kernel"], full["bbox_head/cls/kernel"][:, [2, 0, 90]])
-    np.testing.assert_array_equal(weights["bbox_head/reg/kernel"], full["bbox_head/reg/kernel"][:, [8, 9, 10, 11, 0, 1, 2, 3]])
+    np.testing.assert_array_equal(weights["bbox_head/reg/kernel"],
+                                  full["bbox_head/reg/kernel"][:, [8, 9, 10, 11, 0, 1, 2, 3]])
     np.testing.assert_array_equal(weights["fpn/lateral2/kernel"], full["fpn/lateral2/kernel"])
     with pytest.raises(ValueError, match="'unicorn' .*no class name"):
         files.convert_torchvision(str(fixture_npz(tmp_path)), str(tmp_path / "bad"), classes=["unicorn"])

@@ -392,7 +392,8 @@ def convert(state_dict, arch, num_classes=None, classes=None):
             raise AssertionError(key)
         out[f"{name}/{BN_LEAVES[leaf] if norm else 'kernel' if leaf == 'weight' else 'bias'}"] = (
             value if norm or leaf != "weight" else _kernel(value) if value.ndim == 4 else value.T)
-    out = {k: np.ascontiguousarray(v, np.float32) for k, v in out.items() if not (reinit and k.startswith(CLASS_LAYERS))}
+    out = {k: np.ascontiguousarray(v, np.float32) for k, v in out.items()
+           if not (reinit and k.startswith(CLASS_LAYERS))}
     if classes is not None:
         layers = [(prefix, kind) for prefix, kind in CLASS_LAYER_KINDS if any(k.startswith(prefix) for k in out)]
         out = class_space.select_classes(out, layers, classes, source_classes)
