@@ -10,9 +10,12 @@
                 retinanet_resnet50_fpn (default: detected from the keys)
   --num_classes fine-tuning on N other categories: the class-specific layers (box classifier and regressor,
                 mask logits, RetinaNet's classifier) are re-initialized, everything else loaded
+  --classes     keep these source classes, in this order (category ids or names, e.g. --classes=1,3 or
+                --classes=person,car): their rows of the class layers are kept, everything else loaded
   --out=DIR     a new (or empty) folder; receives DIR/config.py and a checkpoint in tfdet.engine.checkpoint's
                 format, which bin/export.py and evaluate.py take as --config=DIR/config.py --checkpoint=DIR
-                (COCO evaluation: through the export, see the README's Model zoo section).
+                (its data.category_ids map the classes to COCO ids; train.init_checkpoint is DIR, so
+                bin/train.py with this config fine-tunes from the converted weights).
 
 Nothing is written unless everything converts: the files go to a temporary folder next to DIR, renamed to
 DIR at the end. Keys that are missing, unexpected or mis-shaped are reported together, in one error.
@@ -36,6 +39,8 @@ _OUT = flags.DEFINE_string("out", None, "output folder (must not exist, or be em
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", None, "object classes of a model to fine-tune on other "
                                     "categories: the class-specific layers are re-initialized, the rest loaded "
                                     "(default: the source's, e.g. 90 for COCO)", lower_bound=1)
+_CLASSES = flags.DEFINE_list("classes", None, "keep only these source classes, in this order: category ids or "
+                             "class names (the converted config's data.category_ids / class_names)")
 flags.mark_flags_as_required(["checkpoint", "out"])
 
 
@@ -47,7 +52,7 @@ def main(argv):
     from tfdet.zoo import files
 
     arch = files.convert_torchvision(_CHECKPOINT.value, _OUT.value, arch=_ARCH.value or None,
-                                     num_classes=_NUM_CLASSES.value)
+                                     num_classes=_NUM_CLASSES.value, classes=_CLASSES.value)
     print(f"wrote {_OUT.value}/config.py and its checkpoint ({arch}); e.g. bin/export.py "
           f"--config={_OUT.value}/config.py --checkpoint={_OUT.value} --export_dir=EXPORT_DIR")
 

@@ -12,6 +12,9 @@ proposal recall, test-time augmentation and visualizations.
     # every checkpoint as training writes it:
     .venv/bin/python bin/evaluate.py --config=... --watch=workdir --watch_timeout=3600 --annotations=...
 
+A config whose data block has category_ids (a converted model's, bin/convert.py) maps model class c to
+category id category_ids[c]; without it class c is the c-th annotated category in id order.
+
 The tables are printed and written as json to --metrics_output (default <output>.metrics.json, or
 <predictions>.metrics.json). A model run on a set where some annotated images cannot be read or decoded
 reports no AP (their objects would count as missed) unless --allow_missing, which leaves them out of the
@@ -82,6 +85,16 @@ def settings():
     tta_scales = runner.parse_scales(FLAGS.tta_scales) or tuple(tuple(s) for s in test.get("tta_scales", ()))
     tta_flip = FLAGS.tta_flip or bool(test.get("tta_flip", False))
     tta_merge = FLAGS.tta_merge if FLAGS["tta_merge"].present else test.get("tta_merge", FLAGS.tta_merge)
+    # A model's class -> category ids and test size rule from its config's data block (a converted model's;
+    # absent: the annotations' categories in id order, tfdet's rule).
+    data = (_CONFIG.value.get("data") or {}) if _CONFIG.value is not None and (FLAGS.checkpoint or FLAGS.watch) else {}
+    category_ids = data.get("category_ids")
+    if category_ids is not None:
+        category_ids = tuple(int(c) for c in category_ids)
+        num_classes = int(_CONFIG.value.model.num_classes)
+        if len(category_ids) != num_classes:
+            raise ValueError(f"config.data.category_ids has {len(category_ids)} ids but config.model.num_classes is "
+                             f"{num_classes}: give one category id per class.")
     eval_types = tuple(FLAGS.eval_types)
     if not eval_types and _CONFIG.value is not None and _CONFIG.value.model.get("type") == "RPN":
         eval_types = ("proposal",)  # an RPN-only detector's boxes are proposals: class-agnostic recall
@@ -90,7 +103,8 @@ def settings():
         output=FLAGS.output, metrics_output=FLAGS.metrics_output, eval_types=eval_types, batch_size=FLAGS.batch_size,
         scale=scale, score_threshold=FLAGS.score_threshold, tta_scales=tta_scales,
         tta_flip=tta_flip, tta_merge=tta_merge, visualize=FLAGS.visualize,
-        visualize_dir=FLAGS.visualize_dir, allow_missing=FLAGS.allow_missing)
+        visualize_dir=FLAGS.visualize_dir, allow_missing=FLAGS.allow_missing, category_ids=category_ids,
+        size_rule=data.get("size_rule", "round"))
 
 
 def main(argv):

@@ -37,7 +37,8 @@ flags.DEFINE_enum("mask_output", "box", ["box", "image"], "detection_masks box-r
 flags.DEFINE_string("input_size", "", "fixed 'HxW' of the image_tensor input (default: dynamic)")
 flags.DEFINE_string("scale", "", "test scale 'LONGxSHORT' (default: the config's data.scale)")
 flags.DEFINE_string("annotations", "", "COCO json whose categories (sorted by id) give detection_classes ids")
-flags.DEFINE_list("category_ids", [], "category id of each class (default: --annotations, else 1..C)")
+flags.DEFINE_list("category_ids", [], "category id of each class (default: --annotations, else the config's "
+                  "data.category_ids, else 1..C)")
 flags.DEFINE_string("model_name", "tfdet", "model name written into the warm-up requests")
 flags.DEFINE_bool("warmup", True, "write assets.extra/tf_serving_warmup_requests")
 FLAGS = flags.FLAGS
@@ -54,8 +55,9 @@ def parse_size(text, name):
     return a, b
 
 
-def category_ids(num_classes):
-    """The --category_ids, else the sorted category ids of --annotations, else None (1..C)."""
+def category_ids(num_classes, config_ids=None):
+    """The --category_ids, else the sorted category ids of --annotations, else `config_ids` (the config's
+    data.category_ids, e.g. a converted model's), else None (1..C)."""
     if FLAGS.category_ids:
         try:
             ids = [int(c) for c in FLAGS.category_ids]
@@ -66,7 +68,10 @@ def category_ids(num_classes):
                                  f"{num_classes} classes: give one id per class.")
         return ids
     if not FLAGS.annotations:
-        return None
+        if config_ids is not None and len(config_ids) != num_classes:
+            raise ValueError(f"config.data.category_ids has {len(config_ids)} ids but config.model.num_classes is "
+                             f"{num_classes}: give one id per class (or --category_ids).")
+        return None if config_ids is None else [int(c) for c in config_ids]
     try:
         with open(FLAGS.annotations) as f:
             ids = sorted(int(c["id"]) for c in json.load(f)["categories"])
@@ -90,22 +95,28 @@ def main(argv):
     config = _CONFIG.value
     scale = parse_size(FLAGS.scale, "scale") if FLAGS.scale else tuple(config.data.scale)
     input_size = parse_size(FLAGS.input_size, "input_size") if FLAGS.input_size else None
-    ids = category_ids(int(config.model.num_classes))
+    data = config.get("data") or {}
+    ids = category_ids(int(config.model.num_classes), data.get("category_ids"))
     from tfdet.serving import ServingModule, build_serving_model, export
     from tfdet.serving.export import check_target
-    from tfdet.serving.module import INPUT_TYPES
+    from tfdet.serving.module import INPUT_TYPES, PADS, SIZE_RULES
 
     unknown = [t for t in FLAGS.input_type if t not in INPUT_TYPES]
     if unknown or not FLAGS.input_type:
         raise app.UsageError(f"--input_type must be one or more of {','.join(INPUT_TYPES)}, got "
                              f"{','.join(FLAGS.input_type) or 'nothing'}.")
+    size_rule, pad = data.get("size_rule", "round"), data.get("serving_pad", "square")
+    for field, value, allowed in (("size_rule", size_rule, SIZE_RULES), ("serving_pad", pad, PADS)):
+        if value not in allowed:
+            raise ValueError(f"config.data.{field} must be one of {', '.join(allowed)}, got {value!r}.")
     version = check_target(FLAGS.export_dir, FLAGS.version)  # before the model is built
     if not FLAGS.checkpoint:
         print("export.py: warning: no --checkpoint: exporting freshly initialised weights (for smoke tests only).",
               file=sys.stderr, flush=True)
     model = build_serving_model(config, ops=FLAGS.ops, checkpoint=FLAGS.checkpoint or None)
     module = ServingModule(model, scale=scale, category_ids=ids, mask_output=FLAGS.mask_output,
-                           input_size=input_size, pad_to_multiple=config.data.get("pad_to_multiple", 32))
+                           input_size=input_size, pad_to_multiple=data.get("pad_to_multiple", 32),
+                           size_rule=size_rule, pad=pad)
     path = export(module, FLAGS.export_dir, version=version, input_types=FLAGS.input_type,
                   model_name=FLAGS.model_name, with_warmup=FLAGS.warmup)
     print(path)

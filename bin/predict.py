@@ -11,6 +11,9 @@ Images go to the encoded_image signature as their file bytes (--input_type=image
 here and sends uint8 arrays, one image per request). image_id in the json is the file's index, or its
 COCO id when --annotations lists the file name.
 
+Category names for the renders: --annotations' categories, else --config's data.class_names (a converted
+model's config, bin/convert.py: names of its data.category_ids), else the ids.
+
 A file that cannot be read or decoded (the signature's image_status, or a request that fails for it
 alone) is named on stderr and skipped; the others are processed and their results written. The exit
 status is then 1, with a last line saying how many were skipped.
@@ -22,9 +25,12 @@ import json
 import os
 import sys
 
-from absl import app, flags
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs/ importable
 
-import tfdet.cli
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+import tfdet.cli  # noqa: E402
 
 flags.DEFINE_string("saved_model", "", "SavedModel folder (a version, or a base folder: its largest version)")
 flags.DEFINE_string("server", "", "TF Serving address: http://host:8501 (REST) or host:8500 (--protocol=grpc)")
@@ -39,6 +45,8 @@ flags.DEFINE_string("render_dir", "", "write <image name>.png with the detection
 flags.DEFINE_float("score_threshold", 0.0, "detections scoring below are not written")
 flags.DEFINE_float("render_threshold", 0.3, "detections scoring below are not drawn")
 flags.DEFINE_string("annotations", "", "COCO json: category names for the renders, image ids by file name")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "the model's config: category names for the renders "
+                                          "from its data.category_ids / class_names (a converted model's)")
 FLAGS = flags.FLAGS
 
 
@@ -70,9 +78,20 @@ def make_predictor():
     return client.LocalPredictor(path, signature=FLAGS.input_type)
 
 
+def config_names():
+    """{category id: name} of --config's data.category_ids / class_names ({} when it has none)."""
+    data = (_CONFIG.value.get("data") or {}) if _CONFIG.value is not None else {}
+    ids, names = data.get("category_ids"), data.get("class_names")
+    if ids is None or names is None:
+        return {}
+    if len(ids) != len(names):
+        raise ValueError(f"--config: data.category_ids has {len(ids)} ids but data.class_names {len(names)} names.")
+    return {int(i): str(n) for i, n in zip(ids, names)}
+
+
 def read_annotations():
     if not FLAGS.annotations:
-        return {}, {}
+        return config_names(), {}
     with open(FLAGS.annotations) as f:
         data = json.load(f)
     names = {c["id"]: c.get("name", str(c["id"])) for c in data.get("categories", [])}
@@ -195,4 +214,4 @@ def render(image, dets, names, path):
 
 
 if __name__ == "__main__":
-    tfdet.cli.run(main)  # errors: one line, exit 2 (usage) or 1
+    tfdet.cli.run(main, config_flag=_CONFIG)  # errors: one line, exit 2 (usage) or 1

@@ -148,3 +148,20 @@ def test_option_errors(shapes_data):
         pipeline.InputOptions(pad_size=(100, 96), scale=(96, 64)).padded_size()
     assert pipeline.InputOptions().padded_size() == (1344, 1344)
     assert pipeline.InputOptions(pad_size=(1344, 1376)).padded_size() == (1344, 1376)
+
+
+def test_size_rule(tmp_path):
+    """size_rule="torchvision" resizes 112 x 157 to 159 x 223 at (224, 160) (float64 floor), the default
+    "round" to 160 x 224; both pad to the same square."""
+    images = [{"id": 1, "file_name": "a.png", "height": 112, "width": 157}]
+    annotations = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 50, 40], "area": 2000, "iscrowd": 0}]
+    path = write_coco(str(tmp_path), images, annotations, [{"id": 1, "name": "thing"}])
+    reader = coco.CocoReader(path, str(tmp_path))
+    for rule, valid in (("round", (160, 224)), ("torchvision", (159, 223))):
+        options = pipeline.InputOptions(batch_size=1, training=False, scale=(224, 160), mask_size=0, size_rule=rule)
+        (batch,) = _take(pipeline.from_coco(reader, options), 1)
+        assert tuple(batch["image_info"][0, 2]) == valid and batch["images"].shape == (1, 224, 224, 3)
+        np.testing.assert_allclose(batch["gt_boxes"][0, 0], np.array([10, 10, 60, 50]) * valid[1] / 157 * [1, 0, 1, 0]
+                                   + np.array([10, 10, 60, 50]) * valid[0] / 112 * [0, 1, 0, 1], rtol=1e-6)
+    with pytest.raises(ValueError, match="size_rule must be one of"):
+        pipeline.InputOptions(size_rule="floor")

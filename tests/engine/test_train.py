@@ -158,3 +158,29 @@ def test_category_count_is_checked_against_num_classes(shapes_dir, tmp_path):
     config.model.num_classes = 5
     with pytest.raises(ValueError, match=r"the data has 3 categories .* config.model.num_classes is 5"):
         train.train(config, str(tmp_path), verbose=0)
+
+
+def test_init_checkpoint_starts_a_new_run_and_is_saved_as_step_0(tiny, tmp_path):
+    """train.init_checkpoint (e.g. bin/convert.py's output) gives the first weights of a run whose workdir has
+    no checkpoint, saved as its step 0; a resumed run reads its own checkpoints instead."""
+    config = tiny()
+    config.train.total_steps = 2
+    source = train.train(config, str(tmp_path / "source"), verbose=0)
+    tuned = tiny()
+    tuned.train.update(total_steps=2, init_checkpoint=str(tmp_path / "source" / "checkpoints"))
+    train.train(tuned, str(tmp_path / "tuned"), verbose=0)
+    assert checkpoint_steps(tmp_path / "tuned") == [0, 2]
+    from tfdet.engine import checkpoint
+
+    start = build_detector(tuned.model)
+    checkpoint.restore_weights(start, str(tmp_path / "tuned" / "checkpoints" / "ckpt-0"))
+    assert max_diff(weights(start), weights(source)) == 0.0
+    tuned.train.update(total_steps=3, init_checkpoint=str(tmp_path / "missing"))
+    train.train(tuned, str(tmp_path / "tuned"), verbose=0)  # resumes from its step 2: the init is not read
+    assert checkpoint_steps(tmp_path / "tuned") == [0, 2, 3]
+    with pytest.raises(FileNotFoundError, match="missing"):  # a new run needs it
+        train.train(tuned, str(tmp_path / "new"), verbose=0)
+    bad = tiny()
+    bad.train.init_checkpoint = 3
+    with pytest.raises(ValueError, match="config.train.init_checkpoint must be a checkpoint path"):
+        train.train(bad, str(tmp_path / "bad"), verbose=0)

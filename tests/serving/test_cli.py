@@ -71,6 +71,51 @@ def test_export_then_predict_round_trip(trained, tmp_path):
         assert png.shape == (360, 540, 3) and (png != enlarged).any()  # something was drawn
 
 
+NAMED_CONFIG = """
+from configs import mask_rcnn
+
+
+def get_config(arg=None):
+    config = mask_rcnn.get_config("tiny")
+    config.data.category_ids = [3, 7, 11]
+    config.data.class_names = ["cat", "dog", "cow"]
+    return config
+"""
+
+
+@pytest.mark.slow
+def test_config_category_ids_and_names(trained, tmp_path):
+    """A config's data.category_ids are the export's default detection_classes, and predict --config labels
+    the renders with its data.class_names, as --annotations' names do (ids when there are none)."""
+    model, checkpoint, _ = trained
+    config = tmp_path / "named.py"
+    config.write_text(NAMED_CONFIG)
+    export_dir = tmp_path / "export"
+    proc = run_bin("export.py", f"--config={config}", f"--checkpoint={checkpoint}", f"--export_dir={export_dir}",
+                   "--scale=96x64", "--input_type=encoded_image", "--nowarmup")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    images, _ = write_images(str(tmp_path))
+    annotations = tmp_path / "ann.json"
+    annotations.write_text(json.dumps({"images": [], "annotations": [], "categories": [
+        {"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}, {"id": 11, "name": "cow"}]}))
+    renders = {}
+    for how, names in (("config", [f"--config={config}"]), ("annotations", [f"--annotations={annotations}"]),
+                       ("ids", [])):
+        out = tmp_path / how / "results.json"
+        proc = run_bin("predict.py", f"--saved_model={export_dir}", f"--images={tmp_path}/img*.png", f"--output={out}",
+                       f"--render_dir={tmp_path / how}", "--render_threshold=0", *names)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        renders[how] = tf.io.decode_png(tf.io.read_file(str(tmp_path / how / "img0.png"))).numpy()
+    from tfdet.serving import ServingModule
+    module = ServingModule(model, scale=(96, 64), category_ids=[3, 7, 11])
+    outputs = {k: v.numpy() for k, v in module.image_tensor(tf.constant(images[:2])).items()}
+    expected = results_lib.serving_to_coco(outputs, [0, 1])
+    results = json.loads((tmp_path / "config" / "results.json").read_text())
+    assert [r["category_id"] for r in results] == [r["category_id"] for r in expected] and results
+    np.testing.assert_array_equal(renders["config"], renders["annotations"])
+    assert (renders["config"] != renders["ids"]).any()
+
+
 class _FakeServing(BaseHTTPRequestHandler):
     """Answers POST /v1/models/<name>:predict like TF Serving's REST API, from a loaded SavedModel."""
 

@@ -103,12 +103,12 @@ def resize_to_scale(example, scale=(1333, 800), rule="round"):
     return resize_keep_ratio(example, min(scale), max(scale), rule)
 
 
-def random_resize(example, seed, short_range=(400, 1400), long_side=1600):
+def random_resize(example, seed, short_range=(400, 1400), long_side=1600, rule="round"):
     """Multi-scale training: the short edge is drawn uniformly from the integers in `short_range`
-    (inclusive), the long edge capped at `long_side` (HTC's 400-1400 / 1600)."""
+    (inclusive), the long edge capped at `long_side` (HTC's 400-1400 / 1600); sizes by keep_ratio_size(rule)."""
     short = tf.random.stateless_uniform([], seed, minval=int(short_range[0]), maxval=int(short_range[1]) + 1,
                                         dtype=tf.int32)
-    return resize_keep_ratio(example, short, long_side)
+    return resize_keep_ratio(example, short, long_side, rule)
 
 
 def pad_to_size(example, size):

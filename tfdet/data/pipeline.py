@@ -51,6 +51,7 @@ class InputOptions:
     with_semantic: bool = False         # semantic maps (HTC)
     semantic_stride: int = 8
     pad_size: tuple = None              # (h, w), multiples of 32; None = square of max(scale) rounded up to 32
+    size_rule: str = "round"            # resized sizes: "round" (tfdet's) | "torchvision" (floor, float64)
     shuffle_buffer: int = 1024
     seed: int = 0
 
@@ -71,6 +72,7 @@ class InputOptions:
         check("semantic_stride", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
         check("shuffle_buffer", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
         check("seed", _is_int, "an integer")
+        check("size_rule", lambda v: v in augment.SIZE_RULES, f"one of {augment.SIZE_RULES}")
         check("pad_size", lambda v: v is None or (_is_pair(v, 32) and v[0] % 32 == 0 and v[1] % 32 == 0
                                                   and min(v) >= max(self.scale)),
               f"None or (h, w) multiples of 32 holding any image whose long edge is max(scale) = "
@@ -197,9 +199,9 @@ def _prepare(ex, index, options, flip_map):
     if options.training and options.flip_prob > 0:
         ex = augment.random_flip(ex, flip_seed, options.flip_prob, flip_map)
     if options.training and options.short_edge_range:
-        ex = augment.random_resize(ex, scale_seed, options.short_edge_range, max(options.scale))
+        ex = augment.random_resize(ex, scale_seed, options.short_edge_range, max(options.scale), options.size_rule)
     else:
-        ex = augment.resize_to_scale(ex, options.scale)
+        ex = augment.resize_to_scale(ex, options.scale, options.size_rule)
     ex = augment.pad_to_size(ex, options.padded_size())
     m = options.max_instances
     n = tf.shape(ex["classes"])[0]

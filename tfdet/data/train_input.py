@@ -7,6 +7,10 @@
   check_images coco / shapes: how the reader checks the image files at start-up ("header": cheap, the
                default; "decode": decode every image, slow; see tfdet.data.coco.CocoReader)
   resume       "skip" (same batches as an uninterrupted run) | "reseed" (fresh shuffle seeded by the step)
+  category_ids the dataset category id of each model class c (None: the annotations' categories in id
+               order); class_names their names (None: the annotations'). Converted models set them
+               (tfdet.zoo); bin/evaluate.py, export.py and predict.py read them. Training ignores them.
+  serving_pad  how bin/export.py's SavedModel pads: "square" | "batch" (tfdet.serving.module)
 and any field of tfdet.data.pipeline.InputOptions (scale, max_instances, mask_size, ...).
 
 Everything that can be checked before training is checked when a `TrainInput` is made: the block's
@@ -29,7 +33,8 @@ log = logging.getLogger(__name__)
 
 _OPTION_FIELDS = {f.name for f in dataclasses.fields(pipeline.InputOptions)} - {"batch_size", "training", "seed"}
 DATA_DEFAULTS = dict(source="shapes", root=None, shapes={}, train_ann="", train_images="", tfrecords="",
-                     check_images="header", resume="skip")
+                     check_images="header", resume="skip", category_ids=None, class_names=None,
+                     serving_pad="square")
 
 
 def _existing(path, field, kind):

@@ -27,6 +27,7 @@ _RULES = {
     "warmup_ratio": (lambda v: _real(v) and 0 < v <= 1, "a number in (0, 1]"),
     "decay_factor": (lambda v: _real(v) and v > 0, "a number > 0"),
     "clip_norm": (lambda v: _real(v) and v >= 0, "a number >= 0 (0: no clipping)"),
+    "init_checkpoint": (lambda v: isinstance(v, str), "a checkpoint path, or '' (none)"),
 }
 
 

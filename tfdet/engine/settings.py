@@ -7,6 +7,8 @@
   clip_norm      global-norm gradient clipping (0 = off)
   checkpoint_every  save every N steps (and at the end); keep_checkpoints: how many to keep
   log_every      TensorBoard update frequency in steps      seed: Keras / data seed
+  init_checkpoint  a checkpoint (tfdet.engine.checkpoint.restore: file, prefix or folder, e.g. bin/convert.py's
+                 output) whose weights start a run whose workdir has none; "" = the model's initializers
 """
 
 import ml_collections
@@ -16,7 +18,7 @@ from tfdet.engine.preflight import check_train_block
 TRAIN_DEFAULTS = dict(batch_size=2, optimizer="sgd", base_lr=0.02, momentum=0.9, weight_decay=1e-4, beta_1=0.9,
                       beta_2=0.999, epsilon=1e-8, epochs=12, total_steps=0, steps_per_epoch=0, warmup_steps=500,
                       warmup_ratio=0.001, decay_epochs=(8, 11), decay_steps=None, decay_factor=0.1, clip_norm=0.0,
-                      checkpoint_every=500, keep_checkpoints=3, log_every=50, seed=0)
+                      checkpoint_every=500, keep_checkpoints=3, log_every=50, seed=0, init_checkpoint="")
 
 
 def train_block(block):

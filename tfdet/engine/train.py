@@ -3,8 +3,9 @@
 `train(config, workdir, ...)` builds the strategy, the detector (`tfdet.modeling.detectors.build_detector`:
 `config.model.type` is a registered detector or "package.module:Class"), its Trainer (the engine's
 step and the `train` block's optimizer recipe, tfdet.engine.trainer) and the tf.data input, restores the
-latest checkpoint in `workdir/checkpoints`, and runs `fit` until `total_steps` optimizer updates. The
-`train` block's fields and defaults: tfdet.engine.settings.
+latest checkpoint in `workdir/checkpoints` (when there is none, the weights of `train.init_checkpoint`, e.g. a
+converted model to fine-tune, saved as the run's step 0), and runs `fit` until `total_steps` optimizer
+updates. The `train` block's fields and defaults: tfdet.engine.settings.
 
 Resume: the step, the learning rate (a function of the step) and the optimizer slots come from the
 newest readable checkpoint (tfdet.engine.resume); the input restarts at the same position by skipping the
@@ -23,7 +24,7 @@ import tensorflow as tf
 
 from tfdet.engine import callbacks as cb
 from tfdet.engine import interrupt, optim, preflight, resume
-from tfdet.engine.checkpoint import training_checkpoint
+from tfdet.engine.checkpoint import resolve_checkpoint, restore, training_checkpoint
 from tfdet.engine.settings import TRAIN_DEFAULTS, train_block
 from tfdet.engine.strategy import build_strategy, is_chief, worker_dir
 from tfdet.engine.trainer import Trainer
@@ -85,6 +86,11 @@ def _train(config, workdir, strategy, devices, verbose, extra_callbacks):
     if latest:
         print(f"tfdet.train: resumed from {latest} at step {int(iterations.numpy())}", flush=True)
     manager = tf.train.CheckpointManager(checkpoint, worker_dir(ckpt_dir, strategy), train_cfg.keep_checkpoints)
+    if not latest and train_cfg.init_checkpoint:  # a resumed run never reads it
+        init = resolve_checkpoint(train_cfg.init_checkpoint)
+        restore(model, init)  # every weight by path; a checkpoint of another config is a ValueError
+        manager.save(checkpoint_number=0)  # a resume reads the run's own checkpoints, not the init file
+        print(f"tfdet.train: initialised from {init} (config.train.init_checkpoint), saved as step 0", flush=True)
     start = int(iterations.numpy())
     if start >= total_steps:
         print(f"tfdet.train: already at step {start} of {total_steps}; nothing to do.", flush=True)

@@ -52,6 +52,8 @@ class EvalSettings:
     visualize_dir: str = ""               # default <metrics_output folder>/visualize
     visualize_score_threshold: float = 0.3
     allow_missing: bool = False           # evaluate without the images that could not be run
+    category_ids: tuple = None            # category id of each model class (None: the annotations' in id order)
+    size_rule: str = "round"              # the test resize's size rule (tfdet.data.augment.keep_ratio_size)
 
 
 def metrics_path(s):
@@ -71,10 +73,31 @@ def open_annotations(s, need_images):
     return coco.CocoReader(s.annotations, image_dir, check_images="header" if need_images else "none")
 
 
+def class_to_category(s, reader):
+    """{model class: category id}: `s.category_ids` (a converted model's, config.data.category_ids) when
+    set, else the reader's (class c = the c-th annotated category in id order)."""
+    if s.category_ids is None:
+        return reader.class_to_category
+    return dict(enumerate(int(c) for c in s.category_ids))
+
+
+def annotated_only(results, reader):
+    """The results whose category is annotated (a converted model may have more, e.g. torchvision's 90 COCO
+    labels with 10 unused ids); the others are counted in a warning, not evaluated nor written."""
+    known = set(reader.category_ids)
+    kept = [r for r in results if r["category_id"] in known]
+    if len(kept) < len(results):
+        dropped = sorted({r["category_id"] for r in results} - known)
+        log.warning("%d detections of category ids the annotations do not have (%s) are left out.",
+                    len(results) - len(kept), ", ".join(str(c) for c in dropped[:10]))
+    return kept
+
+
 def predict(s, reader, predict_fn):
     """(COCO results of `predict_fn` over the reader's images (single scale, or TTA when asked), the set of
     image ids it ran on)."""
     ran = set()
+    categories = class_to_category(s, reader)
     if s.tta_scales or s.tta_flip:
         if s.tfrecords:
             raise ValueError("test-time augmentation reads the image files; give --images, not --tfrecords.")
@@ -91,18 +114,18 @@ def predict(s, reader, predict_fn):
                 predict_fn, image, s.tta_scales or [s.scale], s.tta_flip, s.tta_merge, s.tta_iou_threshold,
                 s.max_detections, flip_map=reader.keypoint_flip_map if reader.num_keypoints else None,
                 image_id=rec.image_id)
-            out += results_lib.detections_to_coco(outputs, info, [rec.image_id], reader.class_to_category,
+            out += results_lib.detections_to_coco(outputs, info, [rec.image_id], categories,
                                                   s.mask_threshold, s.score_threshold)
-        return out, ran
+        return annotated_only(out, reader) if s.category_ids is not None else out, ran
     options = pipeline.InputOptions(batch_size=s.batch_size, training=False, scale=tuple(s.scale), max_instances=1,
-                                    mask_size=0, with_keypoints=False)
+                                    mask_size=0, with_keypoints=False, size_rule=s.size_rule)
     if s.tfrecords:
         batches = pipeline.from_tfrecords(s.tfrecords, options).as_numpy_iterator()
     else:
         batches = pipeline.from_coco(reader, options).as_numpy_iterator()
-    out = evaluator.predict_results(predict_fn, batches, reader.class_to_category, s.score_threshold,
+    out = evaluator.predict_results(predict_fn, batches, categories, s.score_threshold,
                                     s.mask_threshold, on_batch=lambda batch, _: ran.update(batch["image_id"].tolist()))
-    return out, ran
+    return annotated_only(out, reader) if s.category_ids is not None else out, ran
 
 
 def ground_truth_of(coco_gt, ran, s, print_fn=print, missing_files=False):

@@ -4,10 +4,16 @@
   image_tensor   images          [B, H, W, 3] uint8 RGB (one size per batch; H, W fixed or dynamic)
   encoded_image  encoded_images  [B] string, JPEG / PNG / GIF / BMP bytes (any sizes; decoded to RGB)
 Each image is resized keeping its aspect ratio to the model's (long, short) scale (the rule of
-tfdet.data.augment.resize_to_scale: short edge `short` unless the long edge would exceed `long`), padded
-with zeros at the bottom/right to the square of max(scale) rounded up to `pad_to_multiple` (the padded
-size of tfdet.data.pipeline, so served images see exactly what evaluation sees; both input types give
-the same detections for the same pixels), run through the detector, and mapped back:
+tfdet.data.augment.resize_to_scale: short edge `short` unless the long edge would exceed `long`; its
+sizes rounded, or with size_rule="torchvision" floored as torchvision does), padded with zeros at the
+bottom/right, run through the detector, and mapped back. The padding (`pad`):
+  "square"  the square of max(scale) rounded up to `pad_to_multiple` (the padded size of
+            tfdet.data.pipeline, so served images see exactly what evaluation sees; both input types give
+            the same detections for the same pixels);
+  "batch"   the batch's largest resized height and width, each rounded up to `pad_to_multiple`
+            (torchvision's GeneralizedRCNNTransform.batch_images: with anchor strides from the padded
+            size, an image's detections then depend on the batch it comes in, as in torchvision).
+The outputs:
   num_detections      [B] int32
   detection_boxes     [B, D, 4] float32  (x1, y1, x2, y2) original-image pixels, clipped to the image
   detection_scores    [B, D] float32
@@ -28,24 +34,24 @@ others are detected), an empty batch gets empty outputs, and an image tensor tha
 
 import tensorflow as tf
 
+from tfdet.data.augment import SIZE_RULES, keep_ratio_size
 from tfdet.modeling.roi_heads import paste_masks
 
 INPUT_TYPES = ("image_tensor", "encoded_image")
 MASK_OUTPUTS = ("box", "image")
+PADS = ("square", "batch")
 
 
 def _round_up(value, multiple):
     return (value + multiple - 1) // multiple * multiple
 
 
-def resize_ratio(height, width, scale):
+def resize_ratio(height, width, scale, rule="round"):
     """The keep-ratio resize of an image of `height` x `width` (tensors) to `scale` (long, short), as
-    tfdet.data.augment.resize_keep_ratio: (new_h, new_w) int32 and (sy, sx) float32 exact ratios."""
-    short, long = min(scale), max(scale)
+    tfdet.data.augment.resize_keep_ratio with size rule `rule`: (new_h, new_w) int32 and (sy, sx) float32
+    exact ratios."""
+    new_h, new_w = keep_ratio_size(height, width, min(scale), max(scale), rule)
     hf, wf = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
-    ratio = tf.minimum(short / tf.minimum(hf, wf), long / tf.maximum(hf, wf))
-    new_h = tf.maximum(tf.cast(tf.round(hf * ratio), tf.int32), 1)
-    new_w = tf.maximum(tf.cast(tf.round(wf * ratio), tf.int32), 1)
     return new_h, new_w, tf.cast(new_h, tf.float32) / hf, tf.cast(new_w, tf.float32) / wf
 
 
@@ -65,13 +71,21 @@ class ServingModule(tf.Module):
       category_ids: [C] dataset category id of each contiguous class (default 1..C).
       mask_output: "box" or "image" (see the module docstring).
       input_size: None (dynamic H, W) or (H, W) fixed for the image_tensor signature.
-      pad_to_multiple: the padded square's side is a multiple of this (the FPN's largest stride).
+      pad_to_multiple: the padded sides are multiples of this (the FPN's largest stride).
+      size_rule: "round" (tfdet's) or "torchvision" (tfdet.data.augment.keep_ratio_size), e.g. the
+        config's data.size_rule.
+      pad: "square" or "batch" (see the module docstring), e.g. the config's data.serving_pad.
     """
 
-    def __init__(self, model, scale, category_ids=None, mask_output="box", input_size=None, pad_to_multiple=32):
+    def __init__(self, model, scale, category_ids=None, mask_output="box", input_size=None, pad_to_multiple=32,
+                 size_rule="round", pad="square"):
         super().__init__(name="tfdet_serving")
         if mask_output not in MASK_OUTPUTS:
             raise ValueError(f"mask_output must be one of {MASK_OUTPUTS}, got {mask_output!r}.")
+        if size_rule not in SIZE_RULES:
+            raise ValueError(f"size_rule must be one of {SIZE_RULES} (config.data.size_rule), got {size_rule!r}.")
+        if pad not in PADS:
+            raise ValueError(f"pad must be one of {PADS} (config.data.serving_pad), got {pad!r}.")
         num_classes = int(model.num_classes)
         category_ids = list(range(1, num_classes + 1)) if category_ids is None else [int(c) for c in category_ids]
         if len(category_ids) != num_classes:
@@ -86,7 +100,8 @@ class ServingModule(tf.Module):
         self.mask_output = mask_output
         mask_block = getattr(model, "model_config", {}).get("mask") or {}
         self.mask_paste = mask_block.get("paste", "detectron2")  # model.mask.paste
-        self.padded_side = _round_up(max(self.scale), int(pad_to_multiple))
+        self.size_rule, self.pad, self.pad_to_multiple = size_rule, pad, int(pad_to_multiple)
+        self.padded_side = _round_up(max(self.scale), self.pad_to_multiple)
         self.category_ids = tf.constant(category_ids, tf.int32)
         h, w = (None, None) if input_size is None else (int(input_size[0]), int(input_size[1]))
         self.image_tensor = tf.function(
@@ -110,11 +125,9 @@ class ServingModule(tf.Module):
             "image_tensor: images must be uint8 [batch, height, width, 3] RGB; got shape", shape], summarize=8)
         with tf.control_dependencies([check]):
             images = tf.identity(images)
-        new_h, new_w, sy, sx = resize_ratio(shape[1], shape[2], self.scale)
+        new_h, new_w, sy, sx = resize_ratio(shape[1], shape[2], self.scale, self.size_rule)
         resized = tf.image.resize(tf.cast(images, tf.float32), tf.stack([new_h, new_w]), method="bilinear")
-        side = self.padded_side
-        padded = tf.pad(resized, [[0, 0], [0, side - new_h], [0, side - new_w], [0, 0]])
-        padded = tf.ensure_shape(padded, [None, side, side, 3])
+        padded = self._pad_batch(resized, tf.stack([new_h, new_w])[None])
         batch = shape[0]
         original = tf.tile(shape[None, 1:3], [batch, 1])
         valid = tf.tile(tf.stack([new_h, new_w])[None], [batch, 1])
@@ -124,26 +137,31 @@ class ServingModule(tf.Module):
         return result
 
     def _from_bytes(self, encoded_images):
-        side = self.padded_side
+        side, square = self.padded_side, self.pad == "square"
         count = tf.shape(encoded_images)[0]
 
         def prepare(index, data):
             image = tf.io.decode_image(data, channels=3, expand_animations=False)
             size = tf.shape(image)[:2]
-            new_h, new_w, sy, sx = resize_ratio(size[0], size[1], self.scale)
+            new_h, new_w, sy, sx = resize_ratio(size[0], size[1], self.scale, self.size_rule)
             resized = tf.image.resize(tf.cast(image, tf.float32), tf.stack([new_h, new_w]), method="bilinear")
-            padded = tf.pad(resized, [[0, side - new_h], [0, side - new_w], [0, 0]])
-            return index, tf.ensure_shape(padded, [side, side, 3]), size, tf.stack([sy, sx]), tf.stack([new_h, new_w])
+            if square:
+                resized = tf.ensure_shape(tf.pad(resized, [[0, side - new_h], [0, side - new_w], [0, 0]]),
+                                          [side, side, 3])
+            return index, resized, size, tf.stack([sy, sx]), tf.stack([new_h, new_w])
 
         # tf.data drops the images whose decoding fails (graph ops have no per-element try); the indices
         # of those that remain say which ones ran. The empty batch after them makes the result a batch
-        # even when none remains.
+        # even when none remains. "batch" padding: padded_batch pads to the largest, _pad_batch rounds up.
         decoded = tf.data.Dataset.from_tensor_slices((tf.range(count), encoded_images)).map(
             prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
-        empty = (tf.zeros([0], tf.int32), tf.zeros([0, side, side, 3]), tf.zeros([0, 2], tf.int32),
-                 tf.zeros([0, 2]), tf.zeros([0, 2], tf.int32))
-        ran, padded, original, scales, valid = decoded.batch(tf.cast(tf.maximum(count, 1), tf.int64)).concatenate(
+        empty = (tf.zeros([0], tf.int32), tf.zeros([0, side, side, 3] if square else [0, 0, 0, 3]),
+                 tf.zeros([0, 2], tf.int32), tf.zeros([0, 2]), tf.zeros([0, 2], tf.int32))
+        size = tf.cast(tf.maximum(count, 1), tf.int64)
+        batched = decoded.batch(size) if square else decoded.padded_batch(size)
+        ran, padded, original, scales, valid = batched.concatenate(
             tf.data.Dataset.from_tensors(empty)).take(1).get_single_element()
+        padded = self._pad_batch(padded, valid)
         result = self._detect_any(padded, original, scales, valid)
         # Row i of the request takes row position[i] of the results; a failed image the empty row after them.
         done = tf.shape(ran)[0]
@@ -155,6 +173,18 @@ class ServingModule(tf.Module):
         return result
 
     # -- shared ----------------------------------------------------------------------------------------
+    def _pad_batch(self, images, valid):
+        """images [B, h, w, 3] (each image at the top-left, already padded to the batch's largest) zero-padded
+        at the bottom/right to the padded size of `self.pad`; valid [B, 2] the resized (h, w)."""
+        if self.pad == "square":
+            side = self.padded_side
+            padded = tf.pad(images, [[0, 0], [0, side - tf.shape(images)[1]], [0, side - tf.shape(images)[2]], [0, 0]])
+            return tf.ensure_shape(padded, [None, side, side, 3])
+        # at least one multiple (an empty batch runs one blank image of that size)
+        target = _round_up(tf.reduce_max(tf.concat([valid, tf.ones([1, 2], tf.int32)], 0), 0), self.pad_to_multiple)
+        shape = tf.shape(images)
+        return tf.pad(images, [[0, 0], [0, target[0] - shape[1]], [0, target[1] - shape[2]], [0, 0]])
+
     def _detect_any(self, images, original, scales, valid):
         """`_detect` for any batch size: an empty batch runs one blank image whose outputs are dropped
         (the detectors' shapes need at least one image)."""

@@ -10,13 +10,17 @@ from tfdet.modeling.backbones.weights import read_state_dict
 
 CONFIG_TEMPLATE = '''"""tfdet config of torchvision {arch}, written by bin/convert.py from {source}."""
 
+import os
+
 from tfdet.zoo import torchvision
 
 
 def get_config(arg=None):
     if arg:
         raise ValueError("this converted config takes no argument; override fields with --config.x.y=...")
-    return torchvision.tfdet_config({arch!r}, num_classes={num_classes!r})
+    config = torchvision.tfdet_config({arch!r}, num_classes={num_classes!r}, classes={classes!r})
+    config.train.init_checkpoint = os.path.dirname(os.path.abspath(__file__))  # bin/train.py fine-tunes from here
+    return config
 '''
 
 
@@ -77,22 +81,29 @@ def load_weights(model, weights, keep=()):
         variables[path].assign(value)
 
 
-def convert_torchvision(checkpoint, out, arch=None, num_classes=None):
+def convert_torchvision(checkpoint, out, arch=None, num_classes=None, classes=None):
     """Converts torchvision `checkpoint` into `out`/config.py and `out`/checkpoint; returns the arch. With
     `num_classes` (object classes) other than the source's, the class-specific layers are re-initialized
-    (tfdet's initializers) and everything else is loaded: a starting point for fine-tuning."""
+    (tfdet's initializers) and everything else is loaded: a starting point for fine-tuning. With `classes`
+    (source category ids or class names, tfdet.zoo.classes.class_indices), the model keeps those classes,
+    in that order, their rows of the class layers loaded."""
     from tfdet.modeling.detectors import build_detector  # pylint: disable=import-outside-toplevel
     from tfdet.zoo import torchvision  # pylint: disable=import-outside-toplevel
+    from tfdet.zoo.classes import class_indices  # pylint: disable=import-outside-toplevel
 
+    if classes is not None and num_classes is not None:
+        raise ValueError("give --num_classes (other categories) or --classes (a subset of the source's), not both.")
     state_dict = load_state_dict(checkpoint)
     arch = arch or torchvision.detect_arch(state_dict)
-    weights = torchvision.convert(state_dict, arch, num_classes=num_classes)
-    model = build_detector(torchvision.tfdet_config(arch, num_classes=num_classes).model)
+    keep = None if classes is None else class_indices(classes, *torchvision.source_classes(arch))
+    weights = torchvision.convert(state_dict, arch, num_classes=num_classes, classes=keep)
+    model = build_detector(torchvision.tfdet_config(arch, num_classes=num_classes, classes=keep).model)
     load_weights(model, weights, keep=torchvision.CLASS_LAYERS if num_classes is not None else ())
     tmp = prepare_out(out)
     try:
         with open(os.path.join(tmp, "config.py"), "w", encoding="utf-8") as f:
-            f.write(CONFIG_TEMPLATE.format(arch=arch, source=os.path.basename(checkpoint), num_classes=num_classes))
+            f.write(CONFIG_TEMPLATE.format(arch=arch, source=os.path.basename(checkpoint), num_classes=num_classes,
+                                           classes=keep))
         write_checkpoint(model, tmp)
         finish_out(tmp, out)
     except BaseException:

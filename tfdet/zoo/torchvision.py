@@ -18,15 +18,19 @@ Supported: fasterrcnn_resnet50_fpn, maskrcnn_resnet50_fpn, keypointrcnn_resnet50
 with torchvision's bicubic rule; one class, person), fasterrcnn_resnet50_fpn_v2 and maskrcnn_resnet50_fpn_v2
 (BatchNorm backbone and FPN, a 2-conv RPN head, a 4-conv + 1-fc box head with BN, a mask head with BN).
 retinanet_resnet50_fpn: all 91 sigmoid channels are kept (class 0, never a positive in training, still
-competes at inference in torchvision), so there tfdet class c IS torchvision label c = COCO id c (export
-with --category_ids=0,1,...,90); the top 1000 (anchor, class) pairs per level and 300 detections.
+competes at inference in torchvision), so there tfdet class c IS torchvision label c = COCO id c (the
+config's data.category_ids 0..90); the top 1000 (anchor, class) pairs per level and 300 detections.
 Recognised, not converted yet: retinanet_resnet50_fpn_v2 (its GroupNorm head).
+The config's data.category_ids / class_names name the classes (COCO ids and names; torchvision's unused
+ids "N/A"); `classes` keeps a subset of them (tfdet.zoo.classes.select_classes on CLASS_LAYER_KINDS).
 """
 
 import re
 
 import ml_collections
 import numpy as np
+
+from tfdet.zoo import classes as class_space
 
 SUPPORTED = ("fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn", "keypointrcnn_resnet50_fpn",
              "fasterrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn_v2", "retinanet_resnet50_fpn")
@@ -101,10 +105,35 @@ def _check_arch(arch):
 
 # -- The config ----------------------------------------------------------------------------------------------
 
-def tfdet_config(arch, num_classes=None):
+def source_classes(arch):
+    """(category_ids, class_names) of the tfdet classes of torchvision `arch` with its COCO labels: class c
+    is COCO id c + 1 (Keypoint R-CNN: [1], person), RetinaNet's class c is id c (0 = "__background__")."""
+    if arch.startswith("keypoint"):
+        ids = [1]
+    else:
+        ids = list(range(0 if arch.startswith("retinanet") else 1, COCO_CLASSES))
+    return ids, [class_space.coco_name(i) for i in ids]
+
+
+def tfdet_config(arch, num_classes=None, classes=None):
     """The full tfdet config (model, data, train) that reproduces torchvision `arch`: `num_classes` object
-    classes (default the source's: 90 COCO classes, Keypoint R-CNN 1), background not counted."""
+    classes (default the source's: 90 COCO classes, Keypoint R-CNN 1), background not counted; or the
+    source classes `classes` (tfdet class indices, in their new order). data.category_ids / class_names
+    name the classes (left None when `num_classes` differs from the source's: other categories)."""
     _check_arch(arch)
+    ids, names = source_classes(arch)
+    if classes is not None:
+        if num_classes is not None:
+            raise ValueError("give num_classes (other categories) or classes (a subset of the source's), not both.")
+        ids, names, num_classes = [ids[c] for c in classes], [names[c] for c in classes], len(classes)
+    elif num_classes is not None and int(num_classes) != len(ids):
+        ids, names = None, None
+    config = _tfdet_config(arch, num_classes)
+    config.data.category_ids, config.data.class_names = ids, names
+    return config
+
+
+def _tfdet_config(arch, num_classes):
     from tfdet.modeling.dense_heads import RPNSpec  # pylint: disable=import-outside-toplevel
     from tfdet.modeling.detectors.base import MODEL_DEFAULTS  # pylint: disable=import-outside-toplevel
     from tfdet.modeling.necks import FPN_DEFAULTS  # pylint: disable=import-outside-toplevel
@@ -170,12 +199,13 @@ def _retina_model(num_classes):
 
 
 def _run_blocks(with_masks, with_keypoints):
-    """data / train blocks: COCO at torchvision's 800 / 1333 test size (training defaults: tfdet's 1x)."""
+    """data / train blocks: COCO at torchvision's 800 / 1333 test size, its size rule (floor) and its batch
+    padding when served (a multiple of 32 of the batch's largest image; training defaults: tfdet's 1x)."""
     from tfdet.engine.settings import TRAIN_DEFAULTS  # pylint: disable=import-outside-toplevel
     data = dict(source="coco", train_ann="data/coco/annotations/instances_train2017.json",
                 train_images="data/coco/train2017", scale=(1333, 800), flip_prob=0.5, max_instances=100,
                 mask_size=112 if with_masks else 0, with_keypoints=with_keypoints, with_semantic=False, semantic_stride=8,
-                shuffle_buffer=1024)
+                shuffle_buffer=1024, size_rule="torchvision", serving_pad="batch")
     train = {k: v for k, v in TRAIN_DEFAULTS.items() if k != "decay_steps"}
     train.update(batch_size=16, base_lr=0.02)
     return dict(data=data, train=train)
@@ -300,14 +330,20 @@ def _background_last(x):
     return np.concatenate([x[1:], x[:1]], axis=0)
 
 
-CLASS_LAYERS = ("bbox_head/cls/", "bbox_head/reg/", "mask_head/logits/", "retina_head/retina_cls/")  # per class
+# The class-specific layers (tfdet.zoo.classes' kinds: how their output channels index the classes).
+CLASS_LAYER_KINDS = (("bbox_head/cls/", "classes+background"), ("bbox_head/reg/", "boxes"),
+                     ("mask_head/logits/", "classes"), ("retina_head/retina_cls/", "anchor_major"))
+CLASS_LAYERS = tuple(prefix for prefix, _ in CLASS_LAYER_KINDS)
 
 
-def convert(state_dict, arch, num_classes=None):
+def convert(state_dict, arch, num_classes=None, classes=None):
     """{tfdet weight path (tfdet.engine.checkpoint.weights_by_path): array} of a torchvision state dict
-    of `arch` (tfdet_config(arch, num_classes) builds the model they fit). With `num_classes` other than the
-    source's, the class-specific layers (CLASS_LAYERS) are left out: the model keeps their initial values
-    (fine-tuning on other categories)."""
+    of `arch` (tfdet_config(arch, num_classes, classes) builds the model they fit). With `num_classes` other
+    than the source's, the class-specific layers (CLASS_LAYERS) are left out: the model keeps their initial
+    values (fine-tuning on other categories). With `classes` (source tfdet class indices), the class layers
+    keep those classes' channels, in that order (tfdet.zoo.classes.select_classes)."""
+    if classes is not None and num_classes is not None:
+        raise ValueError("give num_classes (other categories) or classes (a subset of the source's), not both.")
     sd = check_state_dict(state_dict, arch)
     source_classes = source_labels(sd, arch) - (0 if arch.startswith("retinanet") else 1)
     reinit = num_classes is not None and int(num_classes) != source_classes
@@ -356,6 +392,10 @@ def convert(state_dict, arch, num_classes=None):
             raise AssertionError(key)
         out[f"{name}/{BN_LEAVES[leaf] if norm else 'kernel' if leaf == 'weight' else 'bias'}"] = (
             value if norm or leaf != "weight" else _kernel(value) if value.ndim == 4 else value.T)
-    return {k: np.ascontiguousarray(v, np.float32) for k, v in out.items()
-            if not (reinit and k.startswith(CLASS_LAYERS))}
+    out = {k: np.ascontiguousarray(v, np.float32) for k, v in out.items()
+           if not (reinit and k.startswith(CLASS_LAYERS))}
+    if classes is not None:
+        layers = [(prefix, kind) for prefix, kind in CLASS_LAYER_KINDS if any(k.startswith(prefix) for k in out)]
+        out = class_space.select_classes(out, layers, classes, source_classes)
+    return out
 

@@ -52,7 +52,7 @@ MODELS = {
         build=lambda kw: fasterrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=91, **kw),
         builder="fasterrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=91, **settings)"),
     "maskrcnn_resnet50_fpn": dict(
-        kind="rcnn", seed=1703,
+        kind="rcnn", seed=1703, alone=True,
         build=lambda kw: _frozen_eps0(MaskRCNN(_v1_backbone(), num_classes=91, **kw)),
         builder=f"MaskRCNN({V1.format(extra='')}, num_classes=91, **settings); overwrite_eps(model, 0.0)"),
     "maskrcnn_resnet50_fpn_v2": dict(
@@ -238,15 +238,31 @@ def store_stages(arrays, out, kind, results, raw_images):
     if "mask_head" in out:
         logits = out["mask_predictor"][0]
         put(arrays, "stage/mask/det_logits", logits[torch.arange(len(labels)), labels])
+    store_outputs(arrays, results, "stage/output")
+    return names
+
+
+def store_outputs(arrays, results, prefix):
+    """The final outputs (original-image pixels) of each image i under `prefix`/i/."""
     for i, res in enumerate(results):
         for key in ("boxes", "scores", "labels", "keypoints", "keypoints_scores"):
             if key in res:
-                put(arrays, f"stage/output/{i}/{key}", res[key])
+                common.put(arrays, f"{prefix}/{i}/{key}", res[key])
         if "masks" in res:
             masks = res["masks"].numpy() > 0.5  # [N, 1, H, W] pasted probabilities
-            arrays[f"stage/output/{i}/masks_packbits"] = np.packbits(masks.reshape(-1))
-            arrays[f"stage/output/{i}/masks_shape"] = np.array(masks.shape, np.int32)
-    return names
+            arrays[f"{prefix}/{i}/masks_packbits"] = np.packbits(masks.reshape(-1))
+            arrays[f"{prefix}/{i}/masks_shape"] = np.array(masks.shape, np.int32)
+
+
+@torch.no_grad()
+def store_alone(arrays, model, image):
+    """`alone/`: the first test image run alone, padded to its own multiple of 32 (the batch of two pads
+    to the largest image: another size, and with strides from the padded size other P6 anchors), for
+    serving's batch padding (tests/zoo/test_torchvision_export.py)."""
+    image_list, _ = model.transform([to_input(image)])
+    arrays["alone/input/image_sizes"] = np.array(image_list.image_sizes, np.int32)
+    arrays["alone/input/padded_size"] = np.array(image_list.tensors.shape[-2:], np.int32)
+    store_outputs(arrays, model([to_input(image)]), "alone/output")
 
 
 def _gap_at(values, k):
@@ -324,6 +340,8 @@ def make_fixture(name, spec, settings):
     for i, im in enumerate(images):
         arrays[f"input/images/{i}"] = im
     levels = store_stages(arrays, capture.outputs, spec["kind"], results, images)
+    if spec.get("alone"):
+        store_alone(arrays, model, images[0])
     meta = {
         "source": "torchvision", "torchvision_version": torchvision.__version__, "torch_version": torch.__version__,
         "model": name, "layout": "tv", "builder": spec["builder"], "settings": settings,
