@@ -7,7 +7,7 @@
                   python -c "import sys, torch, numpy as np; sd = torch.load(sys.argv[1], map_location='cpu');
                   np.savez(sys.argv[2], **{k: v.numpy() for k, v in sd.items()})" model.pth model.npz
   --arch        fasterrcnn_resnet50_fpn(_v2) | maskrcnn_resnet50_fpn(_v2) | keypointrcnn_resnet50_fpn |
-                retinanet_resnet50_fpn (default: detected from the keys)
+                retinanet_resnet50_fpn(_v2) (default: detected from the keys)
   --num_classes fine-tuning on N other categories: the class-specific layers (box classifier and regressor,
                 mask logits, RetinaNet's classifier) are re-initialized, everything else loaded
   --out=DIR     a new (or empty) folder; receives DIR/config.py and a checkpoint in tfdet.engine.checkpoint's
