@@ -69,7 +69,7 @@ def checkpoint(name, layout):
     if layout == "mmdet2":
         return sd, {"CLASSES": list(labels.COCO_CLASSES), "config": config_text(meta, layout),
                     "mmdet_version": "2.25.0"}
-    if meta["kind"] == "rpn":  # the RPN detector's head is bbox_head in 3.x
+    if mmdet.FAMILIES[mmdet.parse_arch(meta["name"]).family].rpn_detector:  # RPN detectors' head: bbox_head in 3.x
         sd = {("bbox_head." + k[len("rpn_head."):] if k.startswith("rpn_head.") else k): v for k, v in sd.items()}
     return sd, {"dataset_meta": {"classes": list(labels.COCO_CLASSES)}, "cfg": config_text(meta, layout),
                 "mmengine_version": "0.10.7"}

@@ -267,6 +267,7 @@ def tfdet_config(spec, num_classes=None):
 # The families (each module registers its own).
 from tfdet.zoo.mmdet import two_stage  # noqa: E402,F401  pylint: disable=wrong-import-position
 from tfdet.zoo.mmdet import retina  # noqa: E402,F401  pylint: disable=wrong-import-position
+from tfdet.zoo.mmdet import guided  # noqa: E402,F401  pylint: disable=wrong-import-position
 
 __all__ = ["FAMILIES", "ArchName", "Checkpoint", "Family", "canonical", "check_state_dict", "convert", "describe",
            "expected_shapes", "params", "parse_arch", "read_checkpoint", "register_family", "tfdet_config"]
