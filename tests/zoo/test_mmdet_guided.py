@@ -1,7 +1,8 @@
 """mmdetection Guided Anchoring models (GA-RPN, GA-Faster R-CNN, GA-RetinaNet; caffe-style R-50 FPN) converted by
 tfdet.zoo.mmdet (its guided.py families) and run by tfdet's own detector built from the converted config,
-against the reference fixtures, in both checkpoint layouts (test_mmdet_convert_models.checkpoint: 2.x meta and
-keys; 3.x meta, and the GA-RPN detector's head under `bbox_head.`).
+against the reference fixtures. Both checkpoint layouts (test_mmdet_convert_models.checkpoint: 2.x meta and
+keys; 3.x meta, and the GA-RPN detector's head under `bbox_head.`) convert to the same spec and weights, so
+one model per fixture is compared.
 
 Compared (mmdet_conventions.md 2.5, 2.13): the caffe backbone on BGR input, FPN, the guided anchoring heads
 (location, shape, and the outputs after the feature adaption's deformable conv) within 1e-4 of each stage's
@@ -13,14 +14,12 @@ import pytest
 import tensorflow as tf
 
 from tests.zoo import mmdet_fixture
-from tests.zoo.test_mmdet_convert_models import LAYOUTS, assert_stages, converted
+from tests.zoo.test_mmdet_convert_models import assert_same_conversion, assert_stages, converted
 from tfdet.modeling.detectors.base import zero_outside
 from tfdet.zoo import mmdet
 
 NAMES = ["ga_rpn_r50_caffe_fpn", "ga_faster_rcnn_r50_caffe_fpn", "ga_retinanet_r50_caffe_fpn"]
-CASES = [pytest.param(name, layout,
-                      marks=() if (name, layout) == ("ga_rpn_r50_caffe_fpn", "mmdet2") else pytest.mark.slow)
-         for name in NAMES for layout in LAYOUTS]
+CASES = [pytest.param(name, marks=() if name == "ga_rpn_r50_caffe_fpn" else pytest.mark.slow) for name in NAMES]
 HEAD_STAGES = {"loc": "loc", "shape": "shape", "objectness": "cls", "cls": "cls", "deltas": "reg"}  # tfdet: mmdet
 
 
@@ -42,9 +41,14 @@ def assert_same_proposals(boxes, scores, arrays, nms_iou):
         assert twins, (first, expected[first], expected_scores[first])
 
 
-@pytest.mark.parametrize("name, layout", CASES)
-def test_guided_anchoring_equals_mmdetection(name, layout):
-    meta, arrays, spec, model, images, sizes, out = converted(name, layout)
+@pytest.mark.parametrize("name", NAMES)
+def test_both_layouts_convert_the_same(name):
+    assert_same_conversion(name, "mmdet3")
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_guided_anchoring_equals_mmdetection(name):
+    meta, arrays, spec, model, images, sizes, out = converted(name)
     assert spec["arch"] == name and spec["family"] == name.rsplit("_r50", 1)[0]
     assert spec["input"]["bgr"] and model.model_config.backbone.style == "caffe"
     pyramid = model.features(images, image_sizes=sizes)
