@@ -4,13 +4,15 @@ import math
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests.modeling.test_roi_heads import roundtrip
 from tests.ops.test_box_ops import np_decode, np_encode
 from tests.ops.test_nms import np_multiclass
 
-from tfdet.modeling.dense_heads.retina_head import RETINA_MATCHER, RetinaHead, retina_detections, retina_losses
+from tfdet.modeling.dense_heads.retina_head import (RETINA_MATCHER, RetinaHead, RetinaSpec, retina_detections,
+                                                   retina_losses)
 from tfdet.ops.anchors import AnchorGenerator
 
 GEN = AnchorGenerator(strides=[8, 16], ratios=(0.5, 1.0, 2.0), octave_base_scale=4, scales_per_octave=3)
@@ -28,6 +30,47 @@ def test_head_shapes_prior_and_serialization(tmp_path):
     x = tf.random.normal([2, 8, 8, 6])
     single = RetinaHead(num_classes=3, feat_channels=8, num_convs=2)
     roundtrip(_ListWrapper(single), x, tmp_path)
+
+
+def test_head_norm_tower_and_serialization(tmp_path):
+    """norm (torchvision retinanet_resnet50_fpn_v2: GroupNorm(32)): each tower conv loses its bias and is
+    followed by the norm, then ReLU; the default (None) keeps conv + bias + ReLU and no norm layers."""
+    x = tf.random.stateless_normal([2, 6, 5, 8], seed=(3, 4))
+    plain = RetinaHead(num_classes=3, feat_channels=8, num_convs=2)
+    plain([x])
+    assert plain.norm is None and not [w for w in plain.weights if "_norm" in w.path]
+    head = RetinaHead(num_classes=3, feat_channels=8, num_convs=2, norm={"type": "gn", "num_groups": 4})
+    cls_out, reg_out = head([x])
+    paths = sorted(w.path.split("/", 1)[1] for w in head.weights)
+    assert "cls_conv0/bias" not in paths and "reg_conv1_norm/gamma" in paths and "retina_cls/bias" in paths
+    rng = np.random.default_rng(5)
+    for w in head.weights:  # GroupNorm's affine parameters away from 1 / 0
+        w.assign(rng.normal(1.0 if w.path.endswith("gamma") else 0.0, 0.3, w.shape).astype(np.float32))
+
+    def group_norm(y, norm, groups=4, eps=1e-5):
+        b, h, w, c = y.shape
+        g = y.reshape(b, h, w, groups, c // groups)
+        g = (g - g.mean((1, 2, 4), keepdims=True)) / np.sqrt(g.var((1, 2, 4), keepdims=True) + eps)
+        return g.reshape(b, h, w, c) * norm.gamma.numpy() + norm.beta.numpy()
+
+    def tower(convs, norms):
+        y = x.numpy()
+        for conv, norm in zip(convs, norms):
+            y = np.maximum(group_norm(tf.nn.conv2d(y, conv.kernel, 1, "SAME").numpy(), norm), 0)
+        return y
+
+    cls_out, reg_out = head([x])
+    want_cls = tf.nn.conv2d(tower(head.cls_convs, head.cls_norms), head.cls.kernel, 1, "SAME") + head.cls.bias
+    want_reg = tf.nn.conv2d(tower(head.reg_convs, head.reg_norms), head.reg.kernel, 1, "SAME") + head.reg.bias
+    np.testing.assert_allclose(cls_out[0], want_cls, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(reg_out[0], want_reg, rtol=1e-4, atol=1e-4)
+    assert RetinaHead.from_config(head.get_config()).norm == {"type": "gn", "num_groups": 4}
+    roundtrip(_ListWrapper(RetinaHead(num_classes=3, feat_channels=8, num_convs=2, norm=head.norm)),
+              tf.random.normal([2, 8, 8, 6]), tmp_path)
+    assert RetinaSpec.DEFAULTS["norm"] is None and RetinaSpec({}, 3).make_head().norm is None
+    assert RetinaSpec(dict(norm="gn"), 3).make_head().norm == {"type": "gn"}
+    with pytest.raises(ValueError, match="norm must be None or one of"):
+        RetinaHead(num_classes=3, norm="layer_norm")
 
 
 @keras.saving.register_keras_serializable(package="tests")

@@ -1,13 +1,12 @@
 """Reading the mmdetection reference fixtures (tests/zoo/fixtures/mmdet; tools/zoo_reference/README.md):
-base-fixture sharing, stored stages, synthetic weights, the preprocessed input; and the few helpers the
-tests share to put mmdet weights into today's tfdet layers by hand (until the converter exists)."""
+base-fixture sharing, stored stages, synthetic weights, the preprocessed input, set comparisons. The
+weights reach tfdet through the converter (tfdet.zoo.mmdet), its one key mapping."""
 
 import json
 import pathlib
 
 import numpy as np
 
-from tfdet.modeling.backbones import resnet
 from tfdet.zoo import synthetic
 
 ROOT = pathlib.Path(__file__).parent / "fixtures" / "mmdet"
@@ -115,25 +114,3 @@ def assert_same_set(boxes, scores, expected_boxes, expected_scores, box_atol=1e-
     if len(missing) > max_flips:
         raise AssertionError(f"{len(missing)} expected boxes have no match (at most {max_flips}): {missing[:5]}")
     return unmatched, np.flatnonzero(free).tolist()
-
-
-def conv_kernel(weight):
-    """A torch conv weight [O, I, kh, kw] as a Keras kernel [kh, kw, I, O]."""
-    return np.transpose(weight, (2, 3, 1, 0))
-
-
-def assign(layer, kernel, bias):
-    layer.kernel.assign(kernel)
-    layer.bias.assign(bias)
-
-
-def tfdet_backbone(config):
-    """tfdet's resnet() for an mmdetection ResNet / ResNeXt backbone config (meta["backbone"])."""
-    dcn = config.get("dcn")
-    if dcn and dcn["type"] not in ("DCN", "DCNv2"):
-        raise ValueError(f"unsupported dcn {dcn}")
-    return resnet(depth=config["depth"], groups=config.get("groups", 1), base_width=config.get("base_width", 64),
-                  style=config["style"], norm="frozen_bn",
-                  stage_with_dcn=tuple(config.get("stage_with_dcn", (False,) * 4)),
-                  dcn=None if not dcn else {"modulated": dcn["type"] == "DCNv2",
-                                            "deformable_groups": dcn.get("deform_groups", 1)})

@@ -99,8 +99,8 @@ def test_refuses_a_folder_with_files_and_unknown_arch(tmp_path):
     with pytest.raises(FileExistsError, match="not an empty folder"):
         files.convert_torchvision(str(fixture_npz(tmp_path)), str(out))
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    with pytest.raises(ValueError, match="not converted yet"):
-        files.convert_torchvision(str(fixture_npz(tmp_path)), str(tmp_path / "new"), arch="retinanet_resnet50_fpn_v2")
+    with pytest.raises(ValueError, match="unknown torchvision architecture 'retinanet_resnet101_fpn'"):
+        files.convert_torchvision(str(fixture_npz(tmp_path)), str(tmp_path / "new"), arch="retinanet_resnet101_fpn")
     with pytest.raises(FileNotFoundError):
         files.convert_torchvision(str(tmp_path / "none.npz"), str(tmp_path / "new"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "source.npz"]

@@ -228,25 +228,24 @@ def test_convert_moves_background_last_and_permutes_fc6():
     np.testing.assert_allclose(tfdet_fc6, torch_fc6, rtol=1e-5, atol=1e-5)
 
 
-def test_detect_arch_and_unsupported():
-    for name in ("retinanet_resnet50_fpn_v2",):
-        meta, _ = fixtures_io.load("torchvision", name)
-        assert tv.detect_arch(meta["keys"]) == name
-        with pytest.raises(ValueError, match="not converted yet"):
-            tv.tfdet_config(name)
+def test_detect_arch_and_unknown():
     with pytest.raises(ValueError, match="not a torchvision"):
         tv.detect_arch(["conv1.weight"])
+    with pytest.raises(ValueError, match="unknown torchvision architecture 'retinanet_resnet101_fpn'"):
+        tv.tfdet_config("retinanet_resnet101_fpn")
 
 
-def test_retinanet_equals_torchvision():
-    """RetinaNet v1: backbone, FPN P3-P7, anchors, regression outputs, the 300 detections (91 classes: tfdet
-    class c is torchvision label c)."""
-    meta, arrays = fixtures_io.load("torchvision", "retinanet_resnet50_fpn")
-    assert tv.detect_arch(meta["keys"]) == "retinanet_resnet50_fpn"
-    config = tv.tfdet_config("retinanet_resnet50_fpn")
+@pytest.mark.parametrize("name", ["retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2"])
+def test_retinanet_equals_torchvision(name):
+    """RetinaNet v1 and v2 (BatchNorm backbone, P6 from C5, GroupNorm head towers): backbone, FPN P3-P7,
+    head outputs, anchors, the 300 detections (91 classes: tfdet class c is torchvision label c)."""
+    meta, arrays = fixtures_io.load("torchvision", name)
+    assert tv.detect_arch(meta["keys"]) == name
+    config = tv.tfdet_config(name)
     assert config.model.num_classes == 91 and config.model.retina.topk_mode == "anchor_class"
+    assert (config.model.retina.norm is not None) == name.endswith("_v2")
     model = build_detector(config.model)
-    load_weights(model, tv.convert(fixture_state_dict(meta, arrays), "retinanet_resnet50_fpn"))
+    load_weights(model, tv.convert(fixture_state_dict(meta, arrays), name))
     images, sizes = fixture_inputs(meta, arrays)
     features = model.backbone(zero_outside((images - model.pixel_mean) / model.pixel_std, sizes))
     features = {int(k): v for k, v in features.items()}

@@ -10,7 +10,8 @@
   category_ids the dataset category id of each model class c (None: the annotations' categories in id
                order); class_names their names (None: the annotations'). Converted models set them
                (tfdet.zoo); bin/evaluate.py, export.py and predict.py read them. Training ignores them.
-  serving_pad  how bin/export.py's SavedModel pads: "square" | "batch" (tfdet.serving.module)
+  serving_pad  how bin/export.py's SavedModel pads: "square" | "batch" (tfdet.serving.module), each side
+               a multiple of pad_to_multiple (32; mmdetection's CARAFE models 64)
 and any field of tfdet.data.pipeline.InputOptions (scale, max_instances, mask_size, ...).
 
 Everything that can be checked before training is checked when a `TrainInput` is made: the block's
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 _OPTION_FIELDS = {f.name for f in dataclasses.fields(pipeline.InputOptions)} - {"batch_size", "training", "seed"}
 DATA_DEFAULTS = dict(source="shapes", root=None, shapes={}, train_ann="", train_images="", tfrecords="",
                      check_images="header", resume="skip", category_ids=None, class_names=None,
-                     serving_pad="square")
+                     serving_pad="square", pad_to_multiple=32)
 
 
 def _existing(path, field, kind):

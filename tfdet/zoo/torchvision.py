@@ -20,7 +20,9 @@ with torchvision's bicubic rule; one class, person), fasterrcnn_resnet50_fpn_v2 
 retinanet_resnet50_fpn: all 91 sigmoid channels are kept (class 0, never a positive in training, still
 competes at inference in torchvision), so there tfdet class c IS torchvision label c = COCO id c (the
 config's data.category_ids 0..90); the top 1000 (anchor, class) pairs per level and 300 detections.
-Recognised, not converted yet: retinanet_resnet50_fpn_v2 (its GroupNorm head).
+retinanet_resnet50_fpn_v2: the same anchors, box coder and post-processing; a BatchNorm backbone (eps
+1e-5), P6 from C5 (v1: from P5), head tower convs without bias + GroupNorm(32) (retina.norm="gn"). Its
+GIoU regression loss is training-only: the converted config trains with tfdet's RetinaNet losses.
 The config's data.category_ids / class_names name the classes (COCO ids and names; torchvision's unused
 ids "N/A"); `classes` keeps a subset of them (tfdet.zoo.classes.select_classes on CLASS_LAYER_KINDS).
 """
@@ -33,8 +35,8 @@ import numpy as np
 from tfdet.zoo import classes as class_space
 
 SUPPORTED = ("fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn", "keypointrcnn_resnet50_fpn",
-             "fasterrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn_v2", "retinanet_resnet50_fpn")
-KNOWN = SUPPORTED + ("retinanet_resnet50_fpn_v2",)
+             "fasterrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn_v2", "retinanet_resnet50_fpn",
+             "retinanet_resnet50_fpn_v2")
 SOURCE_CLASSES = {"keypointrcnn_resnet50_fpn": 2}  # labels incl. background; the others COCO_CLASSES
 COCO_CLASSES = 91  # torchvision's COCO label space: 0 = background, 1..90 = COCO category ids
 BN_LEAVES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
@@ -77,11 +79,11 @@ def canonical(state_dict):
 
 
 def detect_arch(state_dict_keys):
-    """The torchvision architecture name (one of KNOWN) of a state dict's keys (or the dict)."""
+    """The torchvision architecture name (one of SUPPORTED) of a state dict's keys (or the dict)."""
     keys = {_current_name(k) for k in state_dict_keys}
     if not any(k.startswith("backbone.body.layer4.") for k in keys):
         raise ValueError("detect_arch: not a torchvision ResNet-50 FPN detector state dict (no "
-                         "backbone.body.layer4.* keys); pass --arch, one of " + ", ".join(KNOWN) + ".")
+                         "backbone.body.layer4.* keys); pass --arch, one of " + ", ".join(SUPPORTED) + ".")
     if any(k.startswith("head.classification_head.") for k in keys):
         return "retinanet_resnet50_fpn_v2" if "head.classification_head.conv.0.1.weight" in keys \
             else "retinanet_resnet50_fpn"
@@ -96,11 +98,8 @@ def detect_arch(state_dict_keys):
 
 
 def _check_arch(arch):
-    if arch not in KNOWN:
-        raise ValueError(f"unknown torchvision architecture {arch!r}; known: {', '.join(KNOWN)}.")
     if arch not in SUPPORTED:
-        raise ValueError(f"torchvision {arch} is recognised but not converted yet; supported: "
-                         f"{', '.join(SUPPORTED)}.")
+        raise ValueError(f"unknown torchvision architecture {arch!r}; supported: {', '.join(SUPPORTED)}.")
 
 
 # -- The config ----------------------------------------------------------------------------------------------
@@ -148,7 +147,8 @@ def _tfdet_config(arch, num_classes):
 
     if arch.startswith("retinanet"):  # torchvision's 91 sigmoid channels, class 0 included
         num_classes = COCO_CLASSES if num_classes is None else int(num_classes)
-        return ml_collections.ConfigDict(dict(model=_retina_model(num_classes), **_run_blocks(False, False)))
+        return ml_collections.ConfigDict(dict(model=_retina_model(num_classes, arch.endswith("_v2")),
+                                              **_run_blocks(False, False)))
     num_classes = SOURCE_CLASSES.get(arch, COCO_CLASSES) - 1 if num_classes is None else int(num_classes)
     family = {"mask": "MaskRCNN", "keypoint": "KeypointRCNN"}.get(arch.split("rcnn")[0], "FasterRCNN")
     v2 = arch.endswith("_v2")
@@ -177,23 +177,25 @@ def _tfdet_config(arch, num_classes):
                                                                      arch.startswith("keypoint"))))
 
 
-def _retina_model(num_classes):
-    """RetinaNet v1: C3-C5, FPN P3-P7 (P6 from P5, P7 from relu(P6)), torchvision's integer octave sizes."""
+def _retina_model(num_classes, v2=False):
+    """RetinaNet: C3-C5, FPN P3-P7 (P6 from P5, v2 from C5; P7 from relu(P6)), torchvision's integer octave
+    sizes; v2: BatchNorm backbone, GroupNorm(32) head towers."""
     from tfdet.modeling.dense_heads import RetinaSpec  # pylint: disable=import-outside-toplevel
     from tfdet.modeling.detectors.base import MODEL_DEFAULTS  # pylint: disable=import-outside-toplevel
     from tfdet.modeling.necks import FPN_DEFAULTS  # pylint: disable=import-outside-toplevel
     from tfdet.modeling.registry import with_defaults  # pylint: disable=import-outside-toplevel
 
     neck = with_defaults(FPN_DEFAULTS, out_channels=256, min_level=3, max_level=7, extra="conv",
-                         extra_source="output", relu_before_extra=True)
+                         extra_source="input" if v2 else "output", relu_before_extra=True)
     retina = with_defaults(RetinaSpec.DEFAULTS, anchor_sizes=RETINA_ANCHOR_SIZES, anchor_round=True,
                            anchor_strides_from_image=True, box_coder_clip_below=False, topk_mode="anchor_class",
-                           pre_nms_top_k=1000, score_threshold=0.05, nms_iou=0.5, max_detections=300)
+                           pre_nms_top_k=1000, score_threshold=0.05, nms_iou=0.5, max_detections=300,
+                           norm={"type": "gn", "num_groups": 32} if v2 else None)
     for block in (neck, retina):
         block.pop("type")
     return dict(type="RetinaNet", num_classes=num_classes,
                 backbone=dict(type="ResNet", depth=50, style="pytorch", frozen_stages=1, out_levels=(3, 4, 5),
-                              norm={"type": "frozen_bn", "epsilon": 0.0}),
+                              norm="bn" if v2 else {"type": "frozen_bn", "epsilon": 0.0}),
                 neck=neck, pixel_mean=MODEL_DEFAULTS["pixel_mean"], pixel_std=MODEL_DEFAULTS["pixel_std"],
                 ops_impl=None, zero_padding_after_normalize=True, retina=retina)
 
@@ -244,18 +246,21 @@ def expected_shapes(arch, num_classes=COCO_CLASSES):
                 conv(f"{p}.downsample.0", 4 * width, channels, 1, bias=False)
                 bn(f"{p}.downsample.1", 4 * width)
             channels = 4 * width
-    if arch.startswith("retinanet"):
+    v2 = arch.endswith("_v2")
+    if arch.startswith("retinanet"):  # v2: P6 reads C5; tower convs without bias + GroupNorm (index 1)
         for i in range(3):
             conv(f"backbone.fpn.inner_blocks.{i}.0", 256, 512 * 2 ** i, 1)
             conv(f"backbone.fpn.layer_blocks.{i}.0", 256, 256, 3)
-        for p in ("p6", "p7"):
-            conv(f"backbone.fpn.extra_blocks.{p}", 256, 256, 3)
+        conv("backbone.fpn.extra_blocks.p6", 256, 2048 if v2 else 256, 3)
+        conv("backbone.fpn.extra_blocks.p7", 256, 256, 3)
         for part, last, depth in (("classification", "cls_logits", num_classes), ("regression", "bbox_reg", 4)):
             for i in range(4):
-                conv(f"head.{part}_head.conv.{i}.0", 256, 256, 3)
+                conv(f"head.{part}_head.conv.{i}.0", 256, 256, 3, bias=not v2)
+                if v2:
+                    shapes.update({f"head.{part}_head.conv.{i}.1.{leaf}": (256,) for leaf in ("weight", "bias")})
             conv(f"head.{part}_head.{last}", RETINA_ANCHORS * depth, 256, 3)
         return shapes
-    v2 = arch.endswith("_v2")  # conv without bias + BatchNorm (Sequential index 1) where v1 has conv + bias
+    # v2: conv without bias + BatchNorm (Sequential index 1) where v1 has conv + bias
     for i in range(4):
         for name, inputs, k in (("inner_blocks", 256 * 2 ** i, 1), ("layer_blocks", 256, 3)):
             conv(f"backbone.fpn.{name}.{i}.0", 256, inputs, k, bias=not v2)
@@ -360,11 +365,11 @@ def convert(state_dict, arch, num_classes=None, classes=None):
             norm = parts[4] == "1"
             first = 3 if arch.startswith("retinanet") else 2
             name = f"fpn/{kind}{int(parts[3]) + first}" + ("_norm" if norm else "")
-        elif key.startswith("head."):  # RetinaNet
+        elif key.startswith("head."):  # RetinaNet (all 91 channels kept: module docstring)
             tower = "cls" if parts[1] == "classification_head" else "reg"
-            name = (f"retina_head/{tower}_conv{parts[3]}" if parts[2] == "conv" else
+            norm = parts[2] == "conv" and parts[4] == "1"  # v2's GroupNorm: weight, bias -> gamma, beta
+            name = (f"retina_head/{tower}_conv{parts[3]}" + ("_norm" if norm else "") if parts[2] == "conv" else
                     "retina_head/" + {"cls_logits": "retina_cls", "bbox_reg": "retina_reg"}[parts[2]])
-            norm = False  # all 91 channels kept (module docstring)
         elif key.startswith("rpn.head."):
             index = int(parts[3]) if parts[2] == "conv" else 0
             name, norm = "rpn_head/" + {"conv": f"rpn_conv{index + 1 if index else ''}", "cls_logits": "rpn_cls",

@@ -1,6 +1,7 @@
 """RetinaNet head (Lin et al. 2017; mmdetection retinanet_r50_fpn_1x), its losses and inference.
 
-Head, shared by the levels P3-P7: a class tower and a box tower of 4 x (3x3 conv 256 + ReLU), then
+Head, shared by the levels P3-P7: a class tower and a box tower of 4 x (3x3 conv 256 + ReLU; with
+`norm`, 3x3 conv without bias + norm + ReLU: torchvision retinanet_resnet50_fpn_v2's GroupNorm(32)), then
 a 3x3 conv to A * C class logits (bias -log((1 - 0.01) / 0.01), so every anchor starts at
 probability 0.01) and a 3x3 conv to A * 4 deltas. All weights normal(0, 0.01).
 Anchors: 9 per location (octave base scale 4, 3 scales per octave, ratios 0.5, 1, 2).
@@ -19,6 +20,7 @@ import keras
 import tensorflow as tf
 
 from tfdet import losses
+from tfdet.modeling.conv_norm import make_norm, norm_spec
 from tfdet.modeling.dense_heads.rpn import block_anchor_generator, block_anchors, block_matcher, feature_sizes
 from tfdet.modeling.dense_heads.rpn import flatten_levels
 from tfdet.modeling.registry import block_options, register_dense_head
@@ -32,41 +34,57 @@ UNIT_STDS = (1.0, 1.0, 1.0, 1.0)
 @keras.saving.register_keras_serializable(package="tfdet")
 class RetinaHead(keras.layers.Layer):
     """Call on a list of [B, H_l, W_l, C_in] maps; returns (class logits, deltas), lists of
-    [B, H_l, W_l, A * num_classes] and [B, H_l, W_l, A * 4] (anchor-major, as AnchorGenerator)."""
+    [B, H_l, W_l, A * num_classes] and [B, H_l, W_l, A * 4] (anchor-major, as AnchorGenerator).
+    norm: None, or a norm spec (tfdet.modeling.conv_norm) after each tower conv, whose bias then goes:
+    layers `cls_conv<i>_norm`, `reg_conv<i>_norm`."""
 
-    def __init__(self, num_classes, num_anchors=9, feat_channels=256, num_convs=4, prior_prob=0.01, **kwargs):
+    def __init__(self, num_classes, num_anchors=9, feat_channels=256, num_convs=4, prior_prob=0.01, norm=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.num_classes, self.num_anchors = int(num_classes), int(num_anchors)
         self.feat_channels, self.num_convs, self.prior_prob = int(feat_channels), int(num_convs), float(prior_prob)
+        self.norm = norm_spec(norm)
         init = keras.initializers.RandomNormal(stddev=0.01)
 
         def conv(filters, name, **kw):
             return keras.layers.Conv2D(filters, 3, padding="same", kernel_initializer=init, name=name, **kw)
 
-        self.cls_convs = [conv(self.feat_channels, f"cls_conv{i}", activation="relu") for i in range(self.num_convs)]
-        self.reg_convs = [conv(self.feat_channels, f"reg_conv{i}", activation="relu") for i in range(self.num_convs)]
+        def tower(prefix):
+            if self.norm is None:
+                return [conv(self.feat_channels, f"{prefix}{i}", activation="relu") for i in range(self.num_convs)], []
+            return ([conv(self.feat_channels, f"{prefix}{i}", use_bias=False) for i in range(self.num_convs)],
+                    [make_norm(self.norm, f"{prefix}{i}_norm") for i in range(self.num_convs)])
+
+        self.cls_convs, self.cls_norms = tower("cls_conv")
+        self.reg_convs, self.reg_norms = tower("reg_conv")
         bias = -math.log((1.0 - self.prior_prob) / self.prior_prob)
         self.cls = conv(self.num_anchors * self.num_classes, "retina_cls",
                         bias_initializer=keras.initializers.Constant(bias))
         self.reg = conv(self.num_anchors * 4, "retina_reg")
 
     def build(self, input_shape):
-        for tower, last in ((self.cls_convs, self.cls), (self.reg_convs, self.reg)):
+        for tower, norms, last in ((self.cls_convs, self.cls_norms, self.cls),
+                                   (self.reg_convs, self.reg_norms, self.reg)):
             shape = tuple(input_shape[0])
-            for layer in tower:
+            for i, layer in enumerate(tower):
                 layer.build(shape)
                 shape = (*shape[:-1], self.feat_channels)
+                if norms:
+                    norms[i].build(shape)
             last.build(shape)
         super().build(input_shape)
+
+    @staticmethod
+    def _tower(x, convs, norms):
+        for i, layer in enumerate(convs):
+            x = tf.nn.relu(norms[i](layer(x))) if norms else layer(x)  # without norm the conv has the ReLU
+        return x
 
     def call(self, features):
         cls_outputs, reg_outputs = [], []
         for feature in features:
-            x, y = feature, feature
-            for layer in self.cls_convs:
-                x = layer(x)
-            for layer in self.reg_convs:
-                y = layer(y)
+            x = self._tower(feature, self.cls_convs, self.cls_norms)
+            y = self._tower(feature, self.reg_convs, self.reg_norms)
             cls_outputs.append(self.cls(x))
             reg_outputs.append(self.reg(y))
         return cls_outputs, reg_outputs
@@ -74,7 +92,7 @@ class RetinaHead(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(num_classes=self.num_classes, num_anchors=self.num_anchors, feat_channels=self.feat_channels,
-                      num_convs=self.num_convs, prior_prob=self.prior_prob)
+                      num_convs=self.num_convs, prior_prob=self.prior_prob, norm=self.norm)
         return config
 
 
@@ -112,11 +130,13 @@ TOPK_MODES = ("anchor", "anchor_class")
 
 def retina_detections(cls_outputs, reg_outputs, anchors, image_sizes, num_classes, pre_nms_top_k=1000,
                       score_threshold=0.05, nms_iou=0.5, max_detections=100, stds=UNIT_STDS, masks=None,
-                      topk_mode="anchor", clip_below=True):
+                      topk_mode="anchor", clip_below=True, min_size=None):
     """Detections from per-level head outputs: per level the pre_nms_top_k anchors with the best class
     score (topk_mode="anchor"), or the pre_nms_top_k best (anchor, class) pairs scoring above
     score_threshold (topk_mode="anchor_class", torchvision), decoded and clipped, then class-wise NMS over
     all levels. Returns nms.Detections padded to max_detections. clip_below: box_ops.decode_boxes'.
+    min_size: None keeps every box; a number drops decoded boxes whose width or height is <= min_size
+    (mmdetection's min_bbox_size, 0: empty boxes out).
 
     Args:
       cls_outputs, reg_outputs: lists as RetinaHead returns ([B, H, W, A * C], [B, H, W, A * 4]).
@@ -141,7 +161,7 @@ def retina_detections(cls_outputs, reg_outputs, anchors, image_sizes, num_classe
                            else tf.gather(level_anchors, top, batch_dims=1))
             boxes.append(box_ops.decode_boxes(tf.gather(level_deltas, top, batch_dims=1), top_anchors, stds=stds,
                                               max_shape=image_sizes, clip_below=clip_below))
-            scores.append(tf.where(valid, score, float("-inf")))
+            scores.append(tf.where(valid & _big_enough(boxes[-1], min_size), score, float("-inf")))
             labels.append(label)
             continue
         count = probs.shape[1]
@@ -151,7 +171,8 @@ def retina_detections(cls_outputs, reg_outputs, anchors, image_sizes, num_classe
                        else tf.gather(level_anchors, top, batch_dims=1))
         boxes.append(box_ops.decode_boxes(tf.gather(level_deltas, top, batch_dims=1), top_anchors, stds=stds,
                                           max_shape=image_sizes, clip_below=clip_below))
-        scores.append(tf.gather(probs, top, batch_dims=1))
+        scores.append(tf.where(_big_enough(boxes[-1], min_size)[..., None], tf.gather(probs, top, batch_dims=1),
+                               -1.0))  # below any threshold
     if topk_mode == "anchor_class":
         labels = tf.concat(labels, 1)
         kept = nms.batched_nms(tf.concat(boxes, 1), tf.concat(scores, 1), max_detections, nms_iou, groups=labels)
@@ -161,6 +182,13 @@ def retina_detections(cls_outputs, reg_outputs, anchors, image_sizes, num_classe
                               num_valid=tf.reduce_sum(tf.cast(kept.valid, tf.int32), axis=1))
     return nms.multiclass_nms(tf.concat(boxes, 1), tf.concat(scores, 1), max_detections, iou_threshold=nms_iou,
                               score_threshold=score_threshold)
+
+
+def _big_enough(boxes, min_size):
+    """[B, K] bool: every box when min_size is None, else width and height > min_size."""
+    if min_size is None:
+        return tf.ones(tf.shape(boxes)[:2], tf.bool)
+    return box_ops.large_enough(boxes, float(min_size))
 
 
 def detection_settings(block):
@@ -191,10 +219,13 @@ class RetinaSpec:
 
     # torchvision's conventions, off by default: anchor_sizes / anchor_round / anchor_strides_from_image /
     # box_coder_clip_below as model.rpn's (RPNSpec); topk_mode "anchor_class": the pre_nms_top_k best
-    # (anchor, class) pairs per level (retina_detections).
+    # (anchor, class) pairs per level (retina_detections). min_size: None keeps every box; a number drops
+    # boxes with a side <= min_size (mmdetection's min_bbox_size 0: empty boxes out). norm: the tower
+    # convs' (RetinaHead), "gn" in torchvision's v2.
     DEFAULTS = dict(type="Retina", **RETINA_DEFAULTS, octave_base_scale=4, scales_per_octave=3,
                     anchor_ratios=(0.5, 1.0, 2.0), anchor_sizes=None, anchor_round=False,
-                    anchor_strides_from_image=False, box_coder_clip_below=True, topk_mode="anchor")
+                    anchor_strides_from_image=False, box_coder_clip_below=True, topk_mode="anchor", min_size=None,
+                    norm=None)
 
     def __init__(self, block, num_classes):
         self.block = block = block_options(block, self.DEFAULTS, "model.retina")
@@ -210,7 +241,7 @@ class RetinaSpec:
     def make_head(self, name="retina_head", impl=None):
         b = self.block
         return RetinaHead(self.num_classes, self.anchor_generator.num_anchors, b.feat_channels, b.num_convs,
-                          b.prior_prob, name=name)
+                          b.prior_prob, norm=b.norm, name=name)
 
     def losses(self, outputs, gt_boxes, gt_classes, image_sizes, gt_is_crowd=None):
         cls_outputs, reg_outputs = outputs
@@ -225,4 +256,5 @@ class RetinaSpec:
         cls_outputs, reg_outputs = outputs
         return retina_detections(cls_outputs, reg_outputs, self.anchors(feature_sizes(cls_outputs)),
                                  image_sizes, self.num_classes, topk_mode=self.block.topk_mode,
-                                 clip_below=self.block.box_coder_clip_below, **detection_settings(self.block))
+                                 clip_below=self.block.box_coder_clip_below, min_size=self.block.min_size,
+                                 **detection_settings(self.block))
