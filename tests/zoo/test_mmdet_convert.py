@@ -10,6 +10,7 @@ import pytest
 from tests.zoo import mmdet_fixture
 from tests.zoo.test_mmdet_convert_models import checkpoint, config_text
 from tfdet.zoo import mmdet
+from tfdet.zoo.classes import class_indices
 from tfdet.zoo.mmdet import labels, pyconfig
 
 
@@ -201,9 +202,32 @@ def test_num_classes_leaves_out_the_class_layers():
     assert sorted(set(full) - set(fine)) == sorted(k for k in full if k.startswith(mmdet.two_stage.CLASS_LAYERS))
     assert len(full) - len(fine) == 6
     config = mmdet.tfdet_config(spec, num_classes=3)
-    assert config.model.num_classes == 3 and list(config.data.category_ids) == [1, 2, 3]
-    assert "class_names" not in config.data
+    assert config.model.num_classes == 3  # other categories: named by the user's annotations
+    assert config.data.category_ids is None and config.data.class_names is None
     np.testing.assert_array_equal(fine["mask_head/conv1/kernel"], full["mask_head/conv1/kernel"])
+
+
+def test_classes_keep_the_chosen_source_classes():
+    sd, meta = checkpoint("mask_rcnn_r50_fpn", "mmdet2")
+    spec = mmdet.describe(meta, state_dict=sd)
+    ids, names = mmdet.source_classes(spec)
+    keep = class_indices(["car", "1"], ids, names)  # by name and by COCO id
+    assert keep == [2, 0]
+    full, chosen = mmdet.convert(sd, spec), mmdet.convert(sd, spec, classes=keep)
+    assert sorted(chosen) == sorted(full)
+    for path, value in full.items():
+        if not path.startswith(mmdet.two_stage.CLASS_LAYERS):
+            np.testing.assert_array_equal(chosen[path], value)
+    np.testing.assert_array_equal(chosen["bbox_head/cls/kernel"], full["bbox_head/cls/kernel"][:, [2, 0, 80]])
+    np.testing.assert_array_equal(chosen["bbox_head/reg/bias"], full["bbox_head/reg/bias"][[8, 9, 10, 11, 0, 1, 2, 3]])
+    np.testing.assert_array_equal(chosen["mask_head/logits/bias"], full["mask_head/logits/bias"][keep])
+    # mmdet's own rows: fc_cls row 2 (car) is the kept class 0
+    np.testing.assert_array_equal(chosen["bbox_head/cls/bias"][0], sd["roi_head.bbox_head.fc_cls.bias"][2])
+    config = mmdet.tfdet_config(spec, classes=keep)
+    assert config.model.num_classes == 2 and list(config.data.category_ids) == [3, 1]
+    assert list(config.data.class_names) == ["car", "person"]
+    with pytest.raises(ValueError, match="not both"):
+        mmdet.convert(sd, spec, num_classes=3, classes=keep)
 
 
 def test_unsupported_settings_name_the_field():

@@ -97,7 +97,8 @@ def test_num_classes_reinitializes_the_class_layers_only(tmp_path):
     spec = files.convert_mmdet(str(mmdet_npz(tmp_path)), str(out), num_classes=3)
     assert spec["num_classes"] == 80
     config = load_config(out / "config.py")
-    assert config.model.num_classes == 3 and list(config.data.category_ids) == [1, 2, 3]
+    assert config.model.num_classes == 3 and config.data.category_ids is None  # the user's annotations name them
+    assert config.train.init_checkpoint == str(out)  # bin/train.py fine-tunes from the converted weights
     model = build_detector(config.model)
     restore(model, str(out))
     sd, _ = checkpoint(NAME, "mmdet2")
@@ -108,3 +109,21 @@ def test_num_classes_reinitializes_the_class_layers_only(tmp_path):
     assert len(loaded) == len(weights) - 4
     for key in loaded:
         np.testing.assert_array_equal(weights[key], source[key])
+
+
+@pytest.mark.slow
+def test_classes_keeps_the_chosen_classes(tmp_path):
+    out = tmp_path / "subset"
+    spec = files.convert_mmdet(str(mmdet_npz(tmp_path)), str(out), classes=["car", "1"])
+    config = load_config(out / "config.py")
+    assert config.model.num_classes == 2 and list(config.data.category_ids) == [3, 1]
+    assert list(config.data.class_names) == ["car", "person"]
+    model = build_detector(config.model)
+    restore(model, str(out))
+    sd, _ = checkpoint(NAME, "mmdet2")
+    chosen = mmdet.convert(sd, spec, classes=[2, 0])
+    for key, value in weights_by_path(model).items():
+        np.testing.assert_array_equal(value.numpy(), chosen[key])
+    with pytest.raises(ValueError, match="not both"):
+        files.convert_mmdet(str(mmdet_npz(tmp_path)), str(tmp_path / "x"), num_classes=3, classes=["car"])
+    assert not (tmp_path / "x").exists()

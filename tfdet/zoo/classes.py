@@ -15,6 +15,9 @@ channels (the last axis of its kernel and bias, TF layout) index the model's C c
 import numpy as np
 
 KINDS = ("classes", "classes+background", "boxes", "anchor_major")
+# The kind of tfdet's class layers, by layer name: softmax box classifiers (background last), class-specific
+# box regressors, mask logits, RetinaNet-style classifiers (one anchor: a GA-RetinaNet location).
+LAYER_KINDS = {"cls": "classes+background", "reg": "boxes", "logits": "classes", "retina_cls": "anchor_major"}
 
 # COCO 2017 instance categories {id: name}; ids 12, 26, 29, 30, 45, 66, 68, 69, 71 and 83 are unused.
 COCO_CATEGORIES = {
@@ -62,6 +65,18 @@ def class_indices(selection, category_ids, class_names=None):
         raise ValueError(f"cannot select classes {', '.join(problems)}; the source's classes (category id, name): "
                          f"{known}.")
     return out
+
+
+def layer_kinds(prefixes):
+    """(prefix, kind) of tfdet class-layer path prefixes ("bbox_head2/cls/", "mask_head/logits/", ...), the
+    kind by the layer's name (LAYER_KINDS)."""
+    out = []
+    for prefix in prefixes:
+        name = prefix.rstrip("/").rsplit("/", 1)[-1]
+        if name not in LAYER_KINDS:
+            raise ValueError(f"{prefix!r} is not a class layer tfdet knows ({', '.join(LAYER_KINDS)}).")
+        out.append((prefix, LAYER_KINDS[name]))
+    return tuple(out)
 
 
 def channels(kind, keep, num_classes, width):

@@ -30,6 +30,8 @@ MMDET_CONFIG_TEMPLATE = '''"""tfdet config of mmdetection {arch}, written by bin
 SPEC describes the mmdetection model (tfdet.zoo.mmdet docstring); tfdet.zoo.mmdet.tfdet_config turns it
 into the tfdet config that reproduces it."""
 
+import os
+
 from tfdet.zoo import mmdet
 
 SPEC = {spec}
@@ -38,7 +40,9 @@ SPEC = {spec}
 def get_config(arg=None):
     if arg:
         raise ValueError("this converted config takes no argument; override fields with --config.x.y=...")
-    return mmdet.tfdet_config(SPEC, num_classes={num_classes!r})
+    config = mmdet.tfdet_config(SPEC, num_classes={num_classes!r}, classes={classes!r})
+    config.train.init_checkpoint = os.path.dirname(os.path.abspath(__file__))  # bin/train.py fine-tunes from here
+    return config
 '''
 
 
@@ -135,20 +139,25 @@ def write_out(out, config_text, model):
         raise
 
 
-def convert_mmdet(checkpoint, out, arch=None, num_classes=None):
+def convert_mmdet(checkpoint, out, arch=None, num_classes=None, classes=None):
     """Converts mmdetection `checkpoint` (.pth, or .npz with its meta in __meta__) into `out`/config.py and
     `out`/checkpoint; returns the spec (tfdet.zoo.mmdet). The architecture comes from the checkpoint's
-    config text, else from `arch`. `num_classes` as convert_torchvision's."""
+    config text, else from `arch`. `num_classes` and `classes` as convert_torchvision's."""
     from tfdet.modeling.detectors import build_detector  # pylint: disable=import-outside-toplevel
     from tfdet.zoo import mmdet  # pylint: disable=import-outside-toplevel
+    from tfdet.zoo.classes import class_indices  # pylint: disable=import-outside-toplevel
 
+    if classes is not None and num_classes is not None:
+        raise ValueError("give --num_classes (other categories) or --classes (a subset of the source's), not both.")
     state_dict, meta = mmdet.read_checkpoint(checkpoint)
     spec = mmdet.describe(meta, arch=arch, state_dict=state_dict)
-    weights = mmdet.convert(state_dict, spec, num_classes=num_classes)
-    model = build_detector(mmdet.tfdet_config(spec, num_classes=num_classes).model)
+    keep = None if classes is None else class_indices(classes, *mmdet.source_classes(spec))
+    weights = mmdet.convert(state_dict, spec, num_classes=num_classes, classes=keep)
+    model = build_detector(mmdet.tfdet_config(spec, num_classes=num_classes, classes=keep).model)
     reinit = num_classes is not None and int(num_classes) != spec["num_classes"]
     load_weights(model, weights, keep=mmdet.FAMILIES[spec["family"]].class_layers if reinit else ())
     text = MMDET_CONFIG_TEMPLATE.format(arch=spec["arch"], source=os.path.basename(checkpoint),
-                                        spec=pprint.pformat(spec, width=110, sort_dicts=False), num_classes=num_classes)
+                                        spec=pprint.pformat(spec, width=110, sort_dicts=False), num_classes=num_classes,
+                                        classes=keep)
     write_out(out, text, model)
     return spec

@@ -336,9 +336,8 @@ def _background_last(x):
 
 
 # The class-specific layers (tfdet.zoo.classes' kinds: how their output channels index the classes).
-CLASS_LAYER_KINDS = (("bbox_head/cls/", "classes+background"), ("bbox_head/reg/", "boxes"),
-                     ("mask_head/logits/", "classes"), ("retina_head/retina_cls/", "anchor_major"))
-CLASS_LAYERS = tuple(prefix for prefix, _ in CLASS_LAYER_KINDS)
+CLASS_LAYERS = ("bbox_head/cls/", "bbox_head/reg/", "mask_head/logits/", "retina_head/retina_cls/")
+CLASS_LAYER_KINDS = class_space.layer_kinds(CLASS_LAYERS)
 
 
 def convert(state_dict, arch, num_classes=None, classes=None):

@@ -53,6 +53,7 @@ import json
 import ml_collections
 import numpy as np
 
+from tfdet.zoo import classes as class_space
 from tfdet.zoo.mmdet import common, labels
 from tfdet.zoo.mmdet.checkpoint import Checkpoint, class_names, config_text, read_checkpoint
 from tfdet.zoo.mmdet.pyconfig import UNREADABLE, parse_config
@@ -225,10 +226,14 @@ def check_state_dict(state_dict, spec):
     return sd
 
 
-def convert(state_dict, spec, num_classes=None):
-    """{tfdet weight path: array} of an mmdet state dict of `spec` (tfdet_config(spec, num_classes) builds
-    the model they fit). With `num_classes` other than the spec's, the family's class layers are left out
-    (the model keeps their initial values: fine-tuning on other categories)."""
+def convert(state_dict, spec, num_classes=None, classes=None):
+    """{tfdet weight path: array} of an mmdet state dict of `spec` (tfdet_config(spec, num_classes, classes)
+    builds the model they fit). With `num_classes` other than the spec's, the family's class layers are left
+    out (the model keeps their initial values: fine-tuning on other categories). With `classes` (the spec's
+    class indices, tfdet.zoo.classes.class_indices of source_classes(spec)), the class layers keep those
+    classes' channels, in that order."""
+    if classes is not None and num_classes is not None:
+        raise ValueError("give num_classes (other categories) or classes (a subset of the source's), not both.")
     sd = check_state_dict(state_dict, spec)
     family = FAMILIES[spec["family"]]
     reinit = num_classes is not None and int(num_classes) != spec["num_classes"]
@@ -237,18 +242,40 @@ def convert(state_dict, spec, num_classes=None):
         if reinit and param.path.startswith(family.class_layers):
             continue
         out[param.path] = np.ascontiguousarray(param.transform(sd[key]), np.float32)
+    if classes is not None:
+        present = [p for p in family.class_layers if any(k.startswith(p) for k in out)]  # Faster: no mask head
+        out = class_space.select_classes(out, class_space.layer_kinds(present), classes, spec["num_classes"])
     return out
 
 
 # -- The config -------------------------------------------------------------------------------------------------
 
-def tfdet_config(spec, num_classes=None):
+def source_classes(spec):
+    """(category_ids, class_names) of the checkpoint's classes: its meta's names (mmdet's COCO names for an
+    80-class checkpoint without names), COCO's ids for COCO's names, else 1..K (labels.category_ids)."""
+    names = spec.get("class_names")
+    source = int(spec["num_classes"])
+    if names is None and source == len(labels.COCO_CLASSES) and not FAMILIES[spec["family"]].rpn_detector:
+        names = list(labels.COCO_CLASSES)  # mmdet's own fallback for checkpoints without class names
+    return labels.category_ids(names, source), None if names is None else list(names)
+
+
+def tfdet_config(spec, num_classes=None, classes=None):
     """The full tfdet config (model, data, train) reproducing `spec`'s mmdetection model, with `num_classes`
-    object classes (default the checkpoint's)."""
+    object classes (default the checkpoint's), or the checkpoint's classes `classes` (class indices, in
+    their new order: convert's)."""
     from tfdet.zoo import torchvision  # pylint: disable=import-outside-toplevel  (shared data / train blocks)
 
     family = FAMILIES[spec["family"]]
     source = int(spec["num_classes"])
+    ids, names = source_classes(spec)
+    if classes is not None:
+        if num_classes is not None:
+            raise ValueError("give num_classes (other categories) or classes (a subset of the source's), not both.")
+        ids, names = [ids[c] for c in classes], None if names is None else [names[c] for c in classes]
+        num_classes = len(classes)
+    elif num_classes is not None and int(num_classes) != source:
+        ids, names = None, None
     n = source if num_classes is None else int(num_classes)
     model = family.tfdet_model(copy.deepcopy(spec), n)
     order = slice(None, None, -1) if spec["input"]["bgr"] else slice(None)
@@ -256,13 +283,10 @@ def tfdet_config(spec, num_classes=None):
                  pixel_std=tuple(float(v) for v in spec["input"]["std"][order]), ops_impl=None,
                  zero_padding_after_normalize=True)
     blocks = torchvision._run_blocks("mask" in model, False)  # pylint: disable=protected-access
-    names = spec.get("class_names") if n == source else None
-    if names is None and n == len(labels.COCO_CLASSES) and n == source and not family.rpn_detector:
-        names = list(labels.COCO_CLASSES)  # mmdet's own fallback for checkpoints without class names
+    # mmdet pads each batch to its largest image rounded up to pad_size_divisor (serving_pad "batch"); its
+    # resize rounds sizes half up, tfdet's "round" half to even: the same but for exact ties.
     blocks["data"].update(scale=tuple(spec["test_scale"]), pad_to_multiple=int(spec["input"]["pad_size_divisor"]),
-                          category_ids=labels.category_ids(names, n))
-    if names is not None:
-        blocks["data"]["class_names"] = list(names)
+                          serving_pad="batch", category_ids=ids, class_names=names)
     return ml_collections.ConfigDict(dict(model=model, **blocks))
 
 
@@ -272,4 +296,5 @@ from tfdet.zoo.mmdet import retina  # noqa: E402,F401  pylint: disable=wrong-imp
 from tfdet.zoo.mmdet import guided  # noqa: E402,F401  pylint: disable=wrong-import-position
 
 __all__ = ["FAMILIES", "ArchName", "Checkpoint", "Family", "canonical", "check_state_dict", "convert", "describe",
-           "expected_shapes", "params", "parse_arch", "read_checkpoint", "register_family", "tfdet_config"]
+           "expected_shapes", "params", "parse_arch", "read_checkpoint", "register_family", "source_classes",
+           "tfdet_config"]
