@@ -42,12 +42,14 @@ flags.mark_flags_as_required(["checkpoint", "out"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if _SOURCE.value != "torchvision":
-        raise app.UsageError(f"--source={_SOURCE.value} is not supported yet; --source=torchvision is.")
     from tfdet.zoo import files
 
-    arch = files.convert_torchvision(_CHECKPOINT.value, _OUT.value, arch=_ARCH.value or None,
-                                     num_classes=_NUM_CLASSES.value)
+    if _SOURCE.value == "mmdet":
+        arch = files.convert_mmdet(_CHECKPOINT.value, _OUT.value, arch=_ARCH.value or None,
+                                   num_classes=_NUM_CLASSES.value)["arch"]
+    else:
+        arch = files.convert_torchvision(_CHECKPOINT.value, _OUT.value, arch=_ARCH.value or None,
+                                         num_classes=_NUM_CLASSES.value)
     print(f"wrote {_OUT.value}/config.py and its checkpoint ({arch}); e.g. bin/export.py "
           f"--config={_OUT.value}/config.py --checkpoint={_OUT.value} --export_dir=EXPORT_DIR")
 

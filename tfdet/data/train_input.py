@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 _OPTION_FIELDS = {f.name for f in dataclasses.fields(pipeline.InputOptions)} - {"batch_size", "training", "seed"}
 DATA_DEFAULTS = dict(source="shapes", root=None, shapes={}, train_ann="", train_images="", tfrecords="",
                      check_images="header", resume="skip")
+# Fields of the data block that inference reads and training ignores (converted zoo configs write them):
+# the model's class names, the dataset category id of each class, the padding multiple of exported inputs.
+INFERENCE_FIELDS = ("class_names", "category_ids", "pad_to_multiple")
 
 
 def _existing(path, field, kind):
@@ -48,10 +51,10 @@ class TrainInput:
 
     def __init__(self, data, batch_size, seed):
         data = data.to_dict() if hasattr(data, "to_dict") else dict(data)
-        unknown = set(data) - set(DATA_DEFAULTS) - _OPTION_FIELDS
+        unknown = set(data) - set(DATA_DEFAULTS) - _OPTION_FIELDS - set(INFERENCE_FIELDS)
         if unknown:
             raise ValueError(f"config.data: unknown field(s) {sorted(unknown)}; known: "
-                             f"{sorted(set(DATA_DEFAULTS) | _OPTION_FIELDS)}.")
+                             f"{sorted(set(DATA_DEFAULTS) | _OPTION_FIELDS | set(INFERENCE_FIELDS))}.")
         self.data = ml_collections.ConfigDict({**DATA_DEFAULTS, **data})
         if self.data.resume not in ("skip", "reseed"):
             raise ValueError(f"config.data.resume must be 'skip' or 'reseed', got {self.data.resume!r}.")

@@ -3,6 +3,7 @@ tfdet config that reproduces the source model) and a tfdet.engine.checkpoint che
 temporary folder and renamed at the end, so that a failure leaves nothing behind."""
 
 import os
+import pprint
 import shutil
 import tempfile
 
@@ -17,6 +18,23 @@ def get_config(arg=None):
     if arg:
         raise ValueError("this converted config takes no argument; override fields with --config.x.y=...")
     return torchvision.tfdet_config({arch!r}, num_classes={num_classes!r})
+'''
+
+
+MMDET_CONFIG_TEMPLATE = '''"""tfdet config of mmdetection {arch}, written by bin/convert.py from {source}.
+
+SPEC describes the mmdetection model (tfdet.zoo.mmdet docstring); tfdet.zoo.mmdet.tfdet_config turns it
+into the tfdet config that reproduces it."""
+
+from tfdet.zoo import mmdet
+
+SPEC = {spec}
+
+
+def get_config(arg=None):
+    if arg:
+        raise ValueError("this converted config takes no argument; override fields with --config.x.y=...")
+    return mmdet.tfdet_config(SPEC, num_classes={num_classes!r})
 '''
 
 
@@ -89,13 +107,38 @@ def convert_torchvision(checkpoint, out, arch=None, num_classes=None):
     weights = torchvision.convert(state_dict, arch, num_classes=num_classes)
     model = build_detector(torchvision.tfdet_config(arch, num_classes=num_classes).model)
     load_weights(model, weights, keep=torchvision.CLASS_LAYERS if num_classes is not None else ())
+    write_out(out, CONFIG_TEMPLATE.format(arch=arch, source=os.path.basename(checkpoint), num_classes=num_classes),
+              model)
+    return arch
+
+
+def write_out(out, config_text, model):
+    """`out`/config.py holding `config_text` and `out`/checkpoint of `model`, all or nothing."""
     tmp = prepare_out(out)
     try:
         with open(os.path.join(tmp, "config.py"), "w", encoding="utf-8") as f:
-            f.write(CONFIG_TEMPLATE.format(arch=arch, source=os.path.basename(checkpoint), num_classes=num_classes))
+            f.write(config_text)
         write_checkpoint(model, tmp)
         finish_out(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return arch
+
+
+def convert_mmdet(checkpoint, out, arch=None, num_classes=None):
+    """Converts mmdetection `checkpoint` (.pth, or .npz with its meta in __meta__) into `out`/config.py and
+    `out`/checkpoint; returns the spec (tfdet.zoo.mmdet). The architecture comes from the checkpoint's
+    config text, else from `arch`. `num_classes` as convert_torchvision's."""
+    from tfdet.modeling.detectors import build_detector  # pylint: disable=import-outside-toplevel
+    from tfdet.zoo import mmdet  # pylint: disable=import-outside-toplevel
+
+    state_dict, meta = mmdet.read_checkpoint(checkpoint)
+    spec = mmdet.describe(meta, arch=arch, state_dict=state_dict)
+    weights = mmdet.convert(state_dict, spec, num_classes=num_classes)
+    model = build_detector(mmdet.tfdet_config(spec, num_classes=num_classes).model)
+    reinit = num_classes is not None and int(num_classes) != spec["num_classes"]
+    load_weights(model, weights, keep=mmdet.FAMILIES[spec["family"]].class_layers if reinit else ())
+    text = MMDET_CONFIG_TEMPLATE.format(arch=spec["arch"], source=os.path.basename(checkpoint),
+                                        spec=pprint.pformat(spec, width=110, sort_dicts=False), num_classes=num_classes)
+    write_out(out, text, model)
+    return spec

@@ -112,11 +112,13 @@ TOPK_MODES = ("anchor", "anchor_class")
 
 def retina_detections(cls_outputs, reg_outputs, anchors, image_sizes, num_classes, pre_nms_top_k=1000,
                       score_threshold=0.05, nms_iou=0.5, max_detections=100, stds=UNIT_STDS, masks=None,
-                      topk_mode="anchor", clip_below=True):
+                      topk_mode="anchor", clip_below=True, min_size=None):
     """Detections from per-level head outputs: per level the pre_nms_top_k anchors with the best class
     score (topk_mode="anchor"), or the pre_nms_top_k best (anchor, class) pairs scoring above
     score_threshold (topk_mode="anchor_class", torchvision), decoded and clipped, then class-wise NMS over
     all levels. Returns nms.Detections padded to max_detections. clip_below: box_ops.decode_boxes'.
+    min_size: None keeps every box; a number drops decoded boxes whose width or height is <= min_size
+    (mmdetection's min_bbox_size, 0: empty boxes out).
 
     Args:
       cls_outputs, reg_outputs: lists as RetinaHead returns ([B, H, W, A * C], [B, H, W, A * 4]).
@@ -141,7 +143,7 @@ def retina_detections(cls_outputs, reg_outputs, anchors, image_sizes, num_classe
                            else tf.gather(level_anchors, top, batch_dims=1))
             boxes.append(box_ops.decode_boxes(tf.gather(level_deltas, top, batch_dims=1), top_anchors, stds=stds,
                                               max_shape=image_sizes, clip_below=clip_below))
-            scores.append(tf.where(valid, score, float("-inf")))
+            scores.append(tf.where(valid & _big_enough(boxes[-1], min_size), score, float("-inf")))
             labels.append(label)
             continue
         count = probs.shape[1]
@@ -151,7 +153,8 @@ def retina_detections(cls_outputs, reg_outputs, anchors, image_sizes, num_classe
                        else tf.gather(level_anchors, top, batch_dims=1))
         boxes.append(box_ops.decode_boxes(tf.gather(level_deltas, top, batch_dims=1), top_anchors, stds=stds,
                                           max_shape=image_sizes, clip_below=clip_below))
-        scores.append(tf.gather(probs, top, batch_dims=1))
+        scores.append(tf.where(_big_enough(boxes[-1], min_size)[..., None], tf.gather(probs, top, batch_dims=1),
+                               -1.0))  # below any threshold
     if topk_mode == "anchor_class":
         labels = tf.concat(labels, 1)
         kept = nms.batched_nms(tf.concat(boxes, 1), tf.concat(scores, 1), max_detections, nms_iou, groups=labels)
@@ -161,6 +164,13 @@ def retina_detections(cls_outputs, reg_outputs, anchors, image_sizes, num_classe
                               num_valid=tf.reduce_sum(tf.cast(kept.valid, tf.int32), axis=1))
     return nms.multiclass_nms(tf.concat(boxes, 1), tf.concat(scores, 1), max_detections, iou_threshold=nms_iou,
                               score_threshold=score_threshold)
+
+
+def _big_enough(boxes, min_size):
+    """[B, K] bool: every box when min_size is None, else width and height > min_size."""
+    if min_size is None:
+        return tf.ones(tf.shape(boxes)[:2], tf.bool)
+    return box_ops.large_enough(boxes, float(min_size))
 
 
 def detection_settings(block):
@@ -191,10 +201,11 @@ class RetinaSpec:
 
     # torchvision's conventions, off by default: anchor_sizes / anchor_round / anchor_strides_from_image /
     # box_coder_clip_below as model.rpn's (RPNSpec); topk_mode "anchor_class": the pre_nms_top_k best
-    # (anchor, class) pairs per level (retina_detections).
+    # (anchor, class) pairs per level (retina_detections). min_size: None keeps every box; a number drops
+    # boxes with a side <= min_size (mmdetection's min_bbox_size 0: empty boxes out).
     DEFAULTS = dict(type="Retina", **RETINA_DEFAULTS, octave_base_scale=4, scales_per_octave=3,
                     anchor_ratios=(0.5, 1.0, 2.0), anchor_sizes=None, anchor_round=False,
-                    anchor_strides_from_image=False, box_coder_clip_below=True, topk_mode="anchor")
+                    anchor_strides_from_image=False, box_coder_clip_below=True, topk_mode="anchor", min_size=None)
 
     def __init__(self, block, num_classes):
         self.block = block = block_options(block, self.DEFAULTS, "model.retina")
@@ -225,4 +236,5 @@ class RetinaSpec:
         cls_outputs, reg_outputs = outputs
         return retina_detections(cls_outputs, reg_outputs, self.anchors(feature_sizes(cls_outputs)),
                                  image_sizes, self.num_classes, topk_mode=self.block.topk_mode,
-                                 clip_below=self.block.box_coder_clip_below, **detection_settings(self.block))
+                                 clip_below=self.block.box_coder_clip_below, min_size=self.block.min_size,
+                                 **detection_settings(self.block))

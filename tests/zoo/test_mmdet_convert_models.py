@@ -1,0 +1,172 @@
+"""mmdetection Faster / Mask R-CNN (plain, dconv, mdconv), RPN and RetinaNet converted by tfdet.zoo.mmdet and run
+by tfdet's own detector (built from the written config) against the reference fixtures
+(tests/zoo/fixtures/mmdet), in both checkpoint layouts: each fixture's state dict as mmdet 2.x stores it (meta
+CLASSES + config) and re-keyed to 3.x (meta dataset_meta + cfg; the RPN detector's head under `bbox_head.`).
+The config text is the fixture's model (backbone, neck, test_cfg, data preprocessor) written as mmdetection
+writes configs, so the architecture and test settings reach tfdet through the converter's config reading.
+
+Compared: every stage the detector exposes (backbone, FPN, RPN head, proposals; RoI features and box head on
+the reference proposals; RetinaNet head) within 1e-4 of the stage's largest value; proposals and detections
+as sets (boxes 1e-2 px, scores 1e-4); pasted masks IoU >= 0.99."""
+
+import functools
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.zoo import fixtures_io, mmdet_fixture
+from tfdet.modeling.detectors import build_detector
+from tfdet.modeling.detectors.base import zero_outside
+from tfdet.modeling.roi_heads.mask_head import paste_masks
+from tfdet.zoo import mmdet
+from tfdet.zoo.files import load_weights
+from tfdet.zoo.mmdet import labels
+
+TOLERANCE = 1e-4
+DETECTORS = ["faster_rcnn_r50_fpn", "mask_rcnn_r50_fpn", "rpn_r50_fpn", "retinanet_r50_fpn",
+             "faster_rcnn_r50_dconv_c3-c5_fpn", "mask_rcnn_r50_mdconv_c3-c5_fpn"]
+LAYOUTS = ("mmdet2", "mmdet3")
+
+
+def _text(value):
+    """A config value as mmdetection's Config.pretty_text writes it (dict(...) calls, lists, tuples)."""
+    if isinstance(value, dict):
+        return "dict(" + ", ".join(f"{k}={_text(v)}" for k, v in value.items()) + ")"
+    if isinstance(value, list):
+        return "[" + ", ".join(_text(v) for v in value) + "]"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_text(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    return repr(value)
+
+
+def config_text(meta, layout):
+    """The fixture's mmdetection config as a checkpoint stores it: the arch's model with the fixture's backbone,
+    neck, test_cfg and data preprocessor, among the other statements a config has (one not a literal)."""
+    model = mmdet.FAMILIES[mmdet.parse_arch(meta["name"]).family].mmdet_model(mmdet.parse_arch(meta["name"]))
+    model.update(backbone=dict(meta["backbone"], init_cfg=dict(type="Pretrained", checkpoint="torchvision://x")),
+                 neck=meta["neck"], test_cfg=meta["test_cfg"],
+                 train_cfg=dict(rpn=dict(assigner=dict(type="MaxIoUAssigner", pos_iou_thr=0.7))))
+    pre = meta["data_preprocessor"]
+    lines = ["default_scope = 'mmdet'", "custom_hooks = [make_hook()]"]
+    if layout == "mmdet3":
+        model["data_preprocessor"] = pre
+        lines.append("test_pipeline = [dict(type='LoadImageFromFile', backend_args=None), "
+                     "dict(type='Resize', scale=(1333, 800), keep_ratio=True), dict(type='PackDetInputs')]")
+    else:
+        lines.append(f"img_norm_cfg = dict(mean={pre['mean']}, std={pre['std']}, to_rgb={pre['bgr_to_rgb']})")
+        lines.append("test_pipeline = [dict(type='LoadImageFromFile'), dict(type='MultiScaleFlipAug', "
+                     "img_scale=(1333, 800), flip=False, transforms=[dict(type='Resize', keep_ratio=True), "
+                     f"dict(type='Normalize', **img_norm_cfg), dict(type='Pad', size_divisor={pre['pad_size_divisor']})])]")
+    return "\n".join([f"model = {_text(model)}"] + lines) + "\n"
+
+
+def checkpoint(name, layout):
+    """(state dict, meta) of fixture `name` as an mmdet 2.x or 3.x checkpoint holds them."""
+    meta, arrays = mmdet_fixture.load(name)
+    sd = mmdet_fixture.weights(meta, arrays)
+    sd["backbone.bn1.num_batches_tracked"] = np.zeros((), np.int64)
+    if layout == "mmdet2":
+        return sd, {"CLASSES": list(labels.COCO_CLASSES), "config": config_text(meta, layout),
+                    "mmdet_version": "2.25.0"}
+    if meta["kind"] == "rpn":  # the RPN detector's head is bbox_head in 3.x
+        sd = {("bbox_head." + k[len("rpn_head."):] if k.startswith("rpn_head.") else k): v for k, v in sd.items()}
+    return sd, {"dataset_meta": {"classes": list(labels.COCO_CLASSES)}, "cfg": config_text(meta, layout),
+                "mmengine_version": "0.10.7"}
+
+
+@functools.lru_cache(maxsize=None)
+def converted(name, layout):
+    """(meta, arrays, spec, model, images, sizes, outputs) of a fixture converted from `layout`."""
+    meta, arrays = mmdet_fixture.load(name)
+    sd, ckpt_meta = checkpoint(name, layout)
+    spec = mmdet.describe(ckpt_meta, state_dict=sd)
+    config = mmdet.tfdet_config(spec)
+    model = build_detector(config.model)
+    load_weights(model, mmdet.convert(sd, spec))
+    height, width = meta["batch_input_shape"]
+    image = arrays["input/images"].astype(np.float32)
+    images = np.zeros((1, height, width, 3), np.float32)
+    images[:, :image.shape[1], :image.shape[2]] = image
+    images, sizes = tf.constant(images), tf.constant([meta["image"]["size"]], tf.float32)
+    return meta, arrays, spec, model, images, sizes, model.detect(images, sizes)
+
+
+def assert_stages(arrays, values):
+    """{stored stage: computed value}, each within TOLERANCE of the stage's largest value."""
+    errors = {k: mmdet_fixture.relative_error(arrays, k, np.asarray(v)) for k, v in values.items()}
+    assert max(errors.values()) < TOLERANCE, {k: v for k, v in errors.items() if v >= TOLERANCE} or errors
+
+
+CASES = [pytest.param(name, layout, marks=() if (name, layout) == ("faster_rcnn_r50_fpn", "mmdet2") else pytest.mark.slow)
+         for name in DETECTORS for layout in LAYOUTS]
+
+
+@pytest.mark.parametrize("name, layout", CASES)
+def test_stages_equal_mmdetection(name, layout):
+    meta, arrays, spec, model, images, sizes, _ = converted(name, layout)
+    assert spec["arch"] == name and spec["class_names"] == list(labels.COCO_CLASSES) or meta["kind"] == "rpn"
+    normalized = zero_outside((images - model.pixel_mean) / model.pixel_std, sizes)  # RGB
+    features = {int(k): v for k, v in model.backbone(normalized).items()}
+    stages = {f"stage/backbone/c{lvl}": features[lvl] for lvl in features}
+    if fixtures_io.has_stage(arrays, "input/batch_inputs"):  # mmdet's network input, in its channel order
+        stages["input/batch_inputs"] = normalized if meta["data_preprocessor"]["bgr_to_rgb"] else normalized[..., ::-1]
+    pyramid = model.features(images, image_sizes=sizes)
+    levels = [int(lvl[1:]) for lvl in meta["levels"]]
+    stages.update({f"stage/neck/p{lvl}": pyramid[lvl] for lvl in levels})
+    maps = [pyramid[lvl] for lvl in levels]
+    if meta["kind"] == "retina":
+        cls_out, reg_out = model.head(maps)
+        for lvl, c, r in zip(levels, cls_out, reg_out):
+            stages.update({f"stage/head/cls/p{lvl}": c, f"stage/head/reg/p{lvl}": r})
+    else:
+        objectness, deltas = model.rpn_head(maps)
+        for lvl, o, d in zip(levels, objectness, deltas):
+            stages.update({f"stage/rpn/cls/p{lvl}": o, f"stage/rpn/reg/p{lvl}": d})
+        proposals = model.rpn.proposals((objectness, deltas), sizes)
+        count = int(tf.reduce_sum(tf.cast(proposals.valid, tf.int32)))
+        mmdet_fixture.assert_same_set(proposals.boxes[0, :count], proposals.scores[0, :count],
+                                      arrays["stage/proposals/boxes"], arrays["stage/proposals/scores"])
+    if meta["kind"] == "two_stage":  # the box head on the reference proposals
+        rois = tf.constant(arrays["stage/proposals/boxes"][None])
+        pooled = model.box_roi_align(pyramid, rois)
+        cls_score, bbox_pred = model.bbox_head(pooled)
+        stages.update({"stage/roi/s1/feats": pooled[0], "stage/roi/s1/cls_score": cls_score[0],
+                       "stage/roi/s1/bbox_pred": bbox_pred[0]})
+    assert len(stages) >= 14
+    assert_stages(arrays, stages)
+
+
+@pytest.mark.parametrize("name, layout", [c for c in CASES if not c.values[0].startswith("rpn")])
+def test_detections_equal_mmdetection(name, layout):
+    meta, arrays, _, model, _, _, out = converted(name, layout)
+    count = int(out["num_detections"][0])
+    assert count == len(arrays["stage/det/boxes"]) == meta["num_detections"]
+    mmdet_fixture.assert_same_set(out["detection_boxes"][0, :count], out["detection_scores"][0, :count],
+                                  arrays["stage/det/boxes"], arrays["stage/det/scores"])
+    np.testing.assert_array_equal(out["detection_classes"][0, :count], arrays["stage/det/labels"])
+    if "detection_masks" not in out:
+        return
+    height, width = meta["mask_shape"][1:]
+    stored = np.unpackbits(arrays["stage/det/masks"], axis=1)[:, :height * width].reshape(-1, height, width)
+    rows = np.concatenate([out["detection_boxes"][0, :count], out["detection_scores"][0, :count, None]], 1)
+    index = fixtures_io.match_rows(rows, np.concatenate([arrays["stage/det/boxes"], arrays["stage/det/scores"][:, None]],
+                                                        1), [1e-2] * 4 + [1e-4])
+    assert (index >= 0).all()
+    pasted = paste_masks(tf.gather(out["detection_masks"][0], index)[None],
+                         tf.gather(out["detection_boxes"][0], index)[None], (height, width),
+                         threshold=model.model_config.mask.threshold, rule=model.model_config.mask.paste)
+    pasted = pasted[0].numpy().astype(bool)
+    stored = stored[:count].astype(bool)
+    union = (pasted | stored).sum((1, 2))
+    iou = np.where(union > 0, (pasted & stored).sum((1, 2)) / np.maximum(union, 1), 1.0)
+    assert stored.sum() > 0 and iou.min() >= 0.99, np.sort(iou)[:5]
+
+
+@pytest.mark.slow
+def test_rpn_proposals_are_the_detectors_outputs():
+    """The RPN detector outputs its proposals (mmdet's RPN predict, scale factor 1)."""
+    _, arrays, _, _, _, _, out = converted("rpn_r50_fpn", "mmdet3")
+    count = int(out["num_detections"][0])
+    mmdet_fixture.assert_same_set(out["detection_boxes"][0, :count], out["detection_scores"][0, :count],
+                                  arrays["stage/proposals/boxes"], arrays["stage/proposals/scores"])
