@@ -137,3 +137,17 @@ def tfdet_backbone(config):
                   stage_with_dcn=tuple(config.get("stage_with_dcn", (False,) * 4)),
                   dcn=None if not dcn else {"modulated": dcn["type"] == "DCNv2",
                                             "deformable_groups": dcn.get("deform_groups", 1)})
+
+
+def det_masks(meta, arrays):
+    """[N, H, W] bool: mmdet's pasted binary masks of the detections."""
+    n, height, width = meta["mask_shape"]
+    return np.unpackbits(arrays["stage/det/masks"], axis=1)[:, :height * width].reshape(n, height, width).astype(bool)
+
+
+def mask_ious(masks, expected):
+    """Per-detection IoU of two [N, H, W] binary mask sets (1 where both are empty)."""
+    masks, expected = np.asarray(masks, bool), np.asarray(expected, bool)
+    inter = (masks & expected).sum(axis=(1, 2))
+    union = (masks | expected).sum(axis=(1, 2))
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)

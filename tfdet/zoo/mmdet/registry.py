@@ -21,6 +21,7 @@ class Family:
     source_classes  (state_dict) -> object classes of a checkpoint (read off its classifier), or None
     class_layers    tfdet path prefixes of the class-specific layers (re-initialized by --num_classes)
     arch_flags      extra arch-name tokens the family takes (kept in ArchName.flags), e.g. ("carafe",)
+    model_flags     (mmdet model dict) -> the arch_flags that a model from a config text has
     rpn_detector    an RPN-only detector: mmdet 3.x names its head `bbox_head.` (2.x `rpn_head.`)
     """
 
@@ -32,6 +33,7 @@ class Family:
     source_classes: Callable
     class_layers: tuple = ()
     arch_flags: tuple = ()
+    model_flags: Callable = lambda model: ()
     rpn_detector: bool = False
 
 
