@@ -8,6 +8,15 @@
                   np.savez(sys.argv[2], **{k: v.numpy() for k, v in sd.items()})" model.pth model.npz
   --arch        fasterrcnn_resnet50_fpn(_v2) | maskrcnn_resnet50_fpn(_v2) | keypointrcnn_resnet50_fpn |
                 retinanet_resnet50_fpn (default: detected from the keys)
+
+    .venv/bin/python bin/convert.py --source=mmdet --checkpoint=mask_rcnn_r50_fpn_1x_coco.pth --out=DIR
+
+  --checkpoint  an mmdetection 2.x / 3.x checkpoint: .pth when torch is installed, else an .npz of its
+                state dict with its meta as JSON in `__meta__` (the README's Model zoo section has the one-liner)
+  --arch        needed when the checkpoint's meta has no config text (else it must agree with it):
+                <family>_<r50|r101|x101_32x4d|x101_64x4d>[_caffe][_dconv_c3-c5|_mdconv_c3-c5]_fpn, family one
+                of tfdet.zoo.mmdet.FAMILIES, e.g. faster_rcnn_r50_fpn, retinanet_r50_caffe_fpn
+
   --num_classes fine-tuning on N other categories: the class-specific layers (box classifier and regressor,
                 mask logits, RetinaNet's classifier) are re-initialized, everything else loaded
   --out=DIR     a new (or empty) folder; receives DIR/config.py and a checkpoint in tfdet.engine.checkpoint's
@@ -31,7 +40,8 @@ from tfdet import cli  # noqa: E402
 
 _SOURCE = flags.DEFINE_enum("source", "torchvision", ["torchvision", "mmdet"], "the library the checkpoint is from")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "the source checkpoint: .pth (needs torch) or .npz")
-_ARCH = flags.DEFINE_string("arch", "", "the source architecture (default: detected from the checkpoint's keys)")
+_ARCH = flags.DEFINE_string("arch", "", "the source architecture (default: torchvision: detected from the keys; "
+                            "mmdet: the checkpoint's config)")
 _OUT = flags.DEFINE_string("out", None, "output folder (must not exist, or be empty)")
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", None, "object classes of a model to fine-tune on other "
                                     "categories: the class-specific layers are re-initialized, the rest loaded "

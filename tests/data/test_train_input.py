@@ -41,6 +41,15 @@ def test_bad_options_are_one_line_errors_naming_the_field(tmp_path, options, mes
     assert "\n" not in str(err.value)
 
 
+def test_inference_fields_of_converted_configs_are_accepted(tmp_path):
+    """A converted zoo config's data block (class_names, category_ids, pad_to_multiple) trains as it is."""
+    block = dict(_coco_block(tmp_path), class_names=[c["name"] for c in CATS], category_ids=[c["id"] for c in CATS],
+                 pad_to_multiple=32)
+    assert TrainInput(block, 2, 0).class_names == [c["name"] for c in CATS]
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['class_name'\].*category_ids"):
+        TrainInput(dict(block, class_name="x"), 2, 0)
+
+
 def test_bad_batch_sizes():
     for bad in (0, -4, 2.5):
         with pytest.raises(ValueError, match=r"batch size must be an integer >= 1.*config.train.batch_size"):

@@ -54,10 +54,11 @@ def config_text(meta, layout):
         lines.append("test_pipeline = [dict(type='LoadImageFromFile', backend_args=None), "
                      "dict(type='Resize', scale=(1333, 800), keep_ratio=True), dict(type='PackDetInputs')]")
     else:
-        lines.append(f"img_norm_cfg = dict(mean={pre['mean']}, std={pre['std']}, to_rgb={pre['bgr_to_rgb']})")
+        norm = f"mean={pre['mean']}, std={pre['std']}, to_rgb={pre['bgr_to_rgb']}"
+        lines.append(f"img_norm_cfg = dict({norm})")
         lines.append("test_pipeline = [dict(type='LoadImageFromFile'), dict(type='MultiScaleFlipAug', "
                      "img_scale=(1333, 800), flip=False, transforms=[dict(type='Resize', keep_ratio=True), "
-                     f"dict(type='Normalize', **img_norm_cfg), dict(type='Pad', size_divisor={pre['pad_size_divisor']})])]")
+                     f"dict(type='Normalize', {norm}), dict(type='Pad', size_divisor={pre['pad_size_divisor']})])]")
     return "\n".join([f"model = {_text(model)}"] + lines) + "\n"
 
 
@@ -133,6 +134,10 @@ def test_stages_equal_mmdetection(name, layout):
         cls_score, bbox_pred = model.bbox_head(pooled)
         stages.update({"stage/roi/s1/feats": pooled[0], "stage/roi/s1/cls_score": cls_score[0],
                        "stage/roi/s1/bbox_pred": bbox_pred[0]})
+    if "mask" in model.model_config:  # the mask head on the reference detections: its detected class's logits
+        feats = model.mask_roi_align(pyramid, tf.constant(arrays["stage/det/boxes"][None]))
+        logits = tf.gather(model.mask_head(feats)[0], arrays["stage/det/labels"], axis=-1, batch_dims=1)
+        stages.update({"stage/mask/feats": feats[0], "stage/mask/s1/logits": logits})
     assert len(stages) >= 14
     assert_stages(arrays, stages)
 
@@ -145,22 +150,44 @@ def test_detections_equal_mmdetection(name, layout):
     mmdet_fixture.assert_same_set(out["detection_boxes"][0, :count], out["detection_scores"][0, :count],
                                   arrays["stage/det/boxes"], arrays["stage/det/scores"])
     np.testing.assert_array_equal(out["detection_classes"][0, :count], arrays["stage/det/labels"])
-    if "detection_masks" not in out:
-        return
-    height, width = meta["mask_shape"][1:]
-    stored = np.unpackbits(arrays["stage/det/masks"], axis=1)[:, :height * width].reshape(-1, height, width)
-    rows = np.concatenate([out["detection_boxes"][0, :count], out["detection_scores"][0, :count, None]], 1)
-    index = fixtures_io.match_rows(rows, np.concatenate([arrays["stage/det/boxes"], arrays["stage/det/scores"][:, None]],
-                                                        1), [1e-2] * 4 + [1e-4])
-    assert (index >= 0).all()
-    pasted = paste_masks(tf.gather(out["detection_masks"][0], index)[None],
-                         tf.gather(out["detection_boxes"][0], index)[None], (height, width),
-                         threshold=model.model_config.mask.threshold, rule=model.model_config.mask.paste)
-    pasted = pasted[0].numpy().astype(bool)
-    stored = stored[:count].astype(bool)
+
+
+def mask_agreement(masks, boxes, model, stored):
+    """(per-mask IoU, per-mask count of differing pixels) of [N, M, M] probabilities pasted in [N, 4] boxes
+    (the converted config's threshold and rule) against the stored binary masks [N, H, W]."""
+    mask = model.model_config.mask
+    pasted = paste_masks(tf.convert_to_tensor(masks)[None], tf.convert_to_tensor(boxes)[None], stored.shape[1:],
+                         threshold=mask.threshold, rule=mask.paste)[0].numpy().astype(bool)
     union = (pasted | stored).sum((1, 2))
-    iou = np.where(union > 0, (pasted & stored).sum((1, 2)) / np.maximum(union, 1), 1.0)
-    assert stored.sum() > 0 and iou.min() >= 0.99, np.sort(iou)[:5]
+    return (np.where(union > 0, (pasted & stored).sum((1, 2)) / np.maximum(union, 1), 1.0),
+            (pasted ^ stored).sum((1, 2)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mask_rcnn_r50_fpn", "mask_rcnn_r50_mdconv_c3-c5_fpn"])
+def test_masks_equal_mmdetection(name):
+    """Masks pasted at the image size (scale factor 1). On the reference detections the converted mask branch
+    gives masks with IoU >= 0.99 (here: identical); on tfdet's own detections too, but where a box edge
+    moved by float noise (boxes within 1e-3 px) flips one boundary pixel: a 44-pixel mask then has IoU 0.977."""
+    meta, arrays, _, model, images, sizes, out = converted(name, "mmdet2")
+    height, width = meta["mask_shape"][1:]
+    count = int(out["num_detections"][0])
+    stored = np.unpackbits(arrays["stage/det/masks"], axis=1)[:, :height * width].reshape(-1, height, width)
+    stored = stored[:count].astype(bool)
+    assert stored.sum() > 0
+    boxes, labels_ = arrays["stage/det/boxes"], arrays["stage/det/labels"]
+    feats = model.mask_roi_align(model.features(images, image_sizes=sizes), tf.constant(boxes[None]))
+    probs = tf.sigmoid(tf.gather(model.mask_head(feats)[0], labels_, axis=-1, batch_dims=1))
+    iou, _ = mask_agreement(probs, boxes, model, stored)
+    assert iou.min() >= 0.99, np.sort(iou)[:5]
+    rows = np.concatenate([out["detection_boxes"][0, :count], out["detection_scores"][0, :count, None]], 1)
+    index = fixtures_io.match_rows(rows, np.concatenate([boxes, arrays["stage/det/scores"][:, None]], 1),
+                                   [1e-2] * 4 + [1e-4])
+    assert (index >= 0).all()
+    iou, flipped = mask_agreement(tf.gather(out["detection_masks"][0], index),
+                                  tf.gather(out["detection_boxes"][0], index), model, stored)
+    assert ((iou >= 0.99) | (flipped <= 1)).all(), (np.sort(iou)[:5], flipped.max())
+    assert np.median(iou) == 1.0
 
 
 @pytest.mark.slow

@@ -164,7 +164,9 @@ def describe(meta=None, arch=None, state_dict=None):
         spec_input, test_scale = _input_of({}, model, named), DEFAULT_TEST_SCALE  # the family's preprocessor, if any
         num_classes = None
     model.pop("data_preprocessor", None)
-    if num_classes is None:
+    if family.rpn_detector:
+        num_classes = 1  # proposals: one class
+    elif num_classes is None:
         found = family.source_classes(canonical(state_dict, family)) if state_dict is not None else None
         num_classes = found or _config_classes(model) or len(labels.COCO_CLASSES)
     names = None if family.rpn_detector else class_names(meta)
