@@ -57,6 +57,12 @@ def test_configs_say_what_mmdet_computes():
     assert (config.model.neck.extra, config.model.neck.upsample, config.model.mask.upsample) == \
         ("carafe_lateral", "carafe", "carafe")
     assert mmdet.describe(arch="faster_rcnn_r50_fpn_carafe")["input"]["pad_size_divisor"] == 64
+    for zoo_name, arch in [("cascade_rcnn_r50_fpn_1x_coco", "cascade_rcnn_r50_fpn"),  # 2.x file / 3.x config names
+                           ("cascade-mask-rcnn_r50_fpn_1x_coco", "cascade_mask_rcnn_r50_fpn"),
+                           ("htc_r50_fpn_1x_coco", "htc_r50_fpn"),
+                           ("faster-rcnn_r50_fpn-carafe_1x_coco", "faster_rcnn_r50_fpn_carafe"),
+                           ("mask_rcnn_r50_fpn_carafe_1x_coco", "mask_rcnn_r50_fpn_carafe")]:
+        assert mmdet.describe(arch=zoo_name)["arch"] == arch
 
 
 @pytest.mark.parametrize("name, layout", CASES)
