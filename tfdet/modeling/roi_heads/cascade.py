@@ -134,20 +134,17 @@ class CascadeRoIHead(RoIHead):
 
     def mask_logits(self, stage, mask_features):
         """Stage `stage`'s mask logits on pooled mask features, with the flow of stages 0..stage-1."""
+        if not self.mask_flow:
+            return self.mask_heads[stage](mask_features)[0]
         return self.stage_mask_logits(mask_features, stage)[-1]
 
-    def stage_mask_logits(self, mask_features, stage=None):
-        """[mask logits of stage t] for t = 0..stage (the last by default), each with the flow of the stages
-        before it (one pass through the heads); without flow each head on its own."""
-        last = len(self.mask_heads) - 1 if stage is None else stage
+    def stage_mask_logits(self, mask_features, last=None):
+        """[mask logits of stage t] for t = 0..last (default: every stage): with mask information flow one pass
+        through the heads, each receiving the previous one's features; without, each head on its own."""
+        last = len(self.mask_heads) - 1 if last is None else last
         out, previous = [], None
         for t in range(last + 1):
-            if self.mask_flow:
-                logits, previous = self.mask_heads[t](mask_features, previous)
-            elif t == last or stage is None:
-                logits, _ = self.mask_heads[t](mask_features)
-            else:
-                continue
+            logits, previous = self.mask_heads[t](mask_features, previous if self.mask_flow else None)
             out.append(logits)
         return out
 
