@@ -2,12 +2,15 @@
 by tfdet's own detector (built from the written config) against the reference fixtures
 (tests/zoo/fixtures/mmdet), in both checkpoint layouts: each fixture's state dict as mmdet 2.x stores it (meta
 CLASSES + config) and re-keyed to 3.x (meta dataset_meta + cfg; the RPN detector's head under `bbox_head.`).
+The 3.x checkpoint converts to exactly the 2.x one's spec (config) and weights (checked), so one model per
+fixture serves both.
 The config text is the fixture's model (backbone, neck, test_cfg, data preprocessor) written as mmdetection
 writes configs, so the architecture and test settings reach tfdet through the converter's config reading.
 
 Compared: every stage the detector exposes (backbone, FPN, RPN head, proposals; RoI features and box head on
 the reference proposals; RetinaNet head) within 1e-4 of the stage's largest value; proposals and detections
-as sets (boxes 1e-2 px, scores 1e-4); pasted masks IoU >= 0.99."""
+as sets (boxes 1e-2 px, scores 1e-4); pasted masks IoU >= 0.99 (test_masks_equal_mmdetection: the one
+exception)."""
 
 import functools
 
@@ -26,7 +29,7 @@ from tfdet.zoo.mmdet import labels
 TOLERANCE = 1e-4
 DETECTORS = ["faster_rcnn_r50_fpn", "mask_rcnn_r50_fpn", "rpn_r50_fpn", "retinanet_r50_fpn",
              "faster_rcnn_r50_dconv_c3-c5_fpn", "mask_rcnn_r50_mdconv_c3-c5_fpn"]
-LAYOUTS = ("mmdet2", "mmdet3")
+LAYOUTS = ("mmdet2", "mmdet3")  # the checkpoint layouts checkpoint() and converted() take
 
 
 def _text(value):
@@ -77,14 +80,34 @@ def checkpoint(name, layout):
 
 
 @functools.lru_cache(maxsize=None)
-def converted(name, layout):
-    """(meta, arrays, spec, model, images, sizes, outputs) of a fixture converted from `layout`."""
-    meta, arrays = mmdet_fixture.load(name)
+def conversion(name, layout):
+    """(spec, {tfdet weight path: array}) of fixture `name` read from a `layout` checkpoint."""
     sd, ckpt_meta = checkpoint(name, layout)
     spec = mmdet.describe(ckpt_meta, state_dict=sd)
+    return spec, mmdet.convert(sd, spec)
+
+
+def assert_same_conversion(name, layout):
+    """`layout`'s conversion of fixture `name` is the 2.x layout's: the same spec and the same weights."""
+    spec, weights = conversion(name, layout)
+    spec2, weights2 = conversion(name, "mmdet2")
+    assert spec == spec2 and sorted(weights) == sorted(weights2)
+    for key, value in weights2.items():
+        np.testing.assert_array_equal(weights[key], value, err_msg=key)
+
+
+@functools.lru_cache(maxsize=None)
+def converted(name, layout="mmdet2"):
+    """(meta, arrays, spec, model, images, sizes, outputs) of a fixture converted from `layout`; the 3.x
+    layout's conversion is checked identical to the 2.x one's, whose model it then shares."""
+    if layout != "mmdet2":
+        assert_same_conversion(name, layout)
+        return converted(name, "mmdet2")
+    meta, arrays = mmdet_fixture.load(name)
+    spec, weights = conversion(name, layout)
     config = mmdet.tfdet_config(spec)
     model = build_detector(config.model)
-    load_weights(model, mmdet.convert(sd, spec))
+    load_weights(model, weights)
     height, width = meta["batch_input_shape"]
     image = arrays["input/images"].astype(np.float32)
     images = np.zeros((1, height, width, 3), np.float32)
@@ -99,14 +122,21 @@ def assert_stages(arrays, values):
     assert max(errors.values()) < TOLERANCE, {k: v for k, v in errors.items() if v >= TOLERANCE} or errors
 
 
-CASES = [pytest.param(name, layout, marks=() if (name, layout) == ("faster_rcnn_r50_fpn", "mmdet2") else pytest.mark.slow)
-         for name in DETECTORS for layout in LAYOUTS]
+CASES = [pytest.param(name, marks=() if name == "faster_rcnn_r50_fpn" else pytest.mark.slow) for name in DETECTORS]
 
 
-@pytest.mark.parametrize("name, layout", CASES)
-def test_stages_equal_mmdetection(name, layout):
-    meta, arrays, spec, model, images, sizes, _ = converted(name, layout)
-    assert spec["arch"] == name and spec["class_names"] == list(labels.COCO_CLASSES) or meta["kind"] == "rpn"
+@pytest.mark.parametrize("name", DETECTORS)
+def test_both_layouts_convert_the_same(name):
+    """The 3.x checkpoint (dataset_meta, cfg; the RPN detector's `bbox_head.`) converts to the 2.x one's spec
+    and weights: the detector tests below hold for both."""
+    assert_same_conversion(name, "mmdet3")
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_stages_equal_mmdetection(name):
+    meta, arrays, spec, model, images, sizes, _ = converted(name)
+    assert spec["arch"] == name
+    assert spec["class_names"] == (None if meta["kind"] == "rpn" else list(labels.COCO_CLASSES))
     normalized = zero_outside((images - model.pixel_mean) / model.pixel_std, sizes)  # RGB
     features = {int(k): v for k, v in model.backbone(normalized).items()}
     stages = {f"stage/backbone/c{lvl}": features[lvl] for lvl in features}
@@ -116,14 +146,16 @@ def test_stages_equal_mmdetection(name, layout):
     levels = [int(lvl[1:]) for lvl in meta["levels"]]
     stages.update({f"stage/neck/p{lvl}": pyramid[lvl] for lvl in levels})
     maps = [pyramid[lvl] for lvl in levels]
-    if meta["kind"] == "retina":
-        cls_out, reg_out = model.head(maps)
-        for lvl, c, r in zip(levels, cls_out, reg_out):
-            stages.update({f"stage/head/cls/p{lvl}": c, f"stage/head/reg/p{lvl}": r})
-    else:
-        objectness, deltas = model.rpn_head(maps)
-        for lvl, o, d in zip(levels, objectness, deltas):
-            stages.update({f"stage/rpn/cls/p{lvl}": o, f"stage/rpn/reg/p{lvl}": d})
+    dense = model.retina if meta["kind"] == "retina" else model.rpn
+    outputs = (model.head if meta["kind"] == "retina" else model.rpn_head)(maps)
+    names = ("head/cls", "head/reg") if meta["kind"] == "retina" else ("rpn/cls", "rpn/reg")
+    for lvl, first, second in zip(levels, *outputs):
+        stages.update({f"stage/{names[0]}/p{lvl}": first, f"stage/{names[1]}/p{lvl}": second})
+    anchors = dense.anchors([tuple(o.shape[1:3]) for o in outputs[0]])
+    stages.update({f"stage/anchors/p{lvl}": a for lvl, a in zip(levels, anchors)
+                   if fixtures_io.has_stage(arrays, f"stage/anchors/p{lvl}")})
+    if meta["kind"] != "retina":
+        objectness, deltas = outputs
         proposals = model.rpn.proposals((objectness, deltas), sizes)
         count = int(tf.reduce_sum(tf.cast(proposals.valid, tf.int32)))
         mmdet_fixture.assert_same_set(proposals.boxes[0, :count], proposals.scores[0, :count],
@@ -142,9 +174,9 @@ def test_stages_equal_mmdetection(name, layout):
     assert_stages(arrays, stages)
 
 
-@pytest.mark.parametrize("name, layout", [c for c in CASES if not c.values[0].startswith("rpn")])
-def test_detections_equal_mmdetection(name, layout):
-    meta, arrays, _, model, _, _, out = converted(name, layout)
+@pytest.mark.parametrize("name", [c for c in CASES if not c.values[0].startswith("rpn")])
+def test_detections_equal_mmdetection(name):
+    meta, arrays, _, _, _, _, out = converted(name)
     count = int(out["num_detections"][0])
     assert count == len(arrays["stage/det/boxes"]) == meta["num_detections"]
     mmdet_fixture.assert_same_set(out["detection_boxes"][0, :count], out["detection_scores"][0, :count],
@@ -169,7 +201,7 @@ def test_masks_equal_mmdetection(name):
     """Masks pasted at the image size (scale factor 1). On the reference detections the converted mask branch
     gives masks with IoU >= 0.99 (here: identical); on tfdet's own detections too, but where a box edge
     moved by float noise (boxes within 1e-3 px) flips one boundary pixel: a 44-pixel mask then has IoU 0.977."""
-    meta, arrays, _, model, images, sizes, out = converted(name, "mmdet2")
+    meta, arrays, _, model, images, sizes, out = converted(name)
     height, width = meta["mask_shape"][1:]
     count = int(out["num_detections"][0])
     stored = np.unpackbits(arrays["stage/det/masks"], axis=1)[:, :height * width].reshape(-1, height, width)
@@ -193,7 +225,7 @@ def test_masks_equal_mmdetection(name):
 @pytest.mark.slow
 def test_rpn_proposals_are_the_detectors_outputs():
     """The RPN detector outputs its proposals (mmdet's RPN predict, scale factor 1)."""
-    _, arrays, _, _, _, _, out = converted("rpn_r50_fpn", "mmdet3")
+    _, arrays, _, _, _, _, out = converted("rpn_r50_fpn")
     count = int(out["num_detections"][0])
     mmdet_fixture.assert_same_set(out["detection_boxes"][0, :count], out["detection_scores"][0, :count],
                                   arrays["stage/proposals/boxes"], arrays["stage/proposals/scores"])

@@ -94,7 +94,8 @@ def backbone_settings(backbone):
     require(kind, ("ResNet", "ResNeXt"), "model.backbone.type")
     depth = int(backbone.get("depth", 50))
     require(depth, tuple(STAGE_BLOCKS), "model.backbone.depth")
-    groups, base_width = (int(backbone.get("groups", 1)), int(backbone.get("base_width", 4 if kind == "ResNeXt" else 64)))
+    groups = int(backbone.get("groups", 1))
+    base_width = int(backbone.get("base_width", 4 if kind == "ResNeXt" else 64))
     if kind == "ResNet":
         groups, base_width = 1, 64
     style = backbone.get("style", "pytorch")

@@ -75,7 +75,8 @@ class ArchName:
     def backbone(self):
         """The mmdet backbone dict the name stands for (mmdetection's configs)."""
         out = dict(type="ResNeXt" if self.groups > 1 else "ResNet", depth=self.depth, num_stages=4,
-                   out_indices=(0, 1, 2, 3), frozen_stages=1, norm_cfg=dict(type="BN", requires_grad=self.style != "caffe"),
+                   out_indices=(0, 1, 2, 3), frozen_stages=1,
+                   norm_cfg=dict(type="BN", requires_grad=self.style != "caffe"),
                    norm_eval=True, style=self.style)
         if self.groups > 1:
             out.update(groups=self.groups, base_width=self.base_width)
@@ -135,10 +136,11 @@ def parse_arch(name):
         elif not _SCHEDULE.match(token):
             unknown.append(token)
         i += 1
+    flags_hint = FAMILIES[family].arch_flags
     if unknown or not has_fpn or "depth" not in fields:
         raise ValueError(f"--arch {name!r}: " + (f"unknown part(s) {unknown}; " if unknown else "") +
                          ("" if has_fpn else "no 'fpn' part; ") + ("" if "depth" in fields else "no backbone part; ") +
                          "expected <family>_<r50|r101|x101_32x4d|x101_64x4d>[_caffe][_dconv_c3-c5|_mdconv_c3-c5]_fpn"
-                         + (f" with optional {list(FAMILIES[family].arch_flags)}" if FAMILIES[family].arch_flags else "")
+                         + (f" with optional {list(flags_hint)}" if flags_hint else "")
                          + ".")
     return ArchName(flags=tuple(flags), **fields)

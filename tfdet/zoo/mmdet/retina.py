@@ -93,6 +93,7 @@ def retina_classes(state_dict):
 
 register_family(Family(
     name="retinanet",
-    matches=lambda model: model.get("type") == "RetinaNet" and (model.get("bbox_head") or {}).get("type") == "RetinaHead",
+    matches=lambda model: (model.get("type") == "RetinaNet"
+                           and (model.get("bbox_head") or {}).get("type") == "RetinaHead"),
     mmdet_model=retina_model, tfdet_model=retina_tfdet_model, params=retina_params, source_classes=retina_classes,
     class_layers=("retina_head/retina_cls/",)))
