@@ -10,8 +10,8 @@ The spec (a JSON-able dict) says everything the conversion needs: "arch" (a name
 "mask_rcnn_x101_32x4d_fpn"), "family" (the registered family converting it), "model" (the mmdet model
 dict: the config text's `model`, or what the arch name stands for; init_cfg / train_cfg / losses left
 out), "input" (mean, std, bgr: channel order the model was trained on, pad_size_divisor), "test_scale",
-"num_classes" (object classes of the checkpoint), "class_names" (the meta's, or None), "mmdet_version" (the
-meta's: 2.x files have it, 3.x files do not; None then). The architecture,
+"num_classes" (object classes of the checkpoint), "class_names" (the meta's, or None); for the families whose
+conversion depends on it (Family.versioned: HTC) "mmdet_version" (the meta's; None for 3.x files). The architecture,
 the backbone (depth, groups, base_width, style, dcn) and the test settings come from the checkpoint's
 config text (meta["config"] 2.x / meta["cfg"] 3.x; read with ast, literals only: pyconfig.py); without
 one the arch name is required (registry.parse_arch: e.g. faster_rcnn_r50_fpn, mask_rcnn_x101_32x4d_fpn,
@@ -46,6 +46,7 @@ registry.Family and register_family() it.
   class_layers   tfdet path prefixes of its class-specific layers (--num_classes re-initializes them)
   rpn_detector   True for RPN-only detectors (3.x `bbox_head.` layout)
   model_flags    (mmdet model dict) -> the arch_flags a config's model has (its spec's arch name)
+  versioned      True when the conversion depends on the mmdet version (the spec's "mmdet_version")
 CARAFE (FPN_CARAFE, CARAFE mask heads; carafe.py) is a variant of the neck and mask head that the shared
 FPN and FCN mask tables dispatch to, so that every family has it; carafe.with_carafe makes an arch name's
 model the CARAFE variant ("carafe" flag).
@@ -173,7 +174,9 @@ def describe(meta=None, arch=None, state_dict=None):
     if names is not None and len(names) != num_classes:
         raise ValueError(f"the checkpoint's meta names {len(names)} classes but its model has {num_classes}.")
     spec = dict(arch=name.name(), family=family.name, model=model, input=spec_input, test_scale=list(test_scale),
-                num_classes=int(num_classes), class_names=names, mmdet_version=meta.get("mmdet_version"))
+                num_classes=int(num_classes), class_names=names)
+    if family.versioned:
+        spec["mmdet_version"] = meta.get("mmdet_version")
     return json.loads(json.dumps(spec))  # plain lists and dicts, as the written config.py has them
 
 

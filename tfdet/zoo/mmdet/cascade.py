@@ -194,4 +194,5 @@ for _kind in ("cascade_rcnn", "cascade_mask_rcnn", "htc"):
         name=_kind, matches=lambda model, k=_kind: _matches(model, k),
         mmdet_model=lambda arch, k=_kind: carafe.with_carafe(cascade_model(arch, k), arch), tfdet_model=tfdet_model,
         params=params, source_classes=lambda sd: two_stage.box_head_classes(sd, "roi_head.bbox_head.0.fc_cls.bias"),
-        class_layers=_class_layers(_kind != "cascade_rcnn"), arch_flags=("carafe",), model_flags=carafe.model_flags))
+        class_layers=_class_layers(_kind != "cascade_rcnn"), arch_flags=("carafe",), model_flags=carafe.model_flags,
+        versioned=_kind == "htc"))
