@@ -121,7 +121,9 @@ def _semantic(spec, levels):
     extractor = roi.get("semantic_roi_extractor") or {}
     common.require(tuple(extractor.get("featmap_strides", (8,))), ((2 ** fusion_level,),),
                    "roi_head.semantic_roi_extractor.featmap_strides")
-    common.roi_extractor({**extractor, "featmap_strides": (4, 8, 16, 32)}, 14, "roi_head.semantic_roi_extractor")
+    # RoIAlign 14x14, sampling ratio 0, aligned (its one stride checked above; finest_scale is moot on one level)
+    common.roi_extractor({**extractor, "featmap_strides": (4, 8, 16, 32), "finest_scale": 56}, 14,
+                         "roi_head.semantic_roi_extractor")
     fields = dict(semantic=True, semantic_classes=int(head.get("num_classes", 183)), fusion_level=fusion_level,
                   semantic_convs=int(head.get("num_convs", 4)), semantic_fusion="resize_then_conv",
                   semantic_pool="14_avg")
