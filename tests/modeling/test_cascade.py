@@ -11,8 +11,9 @@ import tensorflow as tf
 from tfdet.modeling.dense_heads.rpn import Proposals
 from tfdet.engine import Trainer
 from tfdet.modeling.detectors import build_detector
-from tfdet.modeling.roi_heads import bbox_head, htc_heads
+from tfdet.modeling.roi_heads import bbox_head, htc_heads, mask_head
 from tfdet.ops import box_ops
+from tfdet.ops.roi_align import roi_align
 
 from tests.modeling.test_detectors import B, H, W, check_detections, config, make_batch, model_for
 
@@ -229,3 +230,163 @@ def test_mask_targets_ignore_rois_without_gt(impl):
     targets = mask_head.mask_targets(gt_masks, rois, tf.constant([[1, -1]]), 28, gt_boxes=gt_boxes, impl=impl)
     assert targets.shape == (1, 2, 28, 28)
     assert float(tf.reduce_min(targets[0, 0])) == 1.0 and float(tf.reduce_max(targets[0, 1])) == 0.0
+
+
+# mmdetection's HTC arithmetic (model.htc options; tools/zoo_reference/mmdet_conventions.md 2.7, 2.11) -------------
+def htc_model(seed=1, **htc):
+    cfg = config("htc")
+    cfg.model.htc.update(htc)
+    keras.utils.set_random_seed(seed)
+    model = build_detector(cfg.model)
+    model.build()
+    return model
+
+
+def resize_align_corners_np(x, size):
+    """torch F.interpolate(mode="bilinear", align_corners=True) of NHWC x: output pixel i reads input
+    coordinate i * (in - 1) / (out - 1)."""
+    def axis(n_in, n_out):
+        u = np.arange(n_out) * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+        low = np.minimum(np.floor(u).astype(int), n_in - 1)
+        high, frac = np.minimum(low + 1, n_in - 1), u - low
+        return low, high, frac
+    (y0, y1, fy), (x0, x1, fx) = axis(x.shape[1], size[0]), axis(x.shape[2], size[1])
+    rows = x[:, y0] * (1 - fy)[None, :, None, None] + x[:, y1] * fy[None, :, None, None]
+    return rows[:, :, x0] * (1 - fx)[None, None, :, None] + rows[:, :, x1] * fx[None, None, :, None]
+
+
+@pytest.mark.parametrize("fusion", ["conv_then_resize", "resize_then_conv"])
+def test_semantic_head_fusion_orders(fusion):
+    head = htc_heads.SemanticHead(5, levels=(2, 3, 4, 5, 6), fusion_level=3, num_convs=1, channels=6, fusion=fusion)
+    sizes = {2: (26, 34), 3: (13, 17), 4: (7, 9), 5: (4, 5), 6: (2, 3)}
+    features = {lvl: tf.random.stateless_normal([1, *hw, 6], [lvl, 1]) for lvl, hw in sizes.items()}
+    head(features)
+    rng = np.random.default_rng(4)
+    for w in head.weights:
+        w.assign(rng.normal(size=w.shape).astype("float32") * 0.3)
+    logits, embedded = head(features)
+
+    def lateral(lvl, x):
+        kernel, bias = head.laterals[lvl - 2].get_weights()
+        return np.maximum(x @ kernel[0, 0] + bias, 0)
+
+    fused = lateral(3, features[3].numpy())
+    for lvl in (2, 4, 5, 6):
+        x = features[lvl].numpy().astype(np.float64)
+        if fusion == "resize_then_conv":  # mmdetection FusedSemanticHead
+            fused = fused + lateral(lvl, resize_align_corners_np(x, sizes[3]))
+        else:
+            fused = fused + tf.image.resize(lateral(lvl, x), sizes[3], method="bilinear").numpy()
+    kernel, bias = head.convs[0].get_weights()
+    x = np.maximum(tf.nn.conv2d(fused.astype("float32"), kernel, 1, "SAME").numpy() + bias, 0)
+    kernel, bias = head.embedding.get_weights()
+    np.testing.assert_allclose(embedded.numpy(), np.maximum(x @ kernel[0, 0] + bias, 0), rtol=1e-4, atol=1e-4)
+    kernel, bias = head.classifier.get_weights()
+    np.testing.assert_allclose(logits.numpy(), x @ kernel[0, 0] + bias, rtol=1e-4, atol=1e-4)
+    clone = htc_heads.SemanticHead.from_config(head.get_config())
+    assert clone.fusion == fusion
+    clone(features)
+    clone.set_weights(head.get_weights())
+    np.testing.assert_array_equal(clone(features)[0].numpy(), logits.numpy())
+
+
+def test_semantic_fusion_orders_differ():
+    heads = [htc_heads.SemanticHead(3, levels=(2, 3, 4), fusion_level=3, channels=4, fusion=f)
+             for f in htc_heads.FUSIONS]
+    features = {lvl: tf.random.stateless_normal([1, 32 // 2 ** (lvl - 2), 48 // 2 ** (lvl - 2), 4], [lvl, 2])
+                for lvl in (2, 3, 4)}
+    heads[0](features)
+    heads[1](features)
+    heads[1].set_weights(heads[0].get_weights())
+    assert np.abs(heads[0](features)[0].numpy() - heads[1](features)[0].numpy()).max() > 1e-3
+
+
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_mask_flow_activation(activation):
+    head = htc_heads.HTCMaskHead(3, num_convs=2, channels=8, with_flow=True, flow_activation=activation)
+    plain = htc_heads.HTCMaskHead(3, num_convs=2, channels=8)  # the same head without the flow conv
+    roi = tf.random.stateless_normal([1, 4, 14, 14, 8], [1, 3])
+    previous = tf.random.stateless_normal([1, 4, 14, 14, 8], [2, 3])
+    head(roi, previous)
+    plain(roi)
+    for mine, other in zip(plain.convs + [plain.upsampler, plain.logits], head.convs + [head.upsampler, head.logits]):
+        mine.set_weights(other.get_weights())
+    kernel, bias = head.flow.get_weights()
+    flow = previous.numpy() @ kernel[0, 0] + bias
+    assert (flow < 0).any()
+    flow = np.maximum(flow, 0) if activation == "relu" else flow
+    want_logits, want_features = plain(roi + flow)
+    logits, features = head(roi, previous)
+    np.testing.assert_allclose(logits.numpy(), want_logits.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(features.numpy(), want_features.numpy(), rtol=1e-5, atol=1e-5)
+    clone = htc_heads.HTCMaskHead.from_config(head.get_config())
+    assert clone.flow_activation == activation
+    with pytest.raises(ValueError, match="flow_activation"):
+        htc_heads.HTCMaskHead(3, with_flow=True, flow_activation="gelu")
+
+
+def test_semantic_pool_14_avg():
+    model = htc_model(semantic_pool="14_avg")
+    head = model.roi_head
+    images = make_batch()["images"]
+    features = model.features(images)
+    _, semantic = head._semantic(features)
+    rois = jittered_proposals(make_batch()).boxes
+    got = head._pool("box", features, rois, semantic) - head.box_roi_align(features, rois)
+    n = rois.shape[0] * rois.shape[1]
+    pooled = roi_align(semantic, tf.reshape(rois, [-1, 4]), tf.repeat(tf.range(rois.shape[0]), rois.shape[1]), 14,
+                       spatial_scale=1 / 8, sampling_ratio=0, aligned=True).numpy()  # [n, 14, 14, C]
+    want = pooled.reshape(n, 7, 2, 7, 2, -1).mean(axis=(2, 4)).reshape(got.shape)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5)
+    direct = htc_model(semantic_pool="direct").roi_head
+    assert direct.semantic_box_roi_align.output_size == (7, 7) and head.semantic_box_roi_align.output_size == (14, 14)
+    # The mask branch pools at its own 14x14 either way.
+    assert head.semantic_mask_roi_align.output_size == (14, 14)
+
+
+@pytest.mark.parametrize("mask_test", ["last", "mean"])
+def test_htc_mask_test(mask_test):
+    model = htc_model(mask_test=mask_test, flow_activation="relu")
+    batch = make_batch()
+    out = model.predict_step(batch)
+    head = model.roi_head
+    features = model.features(batch["images"])
+    pooled = head._pool("mask", features, out["detection_boxes"], head._semantic(features)[1])
+    probs = [mask_head.mask_probabilities(logits, out["detection_classes"]).numpy()
+             for logits in head.stage_mask_logits(pooled)]
+    assert len(probs) == 3
+    np.testing.assert_allclose(head.mask_logits(2, pooled).numpy(), head.stage_mask_logits(pooled)[-1].numpy())
+    want = probs[-1] if mask_test == "last" else np.mean(probs, axis=0)
+    np.testing.assert_allclose(out["detection_masks"].numpy(), want, rtol=1e-5, atol=1e-6)
+    assert np.abs(np.mean(probs, axis=0) - probs[-1]).max() > 1e-4  # the two rules differ on this model
+
+
+@pytest.mark.parametrize("field,value", [("semantic_fusion", "resize"), ("semantic_pool", "7_avg"),
+                                         ("flow_activation", "sigmoid"), ("mask_test", "first")])
+def test_htc_options_are_checked(field, value):
+    cfg = config("htc")
+    cfg.model.htc[field] = value
+    with pytest.raises(ValueError, match=f"model.htc.{field} must be one of"):
+        build_detector(cfg.model)
+
+
+def test_htc_14_avg_needs_a_7x7_box_branch():
+    cfg = config("htc")
+    cfg.model.htc.semantic_pool = "14_avg"
+    cfg.model.roi.pooled_size = 6
+    with pytest.raises(ValueError, match="pooled_size 7"):
+        build_detector(cfg.model)
+
+
+def test_htc_mmdet_options_round_trip(tmp_path):
+    model = htc_model(semantic_fusion="resize_then_conv", semantic_pool="14_avg", flow_activation="relu",
+                      mask_test="mean")
+    assert model.semantic_head.fusion == "resize_then_conv" and model.mask_heads[1].flow_activation == "relu"
+    batch = make_batch()
+    want = model.predict_step(batch)
+    model.save(str(tmp_path / "model.keras"))
+    loaded = keras.models.load_model(str(tmp_path / "model.keras"))
+    assert dict(loaded.model_config.htc) == dict(model.model_config.htc)
+    got = loaded.predict_step(batch)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-5)

@@ -119,7 +119,69 @@ def test_carafe_upsampling_uses_carafe_layers(impl):
     assert not np.allclose(out[2].numpy(), nearest(feats)[2].numpy())  # the upsampler is really used
 
 
+def _carafe_lateral_np(features, layer):
+    """mmdetection FPN_CARAFE's wiring (necks/fpn_carafe.py) in NumPy: laterals (extra ones 3x3 / 2 on C_top,
+    then on the previous extra lateral), top-down through the layer's own upsamplers (CARAFEUpsample has its
+    own NumPy test), cropped, added; an output conv on every level; no max pool."""
+    top = max(features)
+    levels = range(layer.min_level, layer.max_level + 1)
+    lat = {}
+    for lvl, conv in zip(levels, layer.lateral_convs):
+        if lvl <= top:
+            lat[lvl] = _conv_np(features[lvl], *conv.get_weights())
+        else:
+            lat[lvl] = _conv_np(features[top] if lvl == top + 1 else lat[lvl - 1], *conv.get_weights(), stride=2, pad=1)
+    merged = {layer.max_level: lat[layer.max_level]}
+    for i, lvl in reversed(list(enumerate(levels[:-1]))):
+        up = layer.upsamplers[i](merged[lvl + 1].astype("float32")).numpy()
+        merged[lvl] = lat[lvl] + up[:, :lat[lvl].shape[1], :lat[lvl].shape[2]]
+    return {lvl: _conv_np(merged[lvl], *conv.get_weights(), pad=1) for lvl, conv in zip(levels, layer.output_convs)}
+
+
+@pytest.mark.parametrize("height,width,max_level", [(16, 24, 6), (17, 25, 6), (16, 24, 7)])
+def test_carafe_lateral_matches_numpy_reference(height, width, max_level):
+    rng = np.random.default_rng(7)
+    feats = _features(rng, range(2, 6), height, width)
+    layer = FPN(out_channels=4, min_level=2, max_level=max_level, extra="carafe_lateral", upsample="carafe")
+    layer(feats)
+    for w in layer.weights:  # CARAFE's kernel logits small enough that float32 rounding stays small after softmax
+        w.assign(rng.normal(size=w.shape).astype("float32") * (0.1 if "content_encoder" in w.path else 0.5))
+    got = layer(feats)
+    expected = _carafe_lateral_np(feats, layer)
+    assert sorted(got) == list(range(2, max_level + 1))
+    for lvl in sorted(expected):
+        assert got[lvl].shape == expected[lvl].shape, lvl
+        scale = np.abs(expected[lvl]).max()
+        np.testing.assert_allclose(got[lvl].numpy(), expected[lvl], rtol=1e-5, atol=1e-5 * scale, err_msg=f"P{lvl}")
+    # P6 is the extra lateral's output conv, not a max pool of P5.
+    assert not np.allclose(got[6].numpy(), got[5].numpy()[:, ::2, ::2], atol=1e-2)
+    names = {w.path.split("/")[1] for w in layer.weights}
+    levels = range(2, max_level + 1)
+    assert names == {f"lateral{lvl}" for lvl in levels} | {f"output{lvl}" for lvl in levels} | \
+        {f"upsample{lvl}" for lvl in levels[:-1]}
+    assert [layer.lateral_convs[i].kernel.shape[:2] for i in (3, 4)] == [(1, 1), (3, 3)]
+    assert layer.lateral_convs[4].kernel.shape[2] == feats[5].shape[-1]  # the first extra lateral reads C5
+    clone = FPN.from_config(layer.get_config())
+    assert clone.extra == "carafe_lateral"
+    clone(feats)
+    clone.set_weights(layer.get_weights())
+    for lvl, value in clone(feats).items():
+        np.testing.assert_array_equal(value.numpy(), got[lvl].numpy())
+
+
+def test_carafe_lateral_round_trip(tmp_path):
+    images = keras.Input((None, None, 3))
+    c = {2: keras.layers.Conv2D(8, 3, strides=4, padding="same")(images)}
+    for lvl in (3, 4, 5):
+        c[lvl] = keras.layers.Conv2D(8, 3, strides=2, padding="same")(c[lvl - 1])
+    model = keras.Model(images, FPN(out_channels=8, upsample="carafe", extra="carafe_lateral")(c))
+    x = np.random.default_rng(8).normal(size=(1, 64, 96, 3)).astype("float32")
+    assert tuple(model(x)[6].shape) == (1, 1, 2, 8)
+    assert_round_trip(model, x, tmp_path, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("kwargs,match", [({"extra": "pool"}, "extra"), ({"upsample": "bilinear"}, "upsample"),
+                                          ({"extra": "carafe_lateral"}, "needs upsample='carafe'"),
                                           ({"extra_source": "c5"}, "extra_source"),
                                           ({"min_level": 5, "max_level": 3}, "min_level")])
 def test_bad_arguments_are_clear_errors(kwargs, match):

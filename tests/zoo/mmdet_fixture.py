@@ -114,3 +114,17 @@ def assert_same_set(boxes, scores, expected_boxes, expected_scores, box_atol=1e-
     if len(missing) > max_flips:
         raise AssertionError(f"{len(missing)} expected boxes have no match (at most {max_flips}): {missing[:5]}")
     return unmatched, np.flatnonzero(free).tolist()
+
+
+def det_masks(meta, arrays):
+    """[N, H, W] bool: mmdet's pasted binary masks of the detections."""
+    n, height, width = meta["mask_shape"]
+    return np.unpackbits(arrays["stage/det/masks"], axis=1)[:, :height * width].reshape(n, height, width).astype(bool)
+
+
+def mask_ious(masks, expected):
+    """Per-detection IoU of two [N, H, W] binary mask sets (1 where both are empty)."""
+    masks, expected = np.asarray(masks, bool), np.asarray(expected, bool)
+    inter = (masks & expected).sum(axis=(1, 2))
+    union = (masks | expected).sum(axis=(1, 2))
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)

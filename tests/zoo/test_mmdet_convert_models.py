@@ -190,9 +190,7 @@ def mask_agreement(masks, boxes, model, stored):
     mask = model.model_config.mask
     pasted = paste_masks(tf.convert_to_tensor(masks)[None], tf.convert_to_tensor(boxes)[None], stored.shape[1:],
                          threshold=mask.threshold, rule=mask.paste)[0].numpy().astype(bool)
-    union = (pasted | stored).sum((1, 2))
-    return (np.where(union > 0, (pasted & stored).sum((1, 2)) / np.maximum(union, 1), 1.0),
-            (pasted ^ stored).sum((1, 2)))
+    return mmdet_fixture.mask_ious(pasted, stored), (pasted ^ stored).sum((1, 2))
 
 
 @pytest.mark.slow
@@ -202,10 +200,8 @@ def test_masks_equal_mmdetection(name):
     gives masks with IoU >= 0.99 (here: identical); on tfdet's own detections too, but where a box edge
     moved by float noise (boxes within 1e-3 px) flips one boundary pixel: a 44-pixel mask then has IoU 0.977."""
     meta, arrays, _, model, images, sizes, out = converted(name)
-    height, width = meta["mask_shape"][1:]
     count = int(out["num_detections"][0])
-    stored = np.unpackbits(arrays["stage/det/masks"], axis=1)[:, :height * width].reshape(-1, height, width)
-    stored = stored[:count].astype(bool)
+    stored = mmdet_fixture.det_masks(meta, arrays)[:count]
     assert stored.sum() > 0
     boxes, labels_ = arrays["stage/det/boxes"], arrays["stage/det/labels"]
     feats = model.mask_roi_align(model.features(images, image_sizes=sizes), tf.constant(boxes[None]))

@@ -72,8 +72,8 @@ def test_pasted_masks_equal_the_fixture(name):
     meta, arrays = mmdet_fixture.load(name)
     logits = arrays["stage/mask/s1/logits_head"]
     count = len(logits)
-    n, height, width = meta["mask_shape"]
-    masks = np.unpackbits(arrays["stage/det/masks"], axis=1)[:, :height * width].reshape(n, height, width)
+    height, width = meta["mask_shape"][1:]
+    masks = mmdet_fixture.det_masks(meta, arrays)
     boxes = arrays["stage/det/boxes"][:count]
     pasted = paste_masks(tf.sigmoid(logits)[None], boxes[None], (height, width))[0].numpy()
     assert masks[:count].sum() > 0

@@ -28,7 +28,7 @@ class CARAFEUpsample(keras.layers.Layer):
     the logit of tap (dy, dx), group g, for the output sub-pixel (i, j) of each input pixel, because
     depth_to_space puts the sub-pixel position outermost. (PyTorch's pixel_shuffle, used by mmcv, puts
     it innermost: channel (g*k*k + dy*k + dx) * s*s + i*s + j; permute the conv's output channels
-    accordingly when porting mmcv weights.)
+    accordingly when porting mmcv weights, as tfdet.zoo.mmdet.carafe.encoder_kernel / encoder_bias do.)
 
     Initialization follows mmcv: Xavier-uniform compressor, N(0, 0.001) encoder, zero biases, so that
     training starts close to uniform kernels (nearest upsampling of a k x k box filter).

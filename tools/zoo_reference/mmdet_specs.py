@@ -6,7 +6,11 @@ are rescaled so that their outputs have the given standard deviation (logits tha
 deltas), `bias` the layers whose bias is set to a constant (e.g. the location prior of Guided Anchoring),
 `scale` the layers whose weights get a smaller std outright: the offset convs of deformable convolutions,
 whose He-scaled synthetic weights give offsets of many pixels, so that float32 rounding differences grow
-by a factor ~4 per deformable layer (trained DCN offsets are small: mmcv initializes them at zero).
+by a factor ~4 per deformable layer (trained DCN offsets are small: mmcv initializes them at zero), and
+the content encoders of CARAFE upsamplers, whose He-scaled weights give kernel logits up to ~100: so
+peaked a softmax that float32 rounding differences grow ~50x per upsampler (P2 of FPN_CARAFE moves by
+2.6e-4 for a 1e-6 relative change of C2-C5; with the encoders x0.1, by 2e-6; mmcv initializes them at
+N(0, 0.001)).
 BN statistics are calibrated once per backbone and shared with the fixtures that name it as `base`
 (see mmdet_ref.py, "Sharing").
 
@@ -51,6 +55,12 @@ def _cascade_spread(stages=3, mask=False):
     return out
 
 
+def _carafe_encoders(paths, factor=0.1):
+    """scale entries for the content encoders of the CARAFE upsamplers (mmcv CARAFEPack) at `paths`."""
+    return {f"{path}.content_encoder": factor for path in paths}
+
+
+FPN_CARAFE_SCALE = _carafe_encoders(f"neck.upsample_modules.{i}" for i in range(4))
 RPN_SPREAD = {"rpn_head.rpn_cls": 2.0, "rpn_head.rpn_reg": 0.3}
 RCNN_SPREAD = {**RPN_SPREAD, "roi_head.bbox_head.fc_cls": 2.0, "roi_head.bbox_head.fc_reg": 1.0}
 MASK_SPREAD = {**RCNN_SPREAD, "roi_head.mask_head.conv_logits": 3.0}
@@ -80,10 +90,12 @@ SPECS = {
                               spread=RETINA_SPREAD, bias=RETINA_BIAS, test_cfg={"max_per_img": 50}),
     "rpn_r50_fpn": Spec("rpn/rpn_r50_fpn_1x_coco.py", "rpn", "faster_rcnn_r50_fpn", spread=RPN_SPREAD),
     "faster_rcnn_r50_fpn_carafe": Spec("carafe/faster-rcnn_r50_fpn-carafe_1x_coco.py", "two_stage",
-                                       "faster_rcnn_r50_fpn", spread=RCNN_SPREAD, test_cfg=DETS),
+                                       "faster_rcnn_r50_fpn", spread=RCNN_SPREAD, test_cfg=DETS,
+                                       scale=FPN_CARAFE_SCALE),
     "mask_rcnn_r50_fpn_carafe": Spec("carafe/mask-rcnn_r50_fpn-carafe_1x_coco.py", "two_stage",
                                      "faster_rcnn_r50_fpn_carafe",
-                                     spread=MASK_SPREAD, test_cfg=DETS),
+                                     spread=MASK_SPREAD, test_cfg=DETS,
+                                     scale={**FPN_CARAFE_SCALE, **_carafe_encoders(["roi_head.mask_head.upsample"])}),
     # Deformable convolutions in c3-c5 change the backbone activations: their own BN statistics.
     "faster_rcnn_r50_dconv_c3-c5_fpn": Spec("dcn/faster-rcnn_r50-dconv-c3-c5_fpn_1x_coco.py", "two_stage",
                                             "faster_rcnn_r50_fpn", spread=RCNN_SPREAD, test_cfg=DETS, calibrate=True,

@@ -7,7 +7,7 @@ from tfdet.layers.carafe import make_upsampler
 from tfdet.modeling.conv_norm import make_norm, norm_spec
 
 UPSAMPLE_KINDS = ("nearest", "carafe")
-EXTRA_KINDS = ("maxpool", "conv")
+EXTRA_KINDS = ("maxpool", "conv", "carafe_lateral")
 
 
 @keras.saving.register_keras_serializable(package="tfdet")
@@ -21,6 +21,12 @@ class FPN(keras.layers.Layer):
       extra="conv":    a 3x3 stride-2 conv per extra level; the first reads C_top (extra_source="input",
                        RetinaNet) or P_top ("output"), later ones read the previous extra level, after
                        a ReLU when relu_before_extra (as the RetinaNet paper and detectron2 do).
+      extra="carafe_lateral": mmdetection's FPN_CARAFE: each extra level gets a lateral, a 3x3 stride-2
+                       conv (pad 1, no activation) on C_top for the first, on the previous extra lateral
+                       after that; it joins the top-down path like a backbone level (through its own
+                       upsampler, `upsample{l}` upsampling into level l) and P_extra is its output conv.
+                       Needs upsample="carafe"; extra_source / relu_before_extra do not apply. Weights:
+                       `lateral{l}`, `output{l}`, `upsample{l}` for every level, extra ones included.
     Top-down: upsample the coarser P by 2 ("nearest" or "carafe": tfdet.layers.carafe.make_upsampler),
     crop to the finer lateral's size (odd sizes) and add. `norm`: optional norm spec for every conv
     (convs then drop their bias).
@@ -40,6 +46,9 @@ class FPN(keras.layers.Layer):
             raise ValueError(f"FPN: extra_source must be 'input' or 'output', got {extra_source!r}.")
         if upsample not in UPSAMPLE_KINDS:
             raise ValueError(f"FPN: upsample must be one of {UPSAMPLE_KINDS}, got {upsample!r}.")
+        if extra == "carafe_lateral" and upsample != "carafe":
+            raise ValueError(f"FPN: extra='carafe_lateral' (mmdetection FPN_CARAFE) needs upsample='carafe', got "
+                             f"{upsample!r}.")
         self.out_channels, self.min_level, self.max_level = int(out_channels), int(min_level), int(max_level)
         self.extra, self.extra_source, self.relu_before_extra = extra, extra_source, bool(relu_before_extra)
         self.upsample, self.norm, self.impl = upsample, norm_spec(norm), impl
@@ -61,18 +70,23 @@ class FPN(keras.layers.Layer):
         self.levels = self._backbone_levels(shapes)
         top = self.levels[-1]
         self.extra_levels = list(range(top + 1, self.max_level + 1)) if self.extra == "conv" else []
-        # Per-level sublayers in lists (ordered like self.levels / self.extra_levels) so Keras tracks them.
-        self.lateral_convs = [self._conv(1, f"lateral{lvl}") for lvl in self.levels]
-        self.output_convs = [self._conv(3, f"output{lvl}") for lvl in self.levels]
+        # The levels with a lateral, an output conv and a place in the top-down path.
+        self.merged_levels = (list(range(self.min_level, self.max_level + 1)) if self.extra == "carafe_lateral"
+                              else self.levels)
+        # Per-level sublayers in lists (ordered like self.merged_levels / self.extra_levels) so Keras tracks them.
+        self.lateral_convs = [self._conv(1, f"lateral{lvl}") if lvl <= top else
+                              self._conv(3, f"lateral{lvl}", strides=2) for lvl in self.merged_levels]
+        self.output_convs = [self._conv(3, f"output{lvl}") for lvl in self.merged_levels]
         self.extra_convs = [self._conv(3, f"extra{lvl}", strides=2) for lvl in self.extra_levels]
-        for conv, lvl in zip(self.lateral_convs, self.levels):
-            conv.build(shapes[lvl])
+        for conv, lvl in zip(self.lateral_convs, self.merged_levels):
+            conv.build(shapes[lvl] if lvl <= top else (None, None, None, shapes[top][-1] if lvl == top + 1
+                                                       else self.out_channels))
         for conv in self.output_convs:
             conv.build((None, None, None, self.out_channels))
         for conv, lvl in zip(self.extra_convs, self.extra_levels):
             from_input = lvl == top + 1 and self.extra_source == "input"
             conv.build((None, None, None, shapes[top][-1] if from_input else self.out_channels))
-        names = [f"lateral{lvl}" for lvl in self.levels] + [f"output{lvl}" for lvl in self.levels] + \
+        names = [f"lateral{lvl}" for lvl in self.merged_levels] + [f"output{lvl}" for lvl in self.merged_levels] + \
                 [f"extra{lvl}" for lvl in self.extra_levels]
         self.norms = [] if self.norm is None else [make_norm(self.norm, f"{n}_norm") for n in names]
         for layer in self.norms:
@@ -80,7 +94,7 @@ class FPN(keras.layers.Layer):
         self.upsamplers = []
         if self.upsample == "carafe":
             self.upsamplers = [make_upsampler("carafe", scale_factor=2, channels=self.out_channels, impl=self.impl,
-                                              name=f"upsample{lvl}") for lvl in self.levels[:-1]]
+                                              name=f"upsample{lvl}") for lvl in self.merged_levels[:-1]]
             for layer in self.upsamplers:
                 layer.build((None, None, None, self.out_channels))
         super().build(input_shape)
@@ -100,14 +114,20 @@ class FPN(keras.layers.Layer):
 
     def call(self, features):
         features = {int(k): v for k, v in features.items()}
-        n = len(self.levels)
-        merged = [self._apply(conv, i, features[lvl]) for i, (conv, lvl) in enumerate(zip(self.lateral_convs,
-                                                                                           self.levels))]
+        n = len(self.merged_levels)
+        top = self.levels[-1]
+        merged = []
+        for i, (conv, lvl) in enumerate(zip(self.lateral_convs, self.merged_levels)):
+            if lvl <= top:
+                source = features[lvl]
+            else:  # an extra lateral (carafe_lateral): 3x3 stride 2, pad 1, on C_top, then on the previous one
+                source = tf.pad(features[top] if lvl == top + 1 else merged[-1], [[0, 0], [1, 1], [1, 1], [0, 0]])
+            merged.append(self._apply(conv, i, source))
         for i in reversed(range(n - 1)):
             merged[i] = self._upsample_add(merged[i + 1], merged[i], i)
-        outputs = {lvl: self._apply(self.output_convs[i], n + i, merged[i]) for i, lvl in enumerate(self.levels)}
-        top = self.levels[-1]
-        for level in range(top + 1, self.max_level + 1):
+        outputs = {lvl: self._apply(self.output_convs[i], n + i, merged[i])
+                   for i, lvl in enumerate(self.merged_levels)}
+        for level in range(self.merged_levels[-1] + 1, self.max_level + 1):
             if self.extra == "maxpool":
                 outputs[level] = outputs[level - 1][:, ::2, ::2, :]
                 continue

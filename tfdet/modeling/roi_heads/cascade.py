@@ -18,8 +18,16 @@ refined), mask information flow (HTCMaskHead), the semantic branch (SemanticHead
 RoI-pooled at its fusion level with the box pooler's settings and added to box and mask RoI features;
 `semantic=False` turns it off), and the mask of the last stage, run with the flow of all previous
 stages.
+HTC options for mmdetection's exact arithmetic (tools/zoo_reference/mmdet_conventions.md 2.7, 2.11; the
+defaults keep tfdet's own): `semantic_fusion` (htc_heads.SemanticHead's `fusion`), `semantic_pool`
+("direct": the semantic features pooled at each branch's size; "14_avg": pooled 14x14 and averaged over
+2x2 cells to the box branch's 7x7, as mmdetection's semantic_roi_extractor + adaptive_avg_pool2d),
+`flow_activation` (None | "relu" after the flow's 1x1 conv, mmdetection's conv_res), `mask_test`
+("last": the last stage's mask, mmdetection 3.x; "mean": the mean of every stage's mask probabilities,
+each stage run with the flow of the ones before, mmdetection 2.x, whose code measured the zoo's mask AP).
 """
 
+import ml_collections
 import tensorflow as tf
 
 from tfdet.modeling.batch import detection_outputs, image_sizes_of
@@ -38,7 +46,10 @@ CASCADE_DEFAULTS = dict(stages=[dict(pos_iou=iou, bbox_stds=stds, loss_weight=we
 STAGE_KEYS = ("pos_iou", "bbox_stds", "loss_weight")
 # mmdetection htc_r50_fpn_1x: the semantic branch on COCO-stuff's 183 classes.
 HTC_DEFAULTS = dict(semantic=True, semantic_classes=183, fusion_level=3, semantic_convs=4, semantic_loss_weight=0.2,
-                    mask_info_flow=True, interleaved=True)
+                    mask_info_flow=True, interleaved=True, semantic_fusion="conv_then_resize", semantic_pool="direct",
+                    flow_activation=None, mask_test="last")
+HTC_CHOICES = dict(semantic_fusion=htc_heads.FUSIONS, semantic_pool=("direct", "14_avg"),
+                   flow_activation=htc_heads.FLOW_ACTIVATIONS, mask_test=("last", "mean"))
 
 
 def refine_boxes(cls_logits, deltas, rois, image_sizes, num_classes, stds):
@@ -82,9 +93,11 @@ class CascadeRoIHead(RoIHead):
         if self.mask is not None:
             m = self.mask
             self.mask_roi_align = pooler(m, roi.levels, "mask_roi_align", impl)
+            flow_activation = h.flow_activation if h else None
             self.mask_heads = [htc_heads.HTCMaskHead(num_classes, m.num_convs, m.channels, upsample=m.upsample,
                                                      class_agnostic=m.class_agnostic, norm=m.norm, impl=impl,
-                                                     with_flow=self.mask_flow and t > 0, name=f"mask_head{t + 1}")
+                                                     with_flow=self.mask_flow and t > 0,
+                                                     flow_activation=flow_activation, name=f"mask_head{t + 1}")
                                for t in range(len(self.stages))]
         self.semantic_head = None
         if h and h.semantic:  # on every neck level, as wide as the neck
@@ -92,10 +105,14 @@ class CascadeRoIHead(RoIHead):
             self.semantic_head = htc_heads.SemanticHead(h.semantic_classes,
                                                         levels=range(neck["min_level"], neck["max_level"] + 1),
                                                         fusion_level=h.fusion_level, num_convs=h.semantic_convs,
-                                                        channels=neck["out_channels"], name="semantic_head")
-            # The semantic features are pooled at their one level with the box / mask pooler's settings.
+                                                        channels=neck["out_channels"], fusion=h.semantic_fusion,
+                                                        name="semantic_head")
+            # The semantic features are pooled at their one level with the box / mask pooler's settings
+            # (14_avg: the box branch's at twice its size, averaged down in _pool).
             level = (h.fusion_level,)
-            self.semantic_box_roi_align = pooler(roi, level, "semantic_box_roi_align", impl)
+            box = roi if h.semantic_pool == "direct" else ml_collections.ConfigDict(
+                {**roi.to_dict(), "pooled_size": 2 * roi.pooled_size})
+            self.semantic_box_roi_align = pooler(box, level, "semantic_box_roi_align", impl)
             self.semantic_mask_roi_align = pooler(self.mask, level, "semantic_mask_roi_align", impl)
 
     # Features ----------------------------------------------------------------------------------------
@@ -107,15 +124,29 @@ class CascadeRoIHead(RoIHead):
         pooled = getattr(self, f"{branch}_roi_align")(features, rois)
         if semantic_features is not None:
             aligner = getattr(self, f"semantic_{branch}_roi_align")
-            pooled += aligner({self.htc.fusion_level: semantic_features}, rois)
+            semantic = aligner({self.htc.fusion_level: semantic_features}, rois)
+            if branch == "box" and self.htc.semantic_pool == "14_avg":  # [B, K, 2S, 2S, C] -> mean of 2x2 cells
+                size = semantic.shape[2] // 2
+                semantic = tf.reduce_mean(tf.reshape(semantic, [tf.shape(semantic)[0], tf.shape(semantic)[1], size, 2,
+                                                                size, 2, semantic.shape[-1]]), axis=[3, 5])
+            pooled += semantic
         return pooled
 
     def mask_logits(self, stage, mask_features):
         """Stage `stage`'s mask logits on pooled mask features, with the flow of stages 0..stage-1."""
-        previous = None
-        for t in (range(stage + 1) if self.mask_flow else [stage]):
-            logits, previous = self.mask_heads[t](mask_features, previous)
-        return logits
+        if not self.mask_flow:
+            return self.mask_heads[stage](mask_features)[0]
+        return self.stage_mask_logits(mask_features, stage)[-1]
+
+    def stage_mask_logits(self, mask_features, last=None):
+        """[mask logits of stage t] for t = 0..last (default: every stage): with mask information flow one pass
+        through the heads, each receiving the previous one's features; without, each head on its own."""
+        last = len(self.mask_heads) - 1 if last is None else last
+        out, previous = [], None
+        for t in range(last + 1):
+            logits, previous = self.mask_heads[t](mask_features, previous if self.mask_flow else None)
+            out.append(logits)
+        return out
 
     # Training ----------------------------------------------------------------------------------------
     def stage_targets(self, features, proposals, batch, semantic_features=None):
@@ -175,11 +206,10 @@ class CascadeRoIHead(RoIHead):
         out = detection_outputs(dets)
         if self.mask is not None:
             pooled = self._pool("mask", features, dets.boxes, semantic_features)
-            if self.htc:
+            if self.htc and self.htc.mask_test == "last":
                 out["detection_masks"] = mask_head.mask_probabilities(self.mask_logits(last, pooled), dets.classes)
-            else:
-                probs = [mask_head.mask_probabilities(self.mask_logits(t, pooled), dets.classes)
-                         for t in range(last + 1)]
+            else:  # Cascade Mask R-CNN; HTC with mask_test "mean"
+                probs = [mask_head.mask_probabilities(logits, dets.classes) for logits in self.stage_mask_logits(pooled)]
                 out["detection_masks"] = tf.add_n(probs) / len(probs)
         return out
 
@@ -194,6 +224,13 @@ class HybridTaskCascadeRoIHead(CascadeRoIHead):
 
     def __init__(self, config, num_classes, impl=None):
         self.htc = block_options(config.get("htc"), HTC_DEFAULTS, "model.htc")
+        for key, choices in HTC_CHOICES.items():
+            if self.htc[key] not in choices:
+                raise ValueError(f"model.htc.{key} must be one of {list(choices)}, got {self.htc[key]!r}.")
         if config.get("mask") is None:
             raise ValueError("model.roi.type 'htc' needs a model.mask block (HTC's mask branch).")
         super().__init__(config, num_classes, impl)
+        if self.htc.semantic_pool == "14_avg" and self.roi.pooled_size != 7:
+            raise ValueError(f"model.htc.semantic_pool '14_avg' pools the semantic features 14x14 for a 7x7 box "
+                             f"branch: it needs model.roi.pooled_size 7, got {self.roi.pooled_size} (or use "
+                             f"semantic_pool 'direct').")

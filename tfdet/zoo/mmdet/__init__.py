@@ -10,7 +10,8 @@ The spec (a JSON-able dict) says everything the conversion needs: "arch" (a name
 "mask_rcnn_x101_32x4d_fpn"), "family" (the registered family converting it), "model" (the mmdet model
 dict: the config text's `model`, or what the arch name stands for; init_cfg / train_cfg / losses left
 out), "input" (mean, std, bgr: channel order the model was trained on, pad_size_divisor), "test_scale",
-"num_classes" (object classes of the checkpoint), "class_names" (the meta's, or None). The architecture,
+"num_classes" (object classes of the checkpoint), "class_names" (the meta's, or None); for the families whose
+conversion depends on it (Family.versioned: HTC) "mmdet_version" (the meta's; None for 3.x files). The architecture,
 the backbone (depth, groups, base_width, style, dcn) and the test settings come from the checkpoint's
 config text (meta["config"] 2.x / meta["cfg"] 3.x; read with ast, literals only: pyconfig.py); without
 one the arch name is required (registry.parse_arch: e.g. faster_rcnn_r50_fpn, mask_rcnn_x101_32x4d_fpn,
@@ -44,6 +45,11 @@ registry.Family and register_family() it.
   source_classes (state_dict) -> the checkpoint's object classes (used when there is no config), or None
   class_layers   tfdet path prefixes of its class-specific layers (--num_classes re-initializes them)
   rpn_detector   True for RPN-only detectors (3.x `bbox_head.` layout)
+  model_flags    (mmdet model dict) -> the arch_flags a config's model has (its spec's arch name)
+  versioned      True when the conversion depends on the mmdet version (the spec's "mmdet_version")
+CARAFE (FPN_CARAFE, CARAFE mask heads; carafe.py) is a variant of the neck and mask head that the shared
+FPN and FCN mask tables dispatch to, so that every family has it; carafe.with_carafe makes an arch name's
+model the CARAFE variant ("carafe" flag).
 Settings tfdet cannot reproduce raise common.UnsupportedError naming the config field.
 """
 
@@ -148,7 +154,7 @@ def describe(meta=None, arch=None, state_dict=None):
         from_model = _arch_of_model(model)
         name = ArchName(family=family.name, **{k: getattr(from_model, k) for k in
                                                 ("depth", "groups", "base_width", "style", "dcn")},
-                        flags=named.flags if named else ())
+                        flags=named.flags if named else tuple(family.model_flags(model)))
         if named is not None and named.name() != name.name():
             raise ValueError(f"--arch {arch} ({named.name()}) contradicts the checkpoint's config ({name.name()}); "
                              "drop --arch, or pass the arch the config describes.")
@@ -157,7 +163,7 @@ def describe(meta=None, arch=None, state_dict=None):
     else:
         family, name = FAMILIES[named.family], named
         model = _prune(family.mmdet_model(named))
-        spec_input, test_scale = named.input(), DEFAULT_TEST_SCALE
+        spec_input, test_scale = _input_of({}, model, named), DEFAULT_TEST_SCALE  # the family's preprocessor, if any
         num_classes = None
     model.pop("data_preprocessor", None)
     if family.rpn_detector:
@@ -170,6 +176,8 @@ def describe(meta=None, arch=None, state_dict=None):
         raise ValueError(f"the checkpoint's meta names {len(names)} classes but its model has {num_classes}.")
     spec = dict(arch=name.name(), family=family.name, model=model, input=spec_input, test_scale=list(test_scale),
                 num_classes=int(num_classes), class_names=names)
+    if family.versioned:
+        spec["mmdet_version"] = meta.get("mmdet_version")
     return json.loads(json.dumps(spec))  # plain lists and dicts, as the written config.py has them
 
 
@@ -294,6 +302,7 @@ def tfdet_config(spec, num_classes=None, classes=None):
 from tfdet.zoo.mmdet import two_stage  # noqa: E402,F401  pylint: disable=wrong-import-position
 from tfdet.zoo.mmdet import retina  # noqa: E402,F401  pylint: disable=wrong-import-position
 from tfdet.zoo.mmdet import guided  # noqa: E402,F401  pylint: disable=wrong-import-position
+from tfdet.zoo.mmdet import cascade  # noqa: E402,F401  pylint: disable=wrong-import-position
 
 __all__ = ["FAMILIES", "ArchName", "Checkpoint", "Family", "canonical", "check_state_dict", "convert", "describe",
            "expected_shapes", "params", "parse_arch", "read_checkpoint", "register_family", "source_classes",

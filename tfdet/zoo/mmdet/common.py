@@ -162,7 +162,10 @@ def backbone_params(table, backbone, bgr):
 def fpn_levels(neck):
     """(backbone levels the FPN reads, extra levels above them, extra kind "maxpool" / "conv", extra source)
     of an mmdet FPN dict (level l: stride 2**l; C2 is the backbone's first output)."""
-    require(neck.get("type"), ("FPN",), "model.neck.type")
+    if neck.get("type") == "FPN_CARAFE":
+        from tfdet.zoo.mmdet import carafe  # pylint: disable=import-outside-toplevel
+        return (*carafe.fpn_levels(neck), "carafe_lateral", "input")
+    require(neck.get("type"), ("FPN", "FPN_CARAFE"), "model.neck.type")
     inputs = len(neck.get("in_channels", (256, 512, 1024, 2048)))
     start, end = int(neck.get("start_level", 0)), int(neck.get("end_level", -1))
     require(end, (-1, inputs - 1), "model.neck.end_level")
@@ -187,6 +190,9 @@ def fpn_block(neck):
     from tfdet.modeling.necks import FPN_DEFAULTS  # pylint: disable=import-outside-toplevel
     from tfdet.modeling.registry import with_defaults  # pylint: disable=import-outside-toplevel
 
+    if neck.get("type") == "FPN_CARAFE":
+        from tfdet.zoo.mmdet import carafe  # pylint: disable=import-outside-toplevel
+        return carafe.fpn_block(neck)
     levels, extra_levels, extra, source = fpn_levels(neck)
     block = with_defaults(FPN_DEFAULTS, out_channels=int(neck.get("out_channels", 256)), min_level=levels[0],
                           max_level=(extra_levels or levels)[-1], extra=extra, extra_source=source,
@@ -197,7 +203,10 @@ def fpn_block(neck):
 
 def fpn_params(table, neck):
     """`neck.*` keys of an mmdet FPN: lateral_convs.i -> fpn/lateral{l}, fpn_convs.i -> fpn/output{l}, extra
-    convs (fpn_convs past the inputs) -> fpn/extra{l}."""
+    convs (fpn_convs past the inputs) -> fpn/extra{l}; FPN_CARAFE: tfdet.zoo.mmdet.carafe."""
+    if neck.get("type") == "FPN_CARAFE":
+        from tfdet.zoo.mmdet import carafe  # pylint: disable=import-outside-toplevel
+        return carafe.fpn_params(table, neck)
     levels, extra_levels, extra, source = fpn_levels(neck)
     in_channels = list(neck.get("in_channels", (256, 512, 1024, 2048)))[levels[0] - 2:]
     out = int(neck.get("out_channels", 256))
@@ -313,10 +322,13 @@ def shared2fc_params(table, bbox_head, num_classes, key="roi_head.bbox_head", pa
 
 
 def fcn_mask_settings(mask_head, what):
-    """(num_convs, in_channels, conv channels, class agnostic) of an mmdet FCNMaskHead dict (deconv x2)."""
+    """(num_convs, in_channels, conv channels, class agnostic) of an mmdet FCNMaskHead dict (deconv or CARAFE x2)."""
     require(mask_head.get("type"), ("FCNMaskHead",), f"{what}.type")
     upsample = mask_head.get("upsample_cfg") or {"type": "deconv", "scale_factor": 2}
-    require(upsample.get("type"), ("deconv",), f"{what}.upsample_cfg.type")
+    require(upsample.get("type"), ("deconv", "carafe"), f"{what}.upsample_cfg.type")
+    if upsample.get("type") == "carafe":
+        from tfdet.zoo.mmdet import carafe  # pylint: disable=import-outside-toplevel
+        carafe.carafe_settings(upsample, f"{what}.upsample_cfg")
     require(int(upsample.get("scale_factor", 2)), (2,), f"{what}.upsample_cfg.scale_factor")
     require(int(mask_head.get("conv_kernel_size", 3)), (3,), f"{what}.conv_kernel_size")
     return (int(mask_head.get("num_convs", 4)), int(mask_head.get("in_channels", 256)),
@@ -329,5 +341,9 @@ def fcn_mask_params(table, mask_head, num_classes, key="roi_head.mask_head", pat
     num_convs, inp, channels, agnostic = fcn_mask_settings(mask_head, key)
     for i in range(num_convs):
         conv(table, f"{key}.convs.{i}.conv", f"{path}/conv{i + 1}", channels, inp if i == 0 else channels, 3)
-    conv(table, f"{key}.upsample", f"{path}/upsample", channels, channels, 2)  # ConvTranspose [in, out]: square
+    if (mask_head.get("upsample_cfg") or {}).get("type") == "carafe":
+        from tfdet.zoo.mmdet import carafe  # pylint: disable=import-outside-toplevel
+        carafe.carafe_params(table, f"{key}.upsample", f"{path}/upsample", channels)
+    else:
+        conv(table, f"{key}.upsample", f"{path}/upsample", channels, channels, 2)  # ConvTranspose [in, out]: square
     conv(table, f"{key}.conv_logits", f"{path}/logits", 1 if agnostic else num_classes, channels, 1)

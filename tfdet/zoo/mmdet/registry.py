@@ -21,6 +21,9 @@ class Family:
     source_classes  (state_dict) -> object classes of a checkpoint (read off its classifier), or None
     class_layers    tfdet path prefixes of the class-specific layers (re-initialized by --num_classes)
     arch_flags      extra arch-name tokens the family takes (kept in ArchName.flags), e.g. ("carafe",)
+    model_flags     (mmdet model dict) -> the arch_flags that a model from a config text has
+    versioned       the conversion depends on the mmdet version that wrote the checkpoint: the spec then holds
+                    meta["mmdet_version"] as "mmdet_version" (2.x files have one; 3.x files none: None)
     rpn_detector    an RPN-only detector: mmdet 3.x names its head `bbox_head.` (2.x `rpn_head.`)
     """
 
@@ -32,6 +35,8 @@ class Family:
     source_classes: Callable
     class_layers: tuple = ()
     arch_flags: tuple = ()
+    model_flags: Callable = lambda model: ()
+    versioned: bool = False
     rpn_detector: bool = False
 
 

@@ -1,7 +1,7 @@
 """Faster R-CNN, Mask R-CNN and the RPN detector (mmdetection FasterRCNN / MaskRCNN / RPN with ResNet or
 ResNeXt + FPN, RPNHead, StandardRoIHead with a Shared2FCBBoxHead and an FCNMaskHead)."""
 
-from tfdet.zoo.mmdet import common
+from tfdet.zoo.mmdet import carafe, common
 from tfdet.zoo.mmdet.registry import Family, register_family
 
 # mmdetection's configs (configs/_base_/models/faster-rcnn_r50_fpn.py, mask-rcnn_r50_fpn.py, rpn_r50_fpn.py)
@@ -93,7 +93,8 @@ def mask_block(roi, test_rcnn, what="roi_head"):
     mask_head = roi["mask_head"][0] if isinstance(roi["mask_head"], (list, tuple)) else roi["mask_head"]
     num_convs, _, channels, agnostic = common.fcn_mask_settings(mask_head, f"{what}.mask_head")
     return with_defaults(MASK_DEFAULTS, pooled_size=14, sampling_ratio=0, aligned=True, num_convs=num_convs,
-                         channels=channels, upsample="deconv", class_agnostic=agnostic,
+                         channels=channels, upsample=carafe.mask_upsample(mask_head, f"{what}.mask_head"),
+                         class_agnostic=agnostic,
                          threshold=float((test_rcnn or {}).get("mask_thr_binary", 0.5)), paste="detectron2")
 
 
@@ -139,9 +140,9 @@ for _name, _with in (("faster_rcnn", False), ("mask_rcnn", True)):
     register_family(Family(
         name=_name,
         matches=lambda model, w=_with: _standard(model, ("FasterRCNN", "MaskRCNN", "TwoStageDetector"), w),
-        mmdet_model=lambda arch, w=_with: two_stage_model(arch, w),
+        mmdet_model=lambda arch, w=_with: carafe.with_carafe(two_stage_model(arch, w), arch),
         tfdet_model=two_stage_tfdet_model, params=two_stage_params, source_classes=box_head_classes,
-        class_layers=CLASS_LAYERS))
+        class_layers=CLASS_LAYERS, arch_flags=("carafe",), model_flags=carafe.model_flags))
 
 
 # -- RPN --------------------------------------------------------------------------------------------------------
