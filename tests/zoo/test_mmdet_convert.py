@@ -239,3 +239,18 @@ def test_unsupported_settings_name_the_field():
         assert old in text
         with pytest.raises(ValueError, match=field):
             mmdet.tfdet_config(mmdet.describe({"cfg": text.replace(old, new, 1)}))
+
+
+def test_class_agnostic_regressors_fit_any_class_set():
+    """Cascade stages regress class-agnostically: --num_classes and --classes keep their regressors."""
+    sd, meta = checkpoint("cascade_rcnn_r50_fpn", "mmdet2")
+    spec = mmdet.describe(meta, state_dict=sd)
+    assert mmdet.class_layers(spec) == ("bbox_head1/cls/", "bbox_head2/cls/", "bbox_head3/cls/")
+    full = mmdet.convert(sd, spec)
+    for converted in (mmdet.convert(sd, spec, num_classes=3), mmdet.convert(sd, spec, classes=[2, 0])):
+        for t in (1, 2, 3):
+            np.testing.assert_array_equal(converted[f"bbox_head{t}/reg/kernel"], full[f"bbox_head{t}/reg/kernel"])
+    chosen = mmdet.convert(sd, spec, classes=[2, 0])
+    np.testing.assert_array_equal(chosen["bbox_head3/cls/bias"], full["bbox_head3/cls/bias"][[2, 0, 80]])
+    faster_sd, faster_meta = checkpoint("faster_rcnn_r50_fpn", "mmdet2")
+    assert "bbox_head/reg/" in mmdet.class_layers(mmdet.describe(faster_meta, state_dict=faster_sd))

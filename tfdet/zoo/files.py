@@ -155,7 +155,7 @@ def convert_mmdet(checkpoint, out, arch=None, num_classes=None, classes=None):
     weights = mmdet.convert(state_dict, spec, num_classes=num_classes, classes=keep)
     model = build_detector(mmdet.tfdet_config(spec, num_classes=num_classes, classes=keep).model)
     reinit = num_classes is not None and int(num_classes) != spec["num_classes"]
-    load_weights(model, weights, keep=mmdet.FAMILIES[spec["family"]].class_layers if reinit else ())
+    load_weights(model, weights, keep=mmdet.class_layers(spec) if reinit else ())
     text = MMDET_CONFIG_TEMPLATE.format(arch=spec["arch"], source=os.path.basename(checkpoint),
                                         spec=pprint.pformat(spec, width=110, sort_dicts=False), num_classes=num_classes,
                                         classes=keep)

@@ -234,6 +234,14 @@ def check_state_dict(state_dict, spec):
     return sd
 
 
+def class_layers(spec):
+    """The tfdet path prefixes of `spec`'s class-specific layers: its family's, but class-agnostic box
+    regressors (reg_class_agnostic, e.g. every cascade stage's), which fit any class set."""
+    agnostic = _find(spec["model"], lambda d: "reg_class_agnostic" in d)
+    return tuple(p for p in FAMILIES[spec["family"]].class_layers
+                 if not (agnostic and agnostic["reg_class_agnostic"] and p.rstrip("/").endswith("/reg")))
+
+
 def convert(state_dict, spec, num_classes=None, classes=None):
     """{tfdet weight path: array} of an mmdet state dict of `spec` (tfdet_config(spec, num_classes, classes)
     builds the model they fit). With `num_classes` other than the spec's, the family's class layers are left
@@ -243,15 +251,15 @@ def convert(state_dict, spec, num_classes=None, classes=None):
     if classes is not None and num_classes is not None:
         raise ValueError("give num_classes (other categories) or classes (a subset of the source's), not both.")
     sd = check_state_dict(state_dict, spec)
-    family = FAMILIES[spec["family"]]
+    layers = class_layers(spec)
     reinit = num_classes is not None and int(num_classes) != spec["num_classes"]
     out = {}
     for key, param in params(spec).items():
-        if reinit and param.path.startswith(family.class_layers):
+        if reinit and param.path.startswith(layers):
             continue
         out[param.path] = np.ascontiguousarray(param.transform(sd[key]), np.float32)
     if classes is not None:
-        present = [p for p in family.class_layers if any(k.startswith(p) for k in out)]  # Faster: no mask head
+        present = [p for p in layers if any(k.startswith(p) for k in out)]  # e.g. Faster R-CNN: no mask head
         out = class_space.select_classes(out, class_space.layer_kinds(present), classes, spec["num_classes"])
     return out
 
@@ -305,5 +313,5 @@ from tfdet.zoo.mmdet import guided  # noqa: E402,F401  pylint: disable=wrong-imp
 from tfdet.zoo.mmdet import cascade  # noqa: E402,F401  pylint: disable=wrong-import-position
 
 __all__ = ["FAMILIES", "ArchName", "Checkpoint", "Family", "canonical", "check_state_dict", "convert", "describe",
-           "expected_shapes", "params", "parse_arch", "read_checkpoint", "register_family", "source_classes",
+           "class_layers", "expected_shapes", "params", "parse_arch", "read_checkpoint", "register_family", "source_classes",
            "tfdet_config"]
