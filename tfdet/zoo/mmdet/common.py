@@ -308,7 +308,7 @@ def roi_extractor(extractor, size, what):
     require(layer.get("type", "RoIAlign"), ("RoIAlign",), f"{what}.roi_layer.type")
     require(int(layer.get("output_size", size)), (size,), f"{what}.roi_layer.output_size")
     pooling = (int(layer.get("sampling_ratio", 0)), bool(layer.get("aligned", True)))
-    require(pooling, ((0, True), (2, False)), f"{what}.roi_layer (sampling_ratio, aligned)")
+    require(pooling, ((0, True), (2, False)), f"{what}.roi_layer.sampling_ratio / aligned")
     require(tuple(extractor.get("featmap_strides", (4, 8, 16, 32))), ((4, 8, 16, 32),), f"{what}.featmap_strides")
     require(int(extractor.get("finest_scale", 56)), (56,), f"{what}.finest_scale")
     return pooling
