@@ -24,7 +24,7 @@ from tfdet.modeling.detectors.base import zero_outside
 from tfdet.modeling.roi_heads.mask_head import paste_masks
 from tfdet.zoo import mmdet
 from tfdet.zoo.files import load_weights
-from tfdet.zoo.mmdet import labels
+from tfdet.zoo.mmdet import labels, legacy_v1
 
 TOLERANCE = 1e-4
 DETECTORS = ["faster_rcnn_r50_fpn", "mask_rcnn_r50_fpn", "rpn_r50_fpn", "retinanet_r50_fpn",
@@ -45,8 +45,13 @@ def _text(value):
 
 def config_text(meta, layout):
     """The fixture's mmdetection config as a checkpoint stores it: the arch's model with the fixture's backbone,
-    neck, test_cfg and data preprocessor, among the other statements a config has (one not a literal)."""
-    model = mmdet.FAMILIES[mmdet.parse_arch(meta["name"]).family].mmdet_model(mmdet.parse_arch(meta["name"]))
+    neck, test_cfg and data preprocessor, among the other statements a config has (one not a literal). A
+    configs/legacy_1.x fixture's: its 2.x arch's model with the legacy settings (as mmdetection's zoo serves
+    upgraded 1.x models)."""
+    arch = mmdet.parse_arch(meta["name"].replace("_1x_coco_v1", ""))
+    model = mmdet.FAMILIES[arch.family].mmdet_model(arch)
+    if meta["config"].startswith("legacy_1.x/"):
+        model = legacy_v1.as_legacy(model, legacy_v1.LEGACY_SAMPLING_RATIO)
     model.update(backbone=dict(meta["backbone"], init_cfg=dict(type="Pretrained", checkpoint="torchvision://x")),
                  neck=meta["neck"], test_cfg=meta["test_cfg"],
                  train_cfg=dict(rpn=dict(assigner=dict(type="MaxIoUAssigner", pos_iou_thr=0.7))))
@@ -137,6 +142,11 @@ def test_stages_equal_mmdetection(name):
     meta, arrays, spec, model, images, sizes, _ = converted(name)
     assert spec["arch"] == name
     assert spec["class_names"] == (None if meta["kind"] == "rpn" else list(labels.COCO_CLASSES))
+    assert_model_stages(meta, arrays, model, images, sizes)
+
+
+def assert_model_stages(meta, arrays, model, images, sizes):
+    """Every stage of a fixture the converted model exposes equals the stored one (module docstring)."""
     normalized = zero_outside((images - model.pixel_mean) / model.pixel_std, sizes)  # RGB
     features = {int(k): v for k, v in model.backbone(normalized).items()}
     stages = {f"stage/backbone/c{lvl}": features[lvl] for lvl in features}

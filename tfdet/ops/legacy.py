@@ -78,3 +78,32 @@ def legacy_decode_boxes(deltas, anchors, means=(0.0, 0.0, 0.0, 0.0), stds=(1.0, 
     if max_shape is not None:
         boxes = box_ops.clip_boxes(boxes, tf.cast(tf.convert_to_tensor(max_shape), deltas.dtype) - 1.0)
     return boxes
+
+
+# -- The switch: model.rpn / model.retina / model.roi box_convention ---------------------------------------------
+
+BOX_CONVENTIONS = ("current", "legacy_v1")
+
+
+def check_convention(convention, where="box_convention"):
+    """`convention` if it is one of BOX_CONVENTIONS; a ValueError naming `where` otherwise."""
+    if convention not in BOX_CONVENTIONS:
+        raise ValueError(f"{where} must be one of {list(BOX_CONVENTIONS)} (\"legacy_v1\": mmdetection 1.x anchors and "
+                         f"box coder, for 1.x checkpoints), got {convention!r}.")
+    return convention
+
+
+def box_encoder(convention="current"):
+    """The regression-target function (boxes, anchors, means=, stds=) of a box convention."""
+    return legacy_encode_boxes if check_convention(convention) == "legacy_v1" else box_ops.encode_boxes
+
+
+def box_decoder(convention="current", clip_below=True):
+    """The decoding function (deltas, anchors, means=, stds=, max_shape=) of a box convention; clip_below:
+    box_ops.decode_boxes' (the legacy coder clamps dw, dh from both sides, as mmdetection)."""
+    if check_convention(convention) == "current":
+        return lambda *args, **kwargs: box_ops.decode_boxes(*args, clip_below=clip_below, **kwargs)
+    if not clip_below:
+        raise ValueError("box_coder_clip_below=False (torchvision) cannot be combined with box_convention "
+                         "\"legacy_v1\" (mmdetection 1.x clamps dw, dh from both sides).")
+    return legacy_decode_boxes

@@ -118,6 +118,12 @@ SPECS = {
                                        bias={"bbox_head.conv_loc": -3.0, **RETINA_BIAS}, test_cfg={"max_per_img": 50},
                                        scale={"bbox_head.feature_adaption_cls.conv_offset": 0.25,
                                               "bbox_head.feature_adaption_reg.conv_offset": 0.25}),
+    # mmdetection 1.x conventions (configs/legacy_1.x: LegacyAnchorGenerator, LegacyDeltaXYWHBBoxCoder, RoIAlign
+    # aligned=False sampling_ratio=2), 2.x keys: tests/zoo turn them into a 1.x file (mmdet_conventions.md 1.2).
+    "faster_rcnn_r50_fpn_1x_coco_v1": Spec("legacy_1.x/faster-rcnn_r50_fpn_1x_coco_v1.py", "two_stage",
+                                           "faster_rcnn_r50_fpn", spread=RCNN_SPREAD, test_cfg=DETS),
+    "retinanet_r50_fpn_1x_coco_v1": Spec("legacy_1.x/retinanet_r50_fpn_1x_coco_v1.py", "retina", "retinanet_r50_fpn",
+                                         spread=RETINA_SPREAD, bias=RETINA_BIAS, test_cfg={"max_per_img": 50}),
     # Backbone variants: the backbone alone (the keys are still the whole detector's). R-101 caffe style is
     # not a fixture of its own (fixture size): its keys are R-101's, and tfdet's style and depth options are
     # independent (caffe style is checked on R-50 by the Guided Anchoring fixtures).

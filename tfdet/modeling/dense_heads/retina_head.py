@@ -25,6 +25,7 @@ from tfdet.modeling.dense_heads.rpn import block_anchor_generator, block_anchors
 from tfdet.modeling.dense_heads.rpn import flatten_levels
 from tfdet.modeling.registry import block_options, register_dense_head
 from tfdet.ops import box_ops, nms
+from tfdet.ops.legacy import box_decoder, box_encoder, check_convention
 from tfdet.ops.matching import MaxIoUMatcher
 
 RETINA_MATCHER = MaxIoUMatcher(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.0, match_low_quality=True)
@@ -97,7 +98,8 @@ class RetinaHead(keras.layers.Layer):
 
 
 def retina_losses(cls_logits, deltas, anchors, gt_boxes, gt_classes, num_classes, anchor_valid=None,
-                  gt_is_crowd=None, matcher=RETINA_MATCHER, alpha=0.25, gamma=2.0, beta=0.0, stds=UNIT_STDS):
+                  gt_is_crowd=None, matcher=RETINA_MATCHER, alpha=0.25, gamma=2.0, beta=0.0, stds=UNIT_STDS,
+                  convention="current"):
     """Focal and box losses (RetinaNet; GA-RetinaNet on its guided anchors).
 
     Args:
@@ -119,7 +121,7 @@ def retina_losses(cls_logits, deltas, anchors, gt_boxes, gt_classes, num_classes
     loss_cls = losses.sigmoid_focal_loss(cls_logits, targets, alpha=alpha, gamma=gamma,
                                          weights=tf.cast(match.labels >= 0, tf.float32), avg_factor=num_pos)
     batched_anchors = anchors if anchors.shape.rank == 3 else anchors[None]
-    box_targets = box_ops.encode_boxes(tf.gather(gt_boxes, gt_index, batch_dims=1), batched_anchors, stds=stds)
+    box_targets = box_encoder(convention)(tf.gather(gt_boxes, gt_index, batch_dims=1), batched_anchors, stds=stds)
     loss_box = losses.smooth_l1_loss(deltas, tf.stop_gradient(box_targets), beta=beta,
                                      weights=tf.cast(positive, tf.float32), avg_factor=num_pos)
     return {"retina_cls": loss_cls, "retina_box": loss_box}
@@ -130,13 +132,13 @@ TOPK_MODES = ("anchor", "anchor_class")
 
 def retina_detections(cls_outputs, reg_outputs, anchors, image_sizes, num_classes, pre_nms_top_k=1000,
                       score_threshold=0.05, nms_iou=0.5, max_detections=100, stds=UNIT_STDS, masks=None,
-                      topk_mode="anchor", clip_below=True, min_size=None):
+                      topk_mode="anchor", clip_below=True, min_size=None, convention="current"):
     """Detections from per-level head outputs: per level the pre_nms_top_k anchors with the best class
     score (topk_mode="anchor"), or the pre_nms_top_k best (anchor, class) pairs scoring above
     score_threshold (topk_mode="anchor_class", torchvision), decoded and clipped, then class-wise NMS over
     all levels. Returns nms.Detections padded to max_detections. clip_below: box_ops.decode_boxes'.
     min_size: None keeps every box; a number drops decoded boxes whose width or height is <= min_size
-    (mmdetection's min_bbox_size, 0: empty boxes out).
+    (mmdetection's min_bbox_size, 0: empty boxes out). convention: the box coder's (tfdet.ops.legacy).
 
     Args:
       cls_outputs, reg_outputs: lists as RetinaHead returns ([B, H, W, A * C], [B, H, W, A * 4]).
@@ -147,6 +149,7 @@ def retina_detections(cls_outputs, reg_outputs, anchors, image_sizes, num_classe
     if topk_mode not in TOPK_MODES:
         raise ValueError(f"retina_detections: topk_mode must be one of {TOPK_MODES} (model.retina.topk_mode), "
                          f"got {topk_mode!r}.")
+    decode = box_decoder(convention, clip_below)
     boxes, scores, labels = [], [], []
     for level, (logits, level_deltas, level_anchors) in enumerate(zip(cls_outputs, reg_outputs, anchors)):
         probs = tf.sigmoid(flatten_levels([tf.cast(logits, tf.float32)], num_classes))  # [B, N_l, C]
@@ -159,8 +162,8 @@ def retina_detections(cls_outputs, reg_outputs, anchors, image_sizes, num_classe
             top = tf.maximum(top, 0)  # padding (-1) reads anchor 0; its score is -inf below
             top_anchors = (tf.gather(level_anchors, top) if level_anchors.shape.rank == 2
                            else tf.gather(level_anchors, top, batch_dims=1))
-            boxes.append(box_ops.decode_boxes(tf.gather(level_deltas, top, batch_dims=1), top_anchors, stds=stds,
-                                              max_shape=image_sizes, clip_below=clip_below))
+            boxes.append(decode(tf.gather(level_deltas, top, batch_dims=1), top_anchors, stds=stds,
+                                max_shape=image_sizes))
             scores.append(tf.where(valid & _big_enough(boxes[-1], min_size), score, float("-inf")))
             labels.append(label)
             continue
@@ -169,8 +172,7 @@ def retina_detections(cls_outputs, reg_outputs, anchors, image_sizes, num_classe
         _, top = tf.math.top_k(tf.reduce_max(probs, axis=-1), k=k)
         top_anchors = (tf.gather(level_anchors, top) if level_anchors.shape.rank == 2
                        else tf.gather(level_anchors, top, batch_dims=1))
-        boxes.append(box_ops.decode_boxes(tf.gather(level_deltas, top, batch_dims=1), top_anchors, stds=stds,
-                                          max_shape=image_sizes, clip_below=clip_below))
+        boxes.append(decode(tf.gather(level_deltas, top, batch_dims=1), top_anchors, stds=stds, max_shape=image_sizes))
         scores.append(tf.where(_big_enough(boxes[-1], min_size)[..., None], tf.gather(probs, top, batch_dims=1),
                                -1.0))  # below any threshold
     if topk_mode == "anchor_class":
@@ -221,14 +223,17 @@ class RetinaSpec:
     # box_coder_clip_below as model.rpn's (RPNSpec); topk_mode "anchor_class": the pre_nms_top_k best
     # (anchor, class) pairs per level (retina_detections). min_size: None keeps every box; a number drops
     # boxes with a side <= min_size (mmdetection's min_bbox_size 0: empty boxes out). norm: the tower
-    # convs' (RetinaHead), "gn" in torchvision's v2.
+    # convs' (RetinaHead), "gn" in torchvision's v2. box_convention as model.rpn's: "legacy_v1" =
+    # mmdetection 1.x anchors and box coder.
     DEFAULTS = dict(type="Retina", **RETINA_DEFAULTS, octave_base_scale=4, scales_per_octave=3,
                     anchor_ratios=(0.5, 1.0, 2.0), anchor_sizes=None, anchor_round=False,
                     anchor_strides_from_image=False, box_coder_clip_below=True, topk_mode="anchor", min_size=None,
-                    norm=None)
+                    norm=None, box_convention="current")
 
     def __init__(self, block, num_classes):
         self.block = block = block_options(block, self.DEFAULTS, "model.retina")
+        check_convention(block.box_convention, "model.retina.box_convention")
+        box_decoder(block.box_convention, block.box_coder_clip_below)  # refuses a combination it cannot run
         self.num_classes = int(num_classes)
         self.anchor_generator = block_anchor_generator(block, octave_base_scale=block.octave_base_scale,
                                                        scales_per_octave=block.scales_per_octave)
@@ -250,11 +255,12 @@ class RetinaSpec:
         return retina_losses(flatten_levels(cls_outputs, self.num_classes), flatten_levels(reg_outputs, 4),
                              tf.concat(self.anchors(sizes), 0), gt_boxes, gt_classes, self.num_classes,
                              anchor_valid=valid, gt_is_crowd=gt_is_crowd, matcher=self.matcher,
-                             **loss_settings(self.block))
+                             convention=self.block.box_convention, **loss_settings(self.block))
 
     def detections(self, outputs, image_sizes):
         cls_outputs, reg_outputs = outputs
         return retina_detections(cls_outputs, reg_outputs, self.anchors(feature_sizes(cls_outputs)),
                                  image_sizes, self.num_classes, topk_mode=self.block.topk_mode,
                                  clip_below=self.block.box_coder_clip_below, min_size=self.block.min_size,
+                                 convention=self.block.box_convention,
                                  **detection_settings(self.block))

@@ -20,6 +20,7 @@ import tensorflow as tf
 from tfdet import losses
 from tfdet.ops import box_ops, nms
 from tfdet.ops.anchors import AnchorGenerator
+from tfdet.ops.legacy import LegacyAnchorGenerator, box_decoder, box_encoder, check_convention
 from tfdet.ops.matching import MaxIoUMatcher
 from tfdet.ops.sampling import sample
 from tfdet.modeling.registry import block_options, register_proposal_head
@@ -85,8 +86,15 @@ def block_matcher(block, match_low_quality=True):
 
 def block_anchor_generator(block, **scales):
     """The AnchorGenerator of a config block: anchor_sizes (absolute, per level) when set, else `scales`
-    (scales= or octave_base_scale= / scales_per_octave=); anchor_round, anchor_strides_from_image."""
+    (scales= or octave_base_scale= / scales_per_octave=); anchor_round, anchor_strides_from_image; with
+    box_convention "legacy_v1" mmdetection 1.x's anchors (LegacyAnchorGenerator, center_offset 0.5)."""
     sizes = None if block.anchor_sizes is None else [tuple(s) for s in block.anchor_sizes]
+    if block.get("box_convention", "current") == "legacy_v1":
+        if sizes or block.anchor_round or block.anchor_strides_from_image:
+            raise ValueError("box_convention \"legacy_v1\" (mmdetection 1.x anchors) cannot be combined with "
+                             "torchvision's anchor_sizes / anchor_round / anchor_strides_from_image; drop those.")
+        return LegacyAnchorGenerator(strides=[2 ** lvl for lvl in block.levels], ratios=block.anchor_ratios,
+                                     center_offset=0.5, **scales)
     return AnchorGenerator(strides=[2 ** lvl for lvl in block.levels], ratios=block.anchor_ratios,
                            **(dict(sizes=sizes) if sizes else scales), round_base=block.anchor_round,
                            strides_from_image=block.anchor_strides_from_image)
@@ -110,7 +118,7 @@ def flatten_levels(outputs, depth):
 
 def rpn_losses(objectness, deltas, anchors, gt_boxes, gt_classes, anchor_valid=None, gt_is_crowd=None,
                matcher=RPN_MATCHER, num_samples=256, positive_fraction=0.5, seed=None, stds=(1.0, 1.0, 1.0, 1.0),
-               beta=0.0):
+               beta=0.0, convention="current"):
     """RPN objectness and box losses.
 
     Args:
@@ -120,6 +128,7 @@ def rpn_losses(objectness, deltas, anchors, gt_boxes, gt_classes, anchor_valid=N
       anchor_valid: optional [B, N] bool (AnchorGenerator.valid_flags / anchors_inside).
       seed: optional [2] int for stateless sampling.
       stds: the box coder's stds. beta: smooth-L1 beta of the box loss (0: L1, mmdetection v2 RPN).
+      convention: the box convention (tfdet.ops.legacy.BOX_CONVENTIONS) of the regression targets.
     Returns:
       {"rpn_cls": scalar, "rpn_box": scalar}, each summed over the batch and divided by the number of
       sampled anchors in the batch.
@@ -134,7 +143,7 @@ def rpn_losses(objectness, deltas, anchors, gt_boxes, gt_classes, anchor_valid=N
     num_sampled = tf.reduce_sum(weights)
     target_boxes = tf.gather(gt_boxes, tf.maximum(match.matched_gt, 0), batch_dims=1)
     batched_anchors = anchors if anchors.shape.rank == 3 else anchors[None]
-    targets = tf.stop_gradient(box_ops.encode_boxes(target_boxes, batched_anchors, stds=stds))
+    targets = tf.stop_gradient(box_encoder(convention)(target_boxes, batched_anchors, stds=stds))
     loss_cls = losses.binary_cross_entropy(objectness, positive, weights=weights, avg_factor=num_sampled)
     loss_box = losses.smooth_l1_loss(deltas, targets, beta=beta, weights=positive, avg_factor=num_sampled)
     return {"rpn_cls": loss_cls, "rpn_box": loss_box}
@@ -150,7 +159,7 @@ class Proposals(NamedTuple):
 
 def rpn_proposals(objectness, deltas, anchors, image_sizes, pre_nms_top_k=1000, max_proposals=1000,
                   nms_iou=0.7, min_size=0.0, stds=(1.0, 1.0, 1.0, 1.0), masks=None, min_size_inclusive=False,
-                  clip_below=True):
+                  clip_below=True, convention="current"):
     """Proposals from per-level RPN outputs (mmdetection v2 RPNHead._get_bboxes, batched and padded).
 
     Per level: the pre_nms_top_k highest objectness anchors, decoded and clipped to the image; boxes
@@ -168,7 +177,9 @@ def rpn_proposals(objectness, deltas, anchors, image_sizes, pre_nms_top_k=1000, 
       min_size_inclusive: keep boxes whose sides are >= min_size (torchvision remove_small_boxes) instead
         of > min_size.
       clip_below: the box coder clamps dw, dh from both sides (True) or from above only (torchvision).
+      convention: the box coder's convention (tfdet.ops.legacy.BOX_CONVENTIONS; "legacy_v1": mmdetection 1.x).
     """
+    decode = box_decoder(convention, clip_below)
     if not len(objectness) == len(deltas) == len(anchors):
         raise ValueError(f"rpn_proposals: got {len(objectness)} objectness, {len(deltas)} deltas and "
                          f"{len(anchors)} anchor levels.")
@@ -187,8 +198,7 @@ def rpn_proposals(objectness, deltas, anchors, image_sizes, pre_nms_top_k=1000, 
         level_anchors = tf.cast(level_anchors, tf.float32)
         top_anchors = (tf.gather(level_anchors, top) if level_anchors.shape.rank == 2
                        else tf.gather(level_anchors, top, batch_dims=1))
-        decoded = box_ops.decode_boxes(tf.gather(level_deltas, top, batch_dims=1), top_anchors, stds=stds,
-                                       max_shape=image_sizes, clip_below=clip_below)
+        decoded = decode(tf.gather(level_deltas, top, batch_dims=1), top_anchors, stds=stds, max_shape=image_sizes)
         if masks is not None:
             kept_masks.append(tf.gather(masks[level], top, batch_dims=1))
         boxes.append(decoded)
@@ -235,13 +245,17 @@ class RPNSpec:
     #                              multiple of that stride, as torchvision pads to 32)
     #   min_size_inclusive         keep proposals with sides >= min_size (not > min_size)
     #   box_coder_clip_below       False: dw, dh clamped from above only
+    # box_convention "legacy_v1": mmdetection 1.x anchors and box coder (+1 widths; tfdet.ops.legacy), for 1.x
+    # checkpoints; "current" (default) tfdet's = mmdetection 2.x / 3.x's.
     # num_convs: 3x3 convs of the head (torchvision v2: 2)
     DEFAULTS = dict(type="RPN", **PROPOSAL_DEFAULTS, anchor_scales=(8.0,), anchor_ratios=(0.5, 1.0, 2.0),
                     anchor_sizes=None, anchor_round=False, anchor_strides_from_image=False, min_size_inclusive=False,
-                    box_coder_clip_below=True, num_convs=1)
+                    box_coder_clip_below=True, num_convs=1, box_convention="current")
 
     def __init__(self, block):
         self.block = block = block_options(block, self.DEFAULTS, "model.rpn")
+        check_convention(block.box_convention, "model.rpn.box_convention")
+        box_decoder(block.box_convention, block.box_coder_clip_below)  # refuses a combination it cannot run
         self.anchor_generator = block_anchor_generator(block, scales=block.anchor_scales)
         self.matcher = block_matcher(block)
 
@@ -260,10 +274,11 @@ class RPNSpec:
         return rpn_losses(flatten_levels(objectness, 1)[..., 0], flatten_levels(deltas, 4),
                           tf.concat(self.anchors(sizes), 0), gt_boxes, gt_classes, anchor_valid=valid,
                           gt_is_crowd=gt_is_crowd, matcher=self.matcher, num_samples=self.block.num_samples,
-                          positive_fraction=self.block.positive_fraction)
+                          positive_fraction=self.block.positive_fraction, convention=self.block.box_convention)
 
     def proposals(self, outputs, image_sizes, training=False):
         objectness, deltas = outputs
         return rpn_proposals(objectness, deltas, self.anchors(feature_sizes(objectness)), image_sizes,
                              min_size_inclusive=self.block.min_size_inclusive,
-                             clip_below=self.block.box_coder_clip_below, **proposal_settings(self.block, training))
+                             clip_below=self.block.box_coder_clip_below, convention=self.block.box_convention,
+                             **proposal_settings(self.block, training))

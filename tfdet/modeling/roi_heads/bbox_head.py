@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from tfdet import losses
 from tfdet.ops import box_ops, nms
+from tfdet.ops.legacy import box_decoder, box_encoder
 from tfdet.ops.matching import MaxIoUMatcher
 from tfdet.ops.sampling import sample
 from tfdet.modeling.conv_norm import build_conv_stack, conv_stack, norm_spec, run_conv_stack
@@ -112,7 +113,8 @@ class RoiTargets(NamedTuple):
 
 
 def sample_rois(proposals, proposal_valid, gt_boxes, gt_classes, num_classes, gt_is_crowd=None, add_gt=True,
-                matcher=RCNN_MATCHER, num_samples=512, positive_fraction=0.25, stds=BBOX_STDS, seed=None):
+                matcher=RCNN_MATCHER, num_samples=512, positive_fraction=0.25, stds=BBOX_STDS, seed=None,
+                convention="current"):
     """R-CNN target assignment: (optionally) adds the ground truth to the proposals, matches, samples.
 
     Args:
@@ -142,7 +144,7 @@ def sample_rois(proposals, proposal_valid, gt_boxes, gt_classes, num_classes, gt
     classes = tf.gather(gt_classes, gt_index, batch_dims=1)
     labels = tf.where(sampled.is_positive, classes, tf.where(sampled.valid, num_classes, -1))
     target_boxes = tf.gather(gt_boxes, gt_index, batch_dims=1)
-    box_targets = box_ops.encode_boxes(target_boxes, rois, stds=stds)
+    box_targets = box_encoder(convention)(target_boxes, rois, stds=stds)
     box_targets = tf.where(sampled.is_positive[..., None], box_targets, 0.0)
     return RoiTargets(rois=tf.stop_gradient(rois), labels=labels, matched_gt=matched_gt,
                       box_targets=tf.stop_gradient(box_targets), is_positive=sampled.is_positive,
@@ -200,21 +202,22 @@ def bbox_losses(cls_logits, deltas, targets, num_classes, loss_box="l1", beta=1.
     return {"rcnn_cls": loss_cls, "rcnn_box": loss_box}
 
 
-def decode_class_boxes(deltas, rois, image_sizes, num_classes, stds=BBOX_STDS, clip_below=True):
+def decode_class_boxes(deltas, rois, image_sizes, num_classes, stds=BBOX_STDS, clip_below=True,
+                       convention="current"):
     """Per-class boxes [B, K, C, 4] (or [B, K, 1, 4] class-agnostic) decoded from the RoIs and clipped
-    (clip_below: box_ops.decode_boxes')."""
+    (clip_below: box_ops.decode_boxes'; convention: tfdet.ops.legacy.BOX_CONVENTIONS)."""
     deltas = tf.cast(deltas, tf.float32)
     shape = tf.shape(deltas)
     per = 1 if deltas.shape[-1] == 4 else num_classes
     flat = tf.reshape(deltas, [shape[0], -1, 4])
     anchors = tf.reshape(tf.repeat(tf.cast(rois, tf.float32), per, axis=1), [shape[0], -1, 4])
-    boxes = box_ops.decode_boxes(flat, anchors, stds=stds, max_shape=image_sizes, clip_below=clip_below)
+    boxes = box_decoder(convention, clip_below)(flat, anchors, stds=stds, max_shape=image_sizes)
     return tf.reshape(boxes, [shape[0], shape[1], per, 4])
 
 
 def bbox_detections(cls_logits, deltas, rois, roi_valid, image_sizes, num_classes, stds=BBOX_STDS,
                     score_threshold=0.05, nms_iou=0.5, max_detections=100, nms_method="hard", soft_nms_sigma=0.5,
-                    min_box_size=0.0, clip_below=True):
+                    min_box_size=0.0, clip_below=True, convention="current"):
     """Detections from the box head on K RoIs per image.
 
     Args:
@@ -223,12 +226,13 @@ def bbox_detections(cls_logits, deltas, rois, roi_valid, image_sizes, num_classe
       nms_method: "hard" (class-wise NMS at nms_iou), "linear" or "gaussian" (Soft-NMS, sigma).
       min_box_size: boxes with a side < min_box_size are dropped before NMS (torchvision: 1e-2; 0 keeps all).
       clip_below: the box coder clamps dw, dh from both sides (True) or from above only (torchvision).
+      convention: the box coder's convention (tfdet.ops.legacy.BOX_CONVENTIONS; "legacy_v1": mmdetection 1.x).
     Returns:
       nms.Detections padded to max_detections (classes 0..C-1, -1 padding).
     """
     scores = tf.nn.softmax(tf.cast(cls_logits, tf.float32), axis=-1)[..., :num_classes]
     scores = tf.where(tf.cast(roi_valid, tf.bool)[..., None], scores, 0.0)
-    boxes = decode_class_boxes(deltas, rois, image_sizes, num_classes, stds, clip_below=clip_below)
+    boxes = decode_class_boxes(deltas, rois, image_sizes, num_classes, stds, clip_below=clip_below, convention=convention)
     if min_box_size > 0:
         scores = tf.where(box_ops.large_enough(boxes, min_box_size, inclusive=True), scores, 0.0)
     return nms.multiclass_nms(boxes, scores, max_detections, iou_threshold=nms_iou, score_threshold=score_threshold,

@@ -84,6 +84,9 @@ class CascadeRoIHead(RoIHead):
     def __init__(self, config, num_classes, impl=None):
         super().__init__(config, num_classes, impl)
         roi = self.roi
+        if roi.box_convention != "current":
+            raise ValueError(f"model.roi.box_convention {roi.box_convention!r}: the cascade RoI heads run the current "
+                             "box convention only (mmdetection 1.x cascade checkpoints are not supported).")
         self.stages = stage_settings(config.get("cascade"))
         self.matchers = [rcnn_matcher(s["pos_iou"], s["pos_iou"]) for s in self.stages]
         self.box_roi_align = pooler(roi, roi.levels, "box_roi_align", impl)

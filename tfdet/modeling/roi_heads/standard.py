@@ -24,6 +24,7 @@ from tfdet.layers.roi_align import MultiLevelRoIAlign
 from tfdet.modeling.batch import detection_outputs
 from tfdet.modeling.registry import BOX_HEADS, ROI_HEADS, as_dict, block_options, construct, constructor_defaults
 from tfdet.modeling.roi_heads import bbox_head, keypoint_head, mask_head
+from tfdet.ops.legacy import box_decoder, check_convention
 from tfdet.ops.matching import MaxIoUMatcher
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ ROI_DEFAULTS = dict(
     pos_iou=0.5, neg_iou=0.5, num_samples=512, positive_fraction=0.25,
     score_threshold=0.05, nms_iou=0.5, max_detections=100, nms_method="hard", soft_nms_sigma=0.5,
     min_box_size=0.0,            # boxes with a side < this dropped before NMS (torchvision 1e-2)
-    box_coder_clip_below=True)   # False: dw, dh clamped from above only (torchvision)
+    box_coder_clip_below=True,   # False: dw, dh clamped from above only (torchvision)
+    box_convention="current")    # "legacy_v1": mmdetection 1.x box coder (+1 widths; tfdet.ops.legacy)
 
 MASK_DEFAULTS = dict(
     pooled_size=14, **POOLER_DEFAULTS, **constructor_defaults(mask_head.MaskHead, skip=("num_classes", "impl")),
@@ -110,6 +112,8 @@ class RoIHead:
     def __init__(self, config, num_classes, impl=None):
         self.num_classes, self.impl = int(num_classes), impl
         self.roi = roi_block(config.get("roi"), self.DEFAULTS)
+        check_convention(self.roi.box_convention, "model.roi.box_convention")
+        box_decoder(self.roi.box_convention, self.roi.box_coder_clip_below)  # refuses a combination it cannot run
         self.mask = optional_block(config, "mask", MASK_DEFAULTS)
 
     @property
@@ -124,7 +128,8 @@ class RoIHead:
         r = self.roi
         return bbox_head.sample_rois(proposals, valid, batch["gt_boxes"], batch["gt_classes"], self.num_classes,
                                      gt_is_crowd=batch.get("gt_is_crowd"), matcher=matcher,
-                                     num_samples=r.num_samples, positive_fraction=r.positive_fraction, stds=stds)
+                                     num_samples=r.num_samples, positive_fraction=r.positive_fraction, stds=stds,
+                                     convention=r.box_convention)
 
     def box_losses(self, cls_logits, deltas, targets):
         return bbox_head.bbox_losses(cls_logits, deltas, targets, self.num_classes, loss_box=self.roi.loss_box,
@@ -141,7 +146,7 @@ class RoIHead:
                                          score_threshold=r.score_threshold, nms_iou=r.nms_iou,
                                          max_detections=r.max_detections, nms_method=r.nms_method,
                                          soft_nms_sigma=r.soft_nms_sigma, min_box_size=r.min_box_size,
-                                         clip_below=r.box_coder_clip_below)
+                                         clip_below=r.box_coder_clip_below, convention=r.box_convention)
 
 
 @ROI_HEADS.register("standard")

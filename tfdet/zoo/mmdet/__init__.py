@@ -11,7 +11,9 @@ The spec (a JSON-able dict) says everything the conversion needs: "arch" (a name
 dict: the config text's `model`, or what the arch name stands for; init_cfg / train_cfg / losses left
 out), "input" (mean, std, bgr: channel order the model was trained on, pad_size_divisor), "test_scale",
 "num_classes" (object classes of the checkpoint), "class_names" (the meta's, or None); for the families whose
-conversion depends on it (Family.versioned: HTC) "mmdet_version" (the meta's; None for 3.x files). The architecture,
+conversion depends on it (Family.versioned: HTC) "mmdet_version" (the meta's; None for 3.x files); and
+"mmdet_v1": true for an mmdetection 1.x file (legacy_v1.py: its weights are moved to the 2.x layout, its
+model is the configs/legacy_1.x one; absent otherwise). The architecture,
 the backbone (depth, groups, base_width, style, dcn) and the test settings come from the checkpoint's
 config text (meta["config"] 2.x / meta["cfg"] 3.x; read with ast, literals only: pyconfig.py); without
 one the arch name is required (registry.parse_arch: e.g. faster_rcnn_r50_fpn, mask_rcnn_x101_32x4d_fpn,
@@ -19,7 +21,8 @@ retinanet_r50_caffe_fpn, faster_rcnn_r50_dconv_c3-c5_fpn). pytorch and caffe sty
 the style comes from the config or the name, never from the keys.
 
 Layouts: mmdet 2.x and 3.x files have the same keys but for the RPN detectors (3.x `bbox_head.`, 2.x
-`rpn_head.`); canonical() reads both. BN's num_batches_tracked is dropped.
+`rpn_head.`); canonical() reads both. BN's num_batches_tracked is dropped. mmdet 1.x files (meta
+mmdet_version < 2, or the 1.x two-stage layout: `bbox_head.` next to `rpn_head.`): legacy_v1.py.
 
 Conventions the config reproduces (tools/zoo_reference/mmdet_conventions.md): images normalized then
 zero-padded (model.zero_padding_after_normalize), padded to pad_size_divisor (data.pad_to_multiple);
@@ -60,7 +63,7 @@ import ml_collections
 import numpy as np
 
 from tfdet.zoo import classes as class_space
-from tfdet.zoo.mmdet import common, labels
+from tfdet.zoo.mmdet import common, labels, legacy_v1
 from tfdet.zoo.mmdet.checkpoint import Checkpoint, class_names, config_text, read_checkpoint
 from tfdet.zoo.mmdet.pyconfig import UNREADABLE, parse_config
 from tfdet.zoo.mmdet.registry import FAMILIES, ArchName, Family, family_of, parse_arch, register_family
@@ -143,6 +146,9 @@ def describe(meta=None, arch=None, state_dict=None):
     named = parse_arch(arch) if arch else None
     parsed = parse_config(text) if text is not None else {}
     model = parsed.get("model")
+    v1 = legacy_v1.is_v1(meta, state_dict)
+    if v1 and isinstance(model, dict):
+        model = legacy_v1.as_legacy(legacy_v1.translate(model, parsed.get("test_cfg")))
     if text is not None and not isinstance(model, dict) and named is None:
         raise ValueError("the checkpoint's config text has no readable `model = dict(...)` (only literal values "
                          "are read): pass --arch, which then describes the model instead.")
@@ -163,19 +169,22 @@ def describe(meta=None, arch=None, state_dict=None):
     else:
         family, name = FAMILIES[named.family], named
         model = _prune(family.mmdet_model(named))
+        if v1:
+            legacy_v1.require_family(family.name)
+            model = legacy_v1.as_legacy(model, legacy_v1.LEGACY_SAMPLING_RATIO)
         spec_input, test_scale = _input_of({}, model, named), DEFAULT_TEST_SCALE  # the family's preprocessor, if any
         num_classes = None
     model.pop("data_preprocessor", None)
     if family.rpn_detector:
         num_classes = 1  # proposals: one class
     elif num_classes is None:
-        found = family.source_classes(canonical(state_dict, family)) if state_dict is not None else None
+        found = family.source_classes(canonical(state_dict, family, v1)) if state_dict is not None else None
         num_classes = found or _config_classes(model) or len(labels.COCO_CLASSES)
     names = None if family.rpn_detector else class_names(meta)
     if names is not None and len(names) != num_classes:
         raise ValueError(f"the checkpoint's meta names {len(names)} classes but its model has {num_classes}.")
     spec = dict(arch=name.name(), family=family.name, model=model, input=spec_input, test_scale=list(test_scale),
-                num_classes=int(num_classes), class_names=names)
+                num_classes=int(num_classes), class_names=names, **({"mmdet_v1": True} if v1 else {}))
     if family.versioned:
         spec["mmdet_version"] = meta.get("mmdet_version")
     return json.loads(json.dumps(spec))  # plain lists and dicts, as the written config.py has them
@@ -190,8 +199,9 @@ def _config_classes(model):
 
 # -- Weights --------------------------------------------------------------------------------------------------
 
-def canonical(state_dict, family):
-    """{mmdet 2.x key: float32 array} of a 2.x or 3.x state dict (torch tensors or arrays); counters dropped."""
+def canonical(state_dict, family, v1=False):
+    """{mmdet 2.x key: float32 array} of a 2.x or 3.x state dict (torch tensors or arrays), or with v1 of a
+    1.x one (legacy_v1.upgrade); counters dropped."""
     keys = list(state_dict)
     rename = family.rpn_detector and any(k.startswith("bbox_head.") for k in keys) and \
         not any(k.startswith("rpn_head.") for k in keys)
@@ -203,7 +213,7 @@ def canonical(state_dict, family):
             key = "rpn_head." + key[len("bbox_head."):]
         value = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
         out[key] = value.astype(np.float32)
-    return out
+    return legacy_v1.upgrade(out, family.name) if v1 else out
 
 
 def params(spec, num_classes=None):
@@ -219,7 +229,7 @@ def expected_shapes(spec, num_classes=None):
 def check_state_dict(state_dict, spec):
     """The canonical state dict of `spec`'s checkpoint; one ValueError listing every missing, unexpected and
     mis-shaped key otherwise."""
-    sd = canonical(state_dict, FAMILIES[spec["family"]])
+    sd = canonical(state_dict, FAMILIES[spec["family"]], bool(spec.get("mmdet_v1")))
     want = expected_shapes(spec)
     missing = sorted(set(want) - set(sd))
     unexpected = sorted(set(sd) - set(want))

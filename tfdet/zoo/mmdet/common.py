@@ -222,18 +222,38 @@ def fpn_params(table, neck):
 # -- RPN head ----------------------------------------------------------------------------------------------
 
 def anchor_settings(generator, strides, what):
-    """Checks an mmdet AnchorGenerator dict against tfdet's (strides 2**level, centre offset 0)."""
-    require(generator.get("type", "AnchorGenerator"), ("AnchorGenerator",), f"{what}.type")
+    """The box convention ("current" | "legacy_v1", tfdet.ops.legacy) of an mmdet AnchorGenerator dict (strides
+    2**level, centre offset 0) or LegacyAnchorGenerator dict (centre offset 0.5: configs/legacy_1.x)."""
+    kind = generator.get("type", "AnchorGenerator")
+    require(kind, ("AnchorGenerator", "LegacyAnchorGenerator"), f"{what}.type")
     require(tuple(generator.get("strides", strides)), (tuple(strides),), f"{what}.strides")
-    require(float(generator.get("center_offset", 0.0)), (0.0,), f"{what}.center_offset")
+    require(float(generator.get("center_offset", 0.0)), (0.5 if kind == "LegacyAnchorGenerator" else 0.0,),
+            f"{what}.center_offset")
     if generator.get("base_sizes") or generator.get("scale_major", True) is not True:
         raise UnsupportedError(f"{what}: base_sizes / scale_major=False are not supported.")
+    return "legacy_v1" if kind == "LegacyAnchorGenerator" else "current"
+
+
+def coder_convention(coder):
+    """The box convention of an mmdet DeltaXYWHBBoxCoder ("current") / LegacyDeltaXYWHBBoxCoder ("legacy_v1") dict."""
+    return "legacy_v1" if (coder or {}).get("type") == "LegacyDeltaXYWHBBoxCoder" else "current"
+
+
+def head_convention(generator, coder, strides, what):
+    """The one box convention of a dense head's anchor generator and box coder (tfdet switches both at once)."""
+    anchors, boxes = anchor_settings(generator, strides, f"{what}.anchor_generator"), coder_convention(coder)
+    if anchors != boxes:
+        raise UnsupportedError(f"{what}: anchor_generator {generator.get('type', 'AnchorGenerator')} with bbox_coder "
+                               f"{(coder or {}).get('type', 'DeltaXYWHBBoxCoder')} is not supported (tfdet's "
+                               "box_convention switches both: AnchorGenerator + DeltaXYWHBBoxCoder, or "
+                               "LegacyAnchorGenerator + LegacyDeltaXYWHBBoxCoder).")
+    return anchors
 
 
 def coder_stds(coder, what, default_stds):
-    """The stds of an mmdet DeltaXYWHBBoxCoder dict (means must be 0)."""
+    """The stds of an mmdet DeltaXYWHBBoxCoder / LegacyDeltaXYWHBBoxCoder dict (means must be 0)."""
     coder = coder or {}
-    require(coder.get("type", "DeltaXYWHBBoxCoder"), ("DeltaXYWHBBoxCoder",), f"{what}.type")
+    require(coder.get("type", "DeltaXYWHBBoxCoder"), ("DeltaXYWHBBoxCoder", "LegacyDeltaXYWHBBoxCoder"), f"{what}.type")
     if not close(coder.get("target_means", (0.0,) * 4), (0.0,) * 4):
         raise UnsupportedError(f"{what}.target_means = {coder.get('target_means')!r}: only zero means are supported.")
     require(bool(coder.get("clip_border", True)), (True,), f"{what}.clip_border")
@@ -258,7 +278,7 @@ def rpn_block(rpn_head, test_rpn, levels):
     require(rpn_head.get("type"), ("RPNHead",), "rpn_head.type")
     require(int(rpn_head.get("num_convs", 1)), (1,), "rpn_head.num_convs")
     generator = rpn_head.get("anchor_generator") or {}
-    anchor_settings(generator, [2 ** lvl for lvl in levels], "rpn_head.anchor_generator")
+    convention = head_convention(generator, rpn_head.get("bbox_coder"), [2 ** lvl for lvl in levels], "rpn_head")
     if not close(coder_stds(rpn_head.get("bbox_coder"), "rpn_head.bbox_coder", (1.0,) * 4), (1.0,) * 4):
         raise UnsupportedError("rpn_head.bbox_coder.target_stds: tfdet's RPN decodes with stds 1.")
     test_rpn = test_rpn or {}
@@ -270,7 +290,7 @@ def rpn_block(rpn_head, test_rpn, levels):
                           pre_nms_top_k_test=int(test_rpn.get("nms_pre", 1000)),
                           max_proposals_test=int(test_rpn.get("max_per_img", test_rpn.get("max_num", 1000))),
                           nms_iou=nms_iou({"nms": {"iou_threshold": 0.7}, **test_rpn}, "test_cfg.rpn"),
-                          min_size=float(test_rpn.get("min_bbox_size", 0)))
+                          min_size=float(test_rpn.get("min_bbox_size", 0)), box_convention=convention)
     block.pop("type")
     return block
 
@@ -288,17 +308,19 @@ def rpn_params(table, rpn_head, prefix="rpn_head"):
 # -- RoI heads ---------------------------------------------------------------------------------------------
 
 def roi_extractor(extractor, size, what):
-    """Checks an mmdet SingleRoIExtractor dict: RoIAlign of `size`, sampling ratio 0, aligned, strides 4-32,
-    finest scale 56 (tfdet's MultiLevelRoIAlign)."""
+    """(sampling_ratio, aligned) of an mmdet SingleRoIExtractor dict: RoIAlign of `size`, sampling ratio 0
+    and aligned (2.x), or sampling ratio 2 and not aligned (configs/legacy_1.x), strides 4-32, finest scale 56
+    (tfdet's MultiLevelRoIAlign)."""
     extractor = extractor or {}
     require(extractor.get("type", "SingleRoIExtractor"), ("SingleRoIExtractor",), f"{what}.type")
     layer = extractor.get("roi_layer") or {}
     require(layer.get("type", "RoIAlign"), ("RoIAlign",), f"{what}.roi_layer.type")
     require(int(layer.get("output_size", size)), (size,), f"{what}.roi_layer.output_size")
-    require(int(layer.get("sampling_ratio", 0)), (0,), f"{what}.roi_layer.sampling_ratio")
-    require(bool(layer.get("aligned", True)), (True,), f"{what}.roi_layer.aligned")
+    pooling = (int(layer.get("sampling_ratio", 0)), bool(layer.get("aligned", True)))
+    require(pooling, ((0, True), (2, False)), f"{what}.roi_layer.sampling_ratio / aligned")
     require(tuple(extractor.get("featmap_strides", (4, 8, 16, 32))), ((4, 8, 16, 32),), f"{what}.featmap_strides")
     require(int(extractor.get("finest_scale", 56)), (56,), f"{what}.finest_scale")
+    return pooling
 
 
 def shared2fc_settings(bbox_head, what):

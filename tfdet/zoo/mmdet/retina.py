@@ -46,7 +46,7 @@ def retina_tfdet_model(spec, num_classes):
     inputs, extra, _, _ = common.fpn_levels(model["neck"])
     levels = inputs + extra
     generator = head.get("anchor_generator") or {}
-    common.anchor_settings(generator, [2 ** lvl for lvl in levels], "bbox_head.anchor_generator")
+    convention = common.head_convention(generator, head.get("bbox_coder"), [2 ** lvl for lvl in levels], "bbox_head")
     if generator.get("scales"):
         raise common.UnsupportedError("bbox_head.anchor_generator.scales: RetinaNet anchors by octave_base_scale / "
                                       "scales_per_octave only.")
@@ -61,7 +61,7 @@ def retina_tfdet_model(spec, num_classes):
                            score_threshold=float(test.get("score_thr", 0.05)),
                            nms_iou=common.nms_iou({"nms": {"iou_threshold": 0.5}, **test}, "test_cfg"),
                            max_detections=int(test.get("max_per_img", 100)), topk_mode="anchor_class",
-                           min_size=float(test.get("min_bbox_size", 0)))
+                           min_size=float(test.get("min_bbox_size", 0)), box_convention=convention)
     retina.pop("type")
     return dict(type="RetinaNet", num_classes=num_classes,
                 backbone=common.backbone_block(model["backbone"], inputs), neck=common.fpn_block(model["neck"]),

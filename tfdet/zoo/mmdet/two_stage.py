@@ -71,11 +71,12 @@ def roi_block(roi, test_rcnn, what="roi_head"):
     from tfdet.modeling.registry import with_defaults  # pylint: disable=import-outside-toplevel
     from tfdet.modeling.roi_heads.standard import ROI_DEFAULTS  # pylint: disable=import-outside-toplevel
 
-    common.roi_extractor(roi.get("bbox_roi_extractor"), 7, f"{what}.bbox_roi_extractor")
+    sampling_ratio, aligned = common.roi_extractor(roi.get("bbox_roi_extractor"), 7, f"{what}.bbox_roi_extractor")
     _, size, fc, agnostic, stds = common.shared2fc_settings(roi["bbox_head"], f"{what}.bbox_head")
     test_rcnn = test_rcnn or {}
-    block = with_defaults(ROI_DEFAULTS, levels=(2, 3, 4, 5), pooled_size=size, sampling_ratio=0, aligned=True,
-                          class_agnostic=agnostic, bbox_stds=stds,
+    block = with_defaults(ROI_DEFAULTS, levels=(2, 3, 4, 5), pooled_size=size, sampling_ratio=sampling_ratio,
+                          aligned=aligned, class_agnostic=agnostic, bbox_stds=stds,
+                          box_convention=common.coder_convention(roi["bbox_head"].get("bbox_coder")),
                           score_threshold=float(test_rcnn.get("score_thr", 0.05)),
                           nms_iou=common.nms_iou({"nms": {"iou_threshold": 0.5}, **test_rcnn}, "test_cfg.rcnn"),
                           max_detections=int(test_rcnn.get("max_per_img", 100)),
@@ -89,12 +90,12 @@ def mask_block(roi, test_rcnn, what="roi_head"):
     from tfdet.modeling.registry import with_defaults  # pylint: disable=import-outside-toplevel
     from tfdet.modeling.roi_heads.standard import MASK_DEFAULTS  # pylint: disable=import-outside-toplevel
 
-    common.roi_extractor(roi.get("mask_roi_extractor"), 14, f"{what}.mask_roi_extractor")
+    sampling_ratio, aligned = common.roi_extractor(roi.get("mask_roi_extractor"), 14, f"{what}.mask_roi_extractor")
     mask_head = roi["mask_head"][0] if isinstance(roi["mask_head"], (list, tuple)) else roi["mask_head"]
     num_convs, _, channels, agnostic = common.fcn_mask_settings(mask_head, f"{what}.mask_head")
-    return with_defaults(MASK_DEFAULTS, pooled_size=14, sampling_ratio=0, aligned=True, num_convs=num_convs,
-                         channels=channels, upsample=carafe.mask_upsample(mask_head, f"{what}.mask_head"),
-                         class_agnostic=agnostic,
+    return with_defaults(MASK_DEFAULTS, pooled_size=14, sampling_ratio=sampling_ratio, aligned=aligned,
+                         num_convs=num_convs, channels=channels,
+                         upsample=carafe.mask_upsample(mask_head, f"{what}.mask_head"), class_agnostic=agnostic,
                          threshold=float((test_rcnn or {}).get("mask_thr_binary", 0.5)), paste="detectron2")
 
 
