@@ -115,3 +115,17 @@ def test_unusable_signatures_are_clear_errors(composite_export, coco_set, tmp_pa
     s = runner.EvalSettings(annotations=ann, tta_flip=True)
     with pytest.raises(ValueError, match="test-time augmentation"):
         runner.run(s, loaders.saved_model_predict_fn(composite_export[1]), print_fn=lambda _: None)
+
+
+def test_tfrecords_images_give_the_files_results(composite_export, coco_set, tmp_path):
+    from tfdet.data import coco, tfrecords
+
+    _, path = composite_export
+    ann, images = coco_set
+    prefix = str(tmp_path / "val")
+    tfrecords.write_tfrecords(coco.CocoReader(ann, os.path.dirname(ann)), prefix, num_shards=2)
+    predictor = loaders.saved_model_predict_fn(path)
+    runner.run(runner.EvalSettings(annotations=ann, tfrecords=prefix, output=str(tmp_path / "t.json")), predictor,
+               print_fn=lambda _: None)
+    got = json.loads((tmp_path / "t.json").read_text())
+    assert_same_results(got, direct_results(predictor.fn, [[item] for item in images]))

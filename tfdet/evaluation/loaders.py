@@ -1,4 +1,5 @@
-"""PredictFns (the protocol of `tfdet.evaluation.evaluator`) from Keras models and SavedModels, and the
+"""PredictFns (the protocol of `tfdet.evaluation.evaluator`) from Keras models and SavedModels (a tfdet
+export, bin/export.py, gives a `ServingPredictFn` instead: images in as a client sends them), and the
 checkpoint watcher behind `--watch` (checkpoints are found and restored by tfdet.engine.checkpoint).
 """
 
@@ -134,7 +135,8 @@ def saved_model_predict_fn(path, signature=None):
     else:
         order = SERVING_KINDS + ("pipeline",)
         # serving_default first among signatures of one kind (it is one of the named ones in an export)
-        usable = sorted((n for n, k in kinds.items() if k), key=lambda n: (order.index(kinds[n]), n != "serving_default"))
+        usable = sorted((n for n, k in kinds.items() if k),
+                        key=lambda n: (order.index(kinds[n]), n != "serving_default"))
     if not usable:
         found = "; ".join(f"{n} ({_describe(loaded.signatures[n])})" for n in sorted(loaded.signatures)) or "none"
         raise ValueError(f"SavedModel {path} has no signature evaluation can call (signatures: {found}). It needs "
@@ -204,5 +206,5 @@ def checkpoint_step(path):
     return int(digits) if digits else -1
 
 
-__all__ = ["ServingPredictFn", "checkpoint_step", "detector_inputs", "distributed_predict_fn", "keras_predict_fn",
-           "saved_model_predict_fn", "signature_kind", "watch"]
+__all__ = ["ServingPredictFn", "checkpoint_step", "detector_inputs", "distributed_predict_fn",
+           "keras_predict_fn", "saved_model_predict_fn", "signature_kind", "watch"]

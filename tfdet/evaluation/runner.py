@@ -4,7 +4,9 @@ Paths:
   predictions  evaluate a COCO results json (`--predictions`) against `--annotations`;
   model        run a PredictFn (from `--checkpoint` + `--config`, `--saved_model`, or any callable) over
                the annotated images, optionally with test-time augmentation, write the results json
-               (`--output`) and evaluate them;
+               (`--output`) and evaluate them; a tfdet export (`--saved_model` of bin/export.py's, a
+               `loaders.ServingPredictFn`) gets the image files as a client sends them and its results
+               are taken as they are (`predict_serving`);
   watch        evaluate every checkpoint of a training folder as it appears (`--watch`).
 Each path prints the COCO tables (and per-class AP), writes them as json (`--metrics_output`, default
 `<output>.metrics.json`) and can render `--visualize N` images with their detections.
