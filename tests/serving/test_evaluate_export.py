@@ -129,3 +129,12 @@ def test_tfrecords_images_give_the_files_results(composite_export, coco_set, tmp
                print_fn=lambda _: None)
     got = json.loads((tmp_path / "t.json").read_text())
     assert_same_results(got, direct_results(predictor.fn, [[item] for item in images]))
+    # Annotations of fewer images than the records hold: only theirs are run.
+    data = json.loads(open(ann).read())
+    data["images"] = data["images"][:2]
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in {im["id"] for im in data["images"]}]
+    (tmp_path / "two.json").write_text(json.dumps(data))
+    runner.run(runner.EvalSettings(annotations=str(tmp_path / "two.json"), tfrecords=prefix,
+                                   output=str(tmp_path / "t2.json")), predictor, print_fn=lambda _: None)
+    got = json.loads((tmp_path / "t2.json").read_text())
+    assert_same_results(got, direct_results(predictor.fn, [[item] for item in images[:2]]))

@@ -134,7 +134,7 @@ def predict(s, reader, predict_fn):
 
 def encoded_images(s, reader):
     """(image id, the image file's bytes) of every annotated image, in id order: read from `s.tfrecords`
-    (their image/encoded) when set, else from the files (one that cannot be read is left out, with a
+    (their image/encoded, for the image ids the annotations have) when set, else from the files (one that cannot be read is left out, with a
     warning)."""
     if s.tfrecords:
         from tfdet.data import tfrecords
@@ -144,7 +144,8 @@ def encoded_images(s, reader):
         found = {}
         for serialized in tf.data.TFRecordDataset(tfrecords.shard_paths(s.tfrecords, meta["num_shards"])):
             f = tf.io.parse_single_example(serialized, spec)
-            found[int(f["image/id"])] = f["image/encoded"].numpy()
+            if int(f["image/id"]) in reader.coco.imgs:  # (records of images the annotations lack are not run)
+                found[int(f["image/id"])] = f["image/encoded"].numpy()
         yield from sorted(found.items())
         return
     for rec in reader.records:
