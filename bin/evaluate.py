@@ -6,11 +6,18 @@ proposal recall, test-time augmentation and visualizations.
     # a trained model (config + checkpoint file or workdir), writing the results json:
     .venv/bin/python bin/evaluate.py --config=configs/mask_rcnn.py:tiny --checkpoint=workdir \
         --annotations=val.json --images=val/images --output=out/results.json --visualize=8
-    # an exported SavedModel, with flip and the seeds' five test scales merged by Soft-NMS:
-    .venv/bin/python bin/evaluate.py --saved_model=export/1 --annotations=val.json --images=val/images \
+    # a SavedModel written by bin/export.py (a version folder), as a client would call it:
+    .venv/bin/python bin/evaluate.py --saved_model=export/1 --annotations=val.json --images=val/images
+    # a trained model with flip and the seeds' five test scales merged by Soft-NMS:
+    .venv/bin/python bin/evaluate.py --config=... --checkpoint=workdir --annotations=val.json \
         --tta_flip --tta_scales=seeds --tta_merge=soft_nms
     # every checkpoint as training writes it:
     .venv/bin/python bin/evaluate.py --config=... --watch=workdir --watch_timeout=3600 --annotations=...
+
+--saved_model sends each image file's bytes to the export's encoded_image signature (else the decoded
+image to its image_tensor one), so the export's own resize, padding and mask pasting are evaluated, and
+takes its detection_classes as category ids and its boxes and masks in original pixels (--scale, --config
+and test-time augmentation do not apply to it).
 
 A config whose data block has category_ids (a converted model's, bin/convert.py) maps model class c to
 category id category_ids[c]; without it class c is the c-th annotated category in id order.
@@ -40,7 +47,8 @@ flags.DEFINE_string("images", "", "image folder (default: the annotations' folde
 flags.DEFINE_string("tfrecords", "", "TFRecords prefix (tfdet.data.tfrecords) to read the images from instead")
 flags.DEFINE_string("predictions", "", "COCO results json to evaluate (no model run)")
 flags.DEFINE_string("checkpoint", "", "checkpoint file/prefix, or a training folder (its latest checkpoint)")
-flags.DEFINE_string("saved_model", "", "exported SavedModel folder")
+flags.DEFINE_string("saved_model", "", "SavedModel folder (a version of bin/export.py's export_dir): run as "
+                    "exported, through its encoded_image (else image_tensor) signature")
 flags.DEFINE_string("watch", "", "training folder: evaluate each new checkpoint")
 flags.DEFINE_float("watch_timeout", 3600.0, "--watch stops after this many seconds without a new checkpoint")
 flags.DEFINE_integer("watch_last_step", None, "--watch stops after the checkpoint of this step")

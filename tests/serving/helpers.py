@@ -35,6 +35,13 @@ def run_isolated(script, *args):
     return proc.stdout
 
 
+def run_bin(name, *args):
+    """Runs bin/<name> with `args` in a child process; returns the CompletedProcess (text output)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, os.path.join(ROOT, "bin", name), *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=900)
+
+
 def tiny_config(family="mask_rcnn"):
     return importlib.import_module(f"configs.{family}").get_config("tiny")
 

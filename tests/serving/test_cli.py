@@ -5,8 +5,6 @@ import base64
 import io
 import json
 import os
-import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -14,16 +12,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.serving.helpers import ROOT, sample_images
+from tests.serving.helpers import run_bin, sample_images
 from tfdet.evaluation import results as results_lib
 from tfdet.serving import client
-
-
-def run_bin(name, *args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bin", name), *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=900)
-    return proc
 
 
 def write_images(folder):

@@ -1,4 +1,5 @@
-"""PredictFns (the protocol of `tfdet.evaluation.evaluator`) from Keras models and SavedModels, and the
+"""PredictFns (the protocol of `tfdet.evaluation.evaluator`) from Keras models and SavedModels (a tfdet
+export, bin/export.py, gives a `ServingPredictFn` instead: images in as a client sends them), and the
 checkpoint watcher behind `--watch` (checkpoints are found and restored by tfdet.engine.checkpoint).
 """
 
@@ -60,14 +61,92 @@ def distributed_predict_fn(strategy, model):
     return predict
 
 
-def saved_model_predict_fn(path, signature="serving_default"):
-    """A PredictFn calling a SavedModel's signature with the batch entries it names (images, image_info,
+SERVING_KINDS = ("encoded_image", "image_tensor")  # tfdet.serving.module's input types, preferred first
+SERVING_OUTPUTS = ("num_detections", "detection_boxes", "detection_scores", "detection_classes", "image_size")
+
+
+def signature_kind(fn):
+    """What a SavedModel signature takes: "encoded_image" (encoded_images string [B]) or "image_tensor"
+    (images uint8 [B, H, W, 3]) for a tfdet.serving export (bin/export.py; it must also return its
+    outputs, `SERVING_OUTPUTS`), "pipeline" for one taking the PredictFn inputs (images, image_info, ...),
+    else None."""
+    specs = fn.structured_input_signature[1]
+    outputs = fn.structured_outputs if isinstance(fn.structured_outputs, dict) else {}
+    serving = all(k in outputs for k in SERVING_OUTPUTS)
+    if set(specs) == {"encoded_images"} and specs["encoded_images"].dtype == tf.string and serving:
+        return "encoded_image"
+    if (set(specs) == {"images"} and specs["images"].dtype == tf.uint8 and specs["images"].shape.rank == 4
+            and serving):
+        return "image_tensor"
+    if "images" in specs and "image_info" in specs:
+        return "pipeline"
+    return None
+
+
+def _describe(fn):
+    specs = fn.structured_input_signature[1]
+    return ", ".join(f"{k}: {v.dtype.name} {v.shape}" for k, v in sorted(specs.items())) or "no inputs"
+
+
+class ServingPredictFn:
+    """A tfdet.serving export (bin/export.py) through one signature: images go in as a client sends them
+    (`kind` "encoded_image": a list of encoded files' bytes; "image_tensor": one uint8 [H, W, 3] image per
+    call) and the outputs come back as NumPy arrays, in original-image pixels with dataset category ids
+    (tfdet.serving.module), for `tfdet.evaluation.results.serving_to_coco`."""
+
+    def __init__(self, path, loaded, signature, kind):
+        self.path, self.saved_model, self.signature, self.kind = path, loaded, signature, kind
+        self.fn = loaded.signatures[signature]
+        self.input_shape = self.fn.structured_input_signature[1]["encoded_images" if kind == "encoded_image"
+                                                                 else "images"].shape
+
+    def __call__(self, images):
+        if self.kind == "encoded_image":
+            outputs = self.fn(encoded_images=tf.constant(list(images), tf.string))
+        else:
+            image = tf.convert_to_tensor(images, tf.uint8)
+            if not self.input_shape[1:3].is_compatible_with(image.shape[:2]):
+                raise ValueError(f"SavedModel {self.path} signature {self.signature!r} takes only "
+                                 f"{self.input_shape[1]}x{self.input_shape[2]} images (a fixed --input_size), got "
+                                 f"{image.shape[0]}x{image.shape[1]}: export it with --input_type=encoded_image (or "
+                                 "without --input_size) to evaluate it on this set.")
+            outputs = self.fn(images=image[None])
+        return {k: v.numpy() for k, v in outputs.items()}
+
+
+def saved_model_predict_fn(path, signature=None):
+    """A predictor of the SavedModel at `path`, through `signature` (default: the first usable one, see
+    `signature_kind`: a tfdet export's encoded_image signature, so that the export's own decode, resize,
+    padding and mask pasting are what gets evaluated, else its image_tensor one, else a signature taking
+    the PredictFn inputs).
+
+    For a tfdet export: a `ServingPredictFn` (tfdet.evaluation.runner sends it the image files). For a
+    PredictFn-style signature: a PredictFn calling it with the batch entries it names (images, image_info,
     image_id, ...; image_info is passed as the valid (h, w) when the signature wants [B, 2])."""
     if not os.path.isdir(path) or not os.path.isfile(os.path.join(path, "saved_model.pb")):
-        raise FileNotFoundError(f"no SavedModel at {path} (expected {os.path.join(path, 'saved_model.pb')}).")
+        raise FileNotFoundError(f"no SavedModel at {path} (expected {os.path.join(path, 'saved_model.pb')}; give "
+                                "a version folder of bin/export.py's export_dir, e.g. export/1).")
     loaded = tf.saved_model.load(path)
-    if signature not in loaded.signatures:
-        raise ValueError(f"SavedModel {path} has no signature {signature!r}; it has {sorted(loaded.signatures)}.")
+    kinds = {name: signature_kind(fn) for name, fn in loaded.signatures.items()}
+    if signature is not None:
+        if signature not in loaded.signatures:
+            raise ValueError(f"SavedModel {path} has no signature {signature!r}; it has {sorted(loaded.signatures)}.")
+        usable = [signature] if kinds[signature] else []
+    else:
+        order = SERVING_KINDS + ("pipeline",)
+        # serving_default first among signatures of one kind (it is one of the named ones in an export)
+        usable = sorted((n for n, k in kinds.items() if k),
+                        key=lambda n: (order.index(kinds[n]), n != "serving_default"))
+    if not usable:
+        found = "; ".join(f"{n} ({_describe(loaded.signatures[n])})" for n in sorted(loaded.signatures)) or "none"
+        raise ValueError(f"SavedModel {path} has no signature evaluation can call (signatures: {found}). It needs "
+                         "a tfdet export's encoded_image signature (encoded_images: string [B]) or image_tensor "
+                         "signature (images: uint8 [B, H, W, 3]) returning " + ", ".join(SERVING_OUTPUTS) +
+                         " (bin/export.py writes both), or one taking the evaluation pipeline's images and "
+                         "image_info.")
+    signature = usable[0]
+    if kinds[signature] in SERVING_KINDS:
+        return ServingPredictFn(path, loaded, signature, kinds[signature])
     fn = loaded.signatures[signature]
     specs = fn.structured_input_signature[1]
 
@@ -127,5 +206,5 @@ def checkpoint_step(path):
     return int(digits) if digits else -1
 
 
-__all__ = ["checkpoint_step", "detector_inputs", "distributed_predict_fn", "keras_predict_fn",
-           "saved_model_predict_fn", "watch"]
+__all__ = ["ServingPredictFn", "checkpoint_step", "detector_inputs", "distributed_predict_fn",
+           "keras_predict_fn", "saved_model_predict_fn", "signature_kind", "watch"]

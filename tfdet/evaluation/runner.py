@@ -4,7 +4,9 @@ Paths:
   predictions  evaluate a COCO results json (`--predictions`) against `--annotations`;
   model        run a PredictFn (from `--checkpoint` + `--config`, `--saved_model`, or any callable) over
                the annotated images, optionally with test-time augmentation, write the results json
-               (`--output`) and evaluate them;
+               (`--output`) and evaluate them; a tfdet export (`--saved_model` of bin/export.py's, a
+               `loaders.ServingPredictFn`) gets the image files as a client sends them and its results
+               are taken as they are (`predict_serving`);
   watch        evaluate every checkpoint of a training folder as it appears (`--watch`).
 Each path prints the COCO tables (and per-class AP), writes them as json (`--metrics_output`, default
 `<output>.metrics.json`) and can render `--visualize N` images with their detections.
@@ -96,6 +98,8 @@ def annotated_only(results, reader):
 def predict(s, reader, predict_fn):
     """(COCO results of `predict_fn` over the reader's images (single scale, or TTA when asked), the set of
     image ids it ran on)."""
+    if isinstance(predict_fn, loaders.ServingPredictFn):
+        return predict_serving(s, reader, predict_fn)
     ran = set()
     categories = class_to_category(s, reader)
     if s.tta_scales or s.tta_flip:
@@ -126,6 +130,72 @@ def predict(s, reader, predict_fn):
     out = evaluator.predict_results(predict_fn, batches, categories, s.score_threshold,
                                     s.mask_threshold, on_batch=lambda batch, _: ran.update(batch["image_id"].tolist()))
     return annotated_only(out, reader) if s.category_ids is not None else out, ran
+
+
+def encoded_images(s, reader):
+    """(image id, the image file's bytes) of every annotated image, in id order: read from `s.tfrecords`
+    (their image/encoded, for the image ids the annotations have) when set, else from the files (one that cannot be read is left out, with a
+    warning)."""
+    if s.tfrecords:
+        from tfdet.data import tfrecords
+
+        meta = tfrecords.read_metadata(s.tfrecords)
+        spec = {"image/id": tf.io.FixedLenFeature([], tf.int64), "image/encoded": tf.io.FixedLenFeature([], tf.string)}
+        found = {}
+        for serialized in tf.data.TFRecordDataset(tfrecords.shard_paths(s.tfrecords, meta["num_shards"])):
+            f = tf.io.parse_single_example(serialized, spec)
+            if int(f["image/id"]) in reader.coco.imgs:  # (records of images the annotations lack are not run)
+                found[int(f["image/id"])] = f["image/encoded"].numpy()
+        yield from sorted(found.items())
+        return
+    for rec in reader.records:
+        try:
+            with open(rec.file_name, "rb") as f:
+                yield rec.image_id, f.read()
+        except OSError as e:
+            log.warning("image id %d (%s) is not evaluated: %s", rec.image_id, rec.file_name, e.strerror or e)
+
+
+def predict_serving(s, reader, export):
+    """(COCO results, the set of image ids run) of a tfdet.serving export (`loaders.ServingPredictFn`)
+    over the reader's images, each sent as its signature takes them: the file's bytes (encoded_image,
+    `s.batch_size` per request) or the decoded uint8 image (image_tensor, one per request). The export
+    resizes, pads and maps back itself and returns category ids: its results are taken as they are (no
+    class mapping; detections of ids the annotations lack are left out, `annotated_only`)."""
+    if s.tta_scales or s.tta_flip:
+        raise ValueError(f"test-time augmentation resizes the images before the model; the SavedModel {export.path} "
+                         "resizes them itself, as exported: evaluate it without --tta_scales / --tta_flip, or "
+                         "evaluate its checkpoint (--config --checkpoint) with them.")
+    ran, out = set(), []
+
+    def run_batch(ids, images):
+        outputs = export(images)
+        for image_id, status in zip(ids, outputs["image_status"] if "image_status" in outputs else [0] * len(ids)):
+            if status == 0:
+                ran.add(image_id)
+            else:
+                log.warning("image id %d is not evaluated: the SavedModel could not decode it (image_status %d).",
+                            image_id, status)
+        out.extend(results_lib.serving_to_coco(outputs, ids, s.score_threshold, s.mask_threshold))
+
+    ids, pending = [], []
+    for image_id, data in encoded_images(s, reader):
+        if export.kind == "image_tensor":
+            try:
+                image = tf.io.decode_image(data, channels=3, expand_animations=False)
+            except tf.errors.InvalidArgumentError as e:
+                log.warning("image id %d is not evaluated: %s", image_id, e.message.splitlines()[0])
+                continue
+            run_batch([image_id], image)
+            continue
+        ids.append(image_id)
+        pending.append(data)
+        if len(ids) == max(int(s.batch_size), 1):
+            run_batch(ids, pending)
+            ids, pending = [], []
+    if ids:
+        run_batch(ids, pending)
+    return annotated_only(out, reader), ran
 
 
 def ground_truth_of(coco_gt, ran, s, print_fn=print, missing_files=False):
